@@ -1,0 +1,76 @@
+"""The deposit model: ``ShopDeposit``, its events, exact money and the rules.
+
+Pure Python and pydantic: no I/O, no clock, nothing from the rest of the project.
+"""
+
+from domain.deposit import (
+    DEFAULT_SETTLEMENT_WINDOW,
+    STORED_TYPES,
+    DepositSnapshot,
+    DepositState,
+    Phase,
+    ShopDeposit,
+    Status,
+    deposit_id,
+    project_deposit,
+    require_deposit,
+)
+from domain.errors import (
+    DuplicateConflict,
+    LedgerError,
+    MalformedInput,
+    OutOfOrder,
+    Refused,
+    ShopAlreadyOpen,
+    ShopNotFound,
+    WrongStatus,
+)
+from domain.events import (
+    HISTORY_EVENTS,
+    Channel,
+    ClosureRequested,
+    Deducted,
+    DeductionReason,
+    DepositEvent,
+    Forfeited,
+    Frozen,
+    Opened,
+    Paid,
+    Refunded,
+    RefundLine,
+    Stamp,
+)
+
+__all__ = [
+    "DEFAULT_SETTLEMENT_WINDOW",
+    "HISTORY_EVENTS",
+    "STORED_TYPES",
+    "Channel",
+    "ClosureRequested",
+    "Deducted",
+    "DeductionReason",
+    "DepositEvent",
+    "DepositSnapshot",
+    "DepositState",
+    "DuplicateConflict",
+    "Forfeited",
+    "Frozen",
+    "LedgerError",
+    "MalformedInput",
+    "Opened",
+    "OutOfOrder",
+    "Paid",
+    "Phase",
+    "RefundLine",
+    "Refunded",
+    "Refused",
+    "ShopAlreadyOpen",
+    "ShopDeposit",
+    "ShopNotFound",
+    "Stamp",
+    "Status",
+    "WrongStatus",
+    "deposit_id",
+    "project_deposit",
+    "require_deposit",
+]

@@ -1,0 +1,5 @@
+"""The application around the deposit model: commands, queries, store and faces."""
+
+from ledger.application import CommandResult, ConcurrencyExhausted, DepositLedger
+
+__all__ = ["CommandResult", "ConcurrencyExhausted", "DepositLedger"]

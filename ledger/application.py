@@ -1,0 +1,363 @@
+"""``DepositLedger``: the event-sourced application that holds shop deposits.
+
+It only orchestrates: parse the edges (amounts, channels, times), load the
+deposit, let ``ShopDeposit`` decide, save the new events atomically, answer with
+a typed result. Optimistic-concurrency conflicts are retried a bounded number
+of times; the clock is read here and nowhere in the domain.
+"""
+
+from __future__ import annotations
+
+import getpass
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from typing import Any, ClassVar, TypeVar
+from uuid import UUID
+
+from eventsourcing.application import AggregateNotFoundError, Application, ProcessingEvent
+from eventsourcing.persistence import IntegrityError, Mapper
+from pydantic import BaseModel, ConfigDict, TypeAdapter, ValidationError
+
+from domain import (
+    DEFAULT_SETTLEMENT_WINDOW,
+    Channel,
+    DeductionReason,
+    DepositEvent,
+    DepositSnapshot,
+    DepositState,
+    LedgerError,
+    MalformedInput,
+    ShopAlreadyOpen,
+    ShopDeposit,
+    ShopNotFound,
+    Stamp,
+    deposit_id,
+    project_deposit,
+)
+from domain.events import ShopId
+from domain.money import normalise_currency, parse_decimal, to_minor
+from ledger.mapper import DepositMapper
+from ledger.store import Store, resolve_store
+
+MAX_ATTEMPTS = 8
+"""How many times a command is tried when another writer saved the same deposit first."""
+
+SNAPSHOT_INTERVAL = 200
+"""A snapshot every this many events keeps loading a deposit cheap whatever its history."""
+
+Clock = Callable[[], datetime]
+_SHOP_ID: TypeAdapter[str] = TypeAdapter(ShopId)
+_Result = TypeVar("_Result")
+
+
+def utc_now() -> datetime:
+    """The current time, timezone-aware, in UTC."""
+    return datetime.now(tz=UTC)
+
+
+class ConcurrencyExhausted(LedgerError):
+    """Other writers kept saving the same deposit first; nothing was written."""
+
+
+class CommandResult(BaseModel):
+    """What a command left behind: the deposit's new state, and whether it changed anything."""
+
+    model_config = ConfigDict(frozen=True)
+
+    state: DepositState
+    duplicate: bool = False
+
+
+class DepositLedger(Application[UUID]):
+    """The ledger of shop security deposits, on an embedded SQLite file by default."""
+
+    name = "DepositLedger"
+    is_snapshotting_enabled = True
+    snapshotting_intervals: ClassVar[dict[type[Any], int]] = {ShopDeposit: SNAPSHOT_INTERVAL}
+
+    def __init__(
+        self,
+        store: Store | str | None = None,
+        *,
+        actor: str | None = None,
+        clock: Clock = utc_now,
+        settlement_window: timedelta = DEFAULT_SETTLEMENT_WINDOW,
+        env: dict[str, str] | None = None,
+    ) -> None:
+        """Open the ledger on ``store`` (a :class:`Store`, a path or URL; default ``deposits.db``).
+
+        ``actor`` names who the commands are recorded for unless a command says
+        otherwise (default: the operating-system user); ``clock`` supplies the
+        recording time and the default effective time.
+        """
+        self.store = store if isinstance(store, Store) else resolve_store(store)
+        self.default_actor = actor or getpass.getuser()
+        self.clock = clock
+        self.settlement_window = settlement_window
+        super().__init__(env={**self.store.environment(), **(env or {})})
+
+    def construct_mapper(self) -> Mapper[UUID]:
+        """Use the pydantic mapper with stable topics and class-version upcasting."""
+        return DepositMapper(transcoder=self.factory.transcoder())
+
+    # ----------------------------------------------------------------- commands
+
+    def open(
+        self,
+        shop_id: str,
+        *,
+        currency: str,
+        required: str | Decimal,
+        site: str | None = None,
+        at: datetime | str | None = None,
+        actor: str | None = None,
+    ) -> CommandResult:
+        """Open a shop's deposit account with the amount the platform requires."""
+        shop_id = parse_shop_id(shop_id)
+        code = normalise_currency(currency)
+        required_minor = to_minor(required, code)
+        site_code = site.strip().upper() if site is not None else None
+        effective_at = self._effective_at(at)
+
+        def attempt() -> CommandResult:
+            if self._find(shop_id) is not None:
+                raise ShopAlreadyOpen(f"shop {shop_id} already has a deposit")
+            deposit = ShopDeposit.open(
+                shop_id=shop_id,
+                site=site_code,
+                currency=code,
+                required_minor=required_minor,
+                stamp=self._stamp(effective_at, actor),
+            )
+            self.save(deposit)
+            return CommandResult(state=deposit.state())
+
+        return self._retrying(attempt)
+
+    def pay(
+        self,
+        shop_id: str,
+        amount: str | Decimal,
+        *,
+        channel: str,
+        ref: str,
+        payer: str | None = None,
+        at: datetime | str | None = None,
+        actor: str | None = None,
+    ) -> CommandResult:
+        """Record a payment through Alipay or WeChat Pay; it is frozen at once.
+
+        Idempotent by (channel, ref): the same payment again is a duplicate that
+        changes nothing; the same trade number with another amount is refused.
+        """
+        shop_id = parse_shop_id(shop_id)
+        parse_decimal(amount)
+        chosen_channel = parse_choice(Channel, channel, "channel")
+        effective_at = self._effective_at(at)
+        return self._change(
+            shop_id,
+            lambda deposit, stamp: deposit.pay(
+                amount_minor=to_minor(amount, deposit.currency),
+                channel=chosen_channel,
+                trade_no=ref,
+                payer=payer,
+                stamp=stamp,
+            ),
+            effective_at,
+            actor,
+        )
+
+    def deduct(
+        self,
+        shop_id: str,
+        amount: str | Decimal,
+        *,
+        reason: str,
+        case: str,
+        note: str = "",
+        at: datetime | str | None = None,
+        actor: str | None = None,
+    ) -> CommandResult:
+        """Deduct a penalty for a violation; what the frozen balance cannot cover is owed.
+
+        Idempotent by case id, like payments by trade number.
+        """
+        shop_id = parse_shop_id(shop_id)
+        parse_decimal(amount)
+        chosen_reason = parse_choice(DeductionReason, reason, "reason")
+        effective_at = self._effective_at(at)
+        return self._change(
+            shop_id,
+            lambda deposit, stamp: deposit.deduct(
+                amount_minor=to_minor(amount, deposit.currency),
+                reason=chosen_reason,
+                case_id=case,
+                note=note,
+                stamp=stamp,
+            ),
+            effective_at,
+            actor,
+        )
+
+    def close_shop(self, shop_id: str, *, at: datetime | str | None = None, actor: str | None = None) -> CommandResult:
+        """The merchant closes the shop voluntarily; settlement is due after the window."""
+        shop_id = parse_shop_id(shop_id)
+        effective_at = self._effective_at(at)
+        return self._change(
+            shop_id,
+            _always_changes(
+                lambda deposit, stamp: deposit.close(settlement_window=self.settlement_window, stamp=stamp)
+            ),
+            effective_at,
+            actor,
+        )
+
+    def refund(self, shop_id: str, *, at: datetime | str | None = None, actor: str | None = None) -> CommandResult:
+        """Refund what remains to the channels it came from, once settlement is due."""
+        shop_id = parse_shop_id(shop_id)
+        effective_at = self._effective_at(at)
+        return self._change(
+            shop_id, _always_changes(lambda deposit, stamp: deposit.refund(stamp=stamp)), effective_at, actor
+        )
+
+    def force_close(
+        self, shop_id: str, *, reason: str, at: datetime | str | None = None, actor: str | None = None
+    ) -> CommandResult:
+        """The platform force-closes the shop; what remains is forfeited."""
+        shop_id = parse_shop_id(shop_id)
+        effective_at = self._effective_at(at)
+        return self._change(
+            shop_id,
+            _always_changes(lambda deposit, stamp: deposit.force_close(reason=reason, stamp=stamp)),
+            effective_at,
+            actor,
+        )
+
+    # ------------------------------------------------------------------ queries
+
+    def deposit(self, shop_id: str) -> ShopDeposit:
+        """The shop's deposit rebuilt from its events (and latest snapshot)."""
+        shop_id = parse_shop_id(shop_id)
+        deposit = self._find(shop_id)
+        if deposit is None:
+            raise ShopNotFound(f"shop {shop_id} has no deposit")
+        return deposit
+
+    def show(self, shop_id: str) -> DepositState:
+        """The shop's current figures, rebuilt from its events."""
+        return self.deposit(shop_id).state()
+
+    def history(self, shop_id: str) -> list[DepositEvent]:
+        """Every event of the shop's deposit, oldest first."""
+        shop_id = parse_shop_id(shop_id)
+        events = [event for event in self.events.get(deposit_id(shop_id)) if isinstance(event, DepositEvent)]
+        if not events:
+            raise ShopNotFound(f"shop {shop_id} has no deposit")
+        return events
+
+    # ------------------------------------------------------------------ helpers
+
+    def _find(self, shop_id: str) -> ShopDeposit | None:
+        try:
+            deposit: ShopDeposit = self.repository.get(deposit_id(shop_id), projector_func=project_deposit)
+        except AggregateNotFoundError:
+            return None
+        return deposit
+
+    def _change(
+        self,
+        shop_id: str,
+        command: Callable[[ShopDeposit, Stamp], bool],
+        effective_at: datetime | None,
+        actor: str | None,
+    ) -> CommandResult:
+        def attempt() -> CommandResult:
+            deposit = self._find(shop_id)
+            if deposit is None:
+                raise ShopNotFound(f"shop {shop_id} has no deposit")
+            changed = command(deposit, self._stamp(effective_at, actor))
+            if changed:
+                self.save(deposit)
+            return CommandResult(state=deposit.state(), duplicate=not changed)
+
+        return self._retrying(attempt)
+
+    def _retrying(self, attempt: Callable[[], _Result]) -> _Result:
+        for _ in range(MAX_ATTEMPTS):
+            try:
+                return attempt()
+            except IntegrityError:
+                # Another writer saved this deposit's next version first: reload and decide again.
+                continue
+        raise ConcurrencyExhausted(f"gave up after {MAX_ATTEMPTS} conflicting writes; nothing was written")
+
+    def _stamp(self, effective_at: datetime | None, actor: str | None) -> Stamp:
+        recorded_at = self.clock()
+        return Stamp(
+            effective_at=effective_at or recorded_at,
+            recorded_at=recorded_at,
+            actor=actor or self.default_actor,
+        )
+
+    def _effective_at(self, at: datetime | str | None) -> datetime | None:
+        if at is None:
+            return None
+        moment = parse_time(at)
+        if moment > self.clock():
+            raise MalformedInput(f"effective time {moment.isoformat()} lies in the future")
+        return moment
+
+    def _take_snapshots(self, processing_event: ProcessingEvent[UUID]) -> None:
+        # A command records several events; snapshot the deposit as the command left
+        # it whenever the command crossed an interval boundary, never half way through
+        # a payment, and without reading the events back from the store.
+        assert self.snapshots is not None
+        for aggregate in processing_event.aggregates.values():
+            if not isinstance(aggregate, ShopDeposit):
+                continue
+            first = min(e.originator_version for e in processing_event.events if e.originator_id == aggregate.id)
+            if (first - 1) // SNAPSHOT_INTERVAL != aggregate.version // SNAPSHOT_INTERVAL:
+                self.snapshots.put([DepositSnapshot.take(aggregate)])
+
+
+def _always_changes(command: Callable[[ShopDeposit, Stamp], None]) -> Callable[[ShopDeposit, Stamp], bool]:
+    # Commands without an idempotency key change the deposit whenever they succeed.
+    def run(deposit: ShopDeposit, stamp: Stamp) -> bool:
+        command(deposit, stamp)
+        return True
+
+    return run
+
+
+def parse_time(value: datetime | str) -> datetime:
+    """An ISO-8601 time with a zone, as an aware UTC ``datetime``; else ``MalformedInput``."""
+    if isinstance(value, datetime):
+        moment = value
+    else:
+        try:
+            moment = datetime.fromisoformat(value.strip())
+        except ValueError:
+            raise MalformedInput(f"time {value!r} is not ISO-8601 (e.g. 2026-03-05T09:30:00+08:00)") from None
+    if moment.tzinfo is None or moment.utcoffset() is None:
+        raise MalformedInput(f"time {value!s} has no time zone: add Z or an offset such as +08:00")
+    return moment.astimezone(UTC)
+
+
+def parse_shop_id(shop_id: str) -> str:
+    """A valid shop id, or ``MalformedInput``."""
+    try:
+        return _SHOP_ID.validate_python(shop_id)
+    except ValidationError:
+        raise MalformedInput(
+            f"shop id {shop_id!r} must be 1-64 letters, digits or _ . : -, starting with a letter or digit"
+        ) from None
+
+
+def parse_choice(choices: type[Channel] | type[DeductionReason], value: str, what: str) -> Any:
+    """One member of a closed set of choices, or ``MalformedInput`` listing them."""
+    try:
+        return choices(value.strip().lower())
+    except ValueError:
+        allowed = ", ".join(member.value for member in choices)
+        raise MalformedInput(f"unknown {what} {value!r}: expected one of {allowed}") from None

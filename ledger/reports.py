@@ -1,0 +1,133 @@
+"""How the faces print deposits and events: JSON objects and Rich tables.
+
+Amounts leave the ledger here, as decimal strings in major units with the
+currency's own digits (``"1700.00"``, ``"70000"`` for JPY); field names lose
+their ``_minor`` suffix on the way out.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from rich.table import Table
+
+from domain import DepositEvent, DepositState
+from domain.events import event_fields
+from domain.money import format_minor
+
+STATE_KEYS = (
+    "shop_id",
+    "status",
+    "currency",
+    "required",
+    "paid",
+    "frozen",
+    "deducted",
+    "refunded",
+    "forfeited",
+    "owed",
+    "shortfall",
+    "version",
+)
+"""The keys of ``show --json``, in order: a fixed contract."""
+
+_MINOR = "_minor"
+
+
+def state_json(state: DepositState) -> dict[str, Any]:
+    """The ``show --json`` object: the contract's keys, amounts as decimal strings."""
+    dumped = state.model_dump()
+    result: dict[str, Any] = {}
+    for key in STATE_KEYS:
+        if key in dumped:
+            value = dumped[key]
+            result[key] = value.value if hasattr(value, "value") else value
+        else:
+            result[key] = format_minor(dumped[key + _MINOR], state.currency)
+    return result
+
+
+def event_json(event: DepositEvent, currency: str) -> dict[str, Any]:
+    """One ``history --json`` entry: the envelope, then the event's own fields."""
+    entry: dict[str, Any] = {
+        "type": event.type_name,
+        "version": event.originator_version,
+        "effective_at": _iso(event.effective_at),
+        "recorded_at": _iso(event.recorded_at),
+        "actor": event.actor,
+    }
+    entry.update(_plain(event_fields(event), currency))
+    return entry
+
+
+def _plain(fields: dict[str, Any], currency: str) -> dict[str, Any]:
+    plain: dict[str, Any] = {}
+    for key, value in fields.items():
+        if key.endswith(_MINOR) and isinstance(value, int):
+            plain[key.removesuffix(_MINOR)] = format_minor(value, currency)
+        elif isinstance(value, datetime):
+            plain[key] = _iso(value)
+        elif isinstance(value, tuple | list):
+            plain[key] = [_plain(item, currency) if isinstance(item, dict) else item for item in value]
+        elif hasattr(value, "value"):
+            plain[key] = value.value
+        else:
+            plain[key] = value
+    return plain
+
+
+def _iso(moment: datetime) -> str:
+    return moment.isoformat().replace("+00:00", "Z")
+
+
+def state_table(state: DepositState, *, title: str | None = None) -> Table:
+    """A two-column Rich table of one deposit's figures."""
+    table = Table(title=title or f"Deposit of {state.shop_id}", show_header=False, title_justify="left")
+    table.add_column("figure", style="bold")
+    table.add_column("value", justify="right")
+    data = state_json(state)
+    for key in STATE_KEYS:
+        table.add_row(key, str(data[key]))
+    if state.site:
+        table.add_row("site", state.site)
+    if state.settlement_due:
+        table.add_row("settlement_due", _iso(state.settlement_due))
+    table.add_row("last_effective_at", _iso(state.last_effective_at))
+    return table
+
+
+def balances_table(states: list[DepositState], *, title: str = "Deposits") -> Table:
+    """One row per deposit: status and the money figures."""
+    table = Table(title=title, title_justify="left")
+    for column in ("shop", "status", "cur", "required", "paid", "frozen", "deducted", "refunded", "forfeited", "owed"):
+        table.add_column(column, justify="left" if column in ("shop", "status", "cur") else "right")
+    for state in states:
+        data = state_json(state)
+        table.add_row(
+            state.shop_id,
+            data["status"],
+            state.currency,
+            *(data[key] for key in ("required", "paid", "frozen", "deducted", "refunded", "forfeited", "owed")),
+        )
+    return table
+
+
+def history_table(events: list[DepositEvent], currency: str, *, title: str) -> Table:
+    """One row per event, oldest first, with what it did in words."""
+    table = Table(title=title, title_justify="left")
+    table.add_column("v", justify="right")
+    table.add_column("effective", no_wrap=True)
+    table.add_column("event")
+    table.add_column("details")
+    table.add_column("actor")
+    for event in events:
+        entry = event_json(event, currency)
+        details = ", ".join(
+            f"{key}={value}"
+            for key, value in entry.items()
+            if key not in ("type", "version", "effective_at", "recorded_at", "actor", "currency")
+            and value not in ("", None, False)
+        )
+        table.add_row(str(event.originator_version), entry["effective_at"], entry["type"], details, event.actor)
+    return table

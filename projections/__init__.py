@@ -1,0 +1,1 @@
+"""Read models derived from the deposit events: balances and the audit trail."""
