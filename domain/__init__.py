@@ -3,14 +3,12 @@
 Pure Python and pydantic: no I/O, no clock, nothing from the rest of the project.
 """
 
+from domain.balance import Balance, DepositState, Phase, Status, frozen_change
 from domain.deposit import (
     DEFAULT_SETTLEMENT_WINDOW,
     STORED_TYPES,
     DepositSnapshot,
-    DepositState,
-    Phase,
     ShopDeposit,
-    Status,
     deposit_id,
     project_deposit,
     require_deposit,
@@ -45,6 +43,7 @@ __all__ = [
     "DEFAULT_SETTLEMENT_WINDOW",
     "HISTORY_EVENTS",
     "STORED_TYPES",
+    "Balance",
     "Channel",
     "ClosureRequested",
     "Deducted",
@@ -71,6 +70,7 @@ __all__ = [
     "Status",
     "WrongStatus",
     "deposit_id",
+    "frozen_change",
     "project_deposit",
     "require_deposit",
 ]

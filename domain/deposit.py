@@ -21,12 +21,12 @@ import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from enum import StrEnum
 from typing import Any, ClassVar, TypeVar
 from uuid import UUID
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, ValidationError
 
+from domain.balance import Balance, DepositState, Phase, Status
 from domain.errors import (
     DuplicateConflict,
     MalformedInput,
@@ -64,26 +64,6 @@ def deposit_id(shop_id: str) -> UUID:
     return uuid.uuid5(SHOP_NAMESPACE, shop_id)
 
 
-class Phase(StrEnum):
-    """Where a deposit is in its lifecycle."""
-
-    OPEN = "open"
-    CLOSING = "closing"
-    CLOSED = "closed"
-    FORFEITED = "forfeited"
-
-
-class Status(StrEnum):
-    """The status the ledger reports: the phase, refined by the balance while open."""
-
-    AWAITING_PAYMENT = "awaiting_payment"
-    ACTIVE = "active"
-    UNDERFUNDED = "underfunded"
-    CLOSING = "closing"
-    CLOSED = "closed"
-    FORFEITED = "forfeited"
-
-
 @dataclass(frozen=True, slots=True)
 class Payment:
     """One payment into the deposit, kept for idempotency and for refunds."""
@@ -102,28 +82,6 @@ class Case:
     owed_minor: int
 
 
-class DepositState(BaseModel):
-    """A deposit's figures at one version: what ``show`` and ``balance`` report."""
-
-    model_config = ConfigDict(frozen=True)
-
-    shop_id: str
-    site: str | None
-    currency: str
-    status: Status
-    required_minor: int
-    paid_minor: int
-    frozen_minor: int
-    deducted_minor: int
-    refunded_minor: int
-    forfeited_minor: int
-    owed_minor: int
-    shortfall_minor: int
-    version: int
-    settlement_due: AwareDatetime | None
-    last_effective_at: AwareDatetime
-
-
 _Event = TypeVar("_Event", bound=DepositEvent)
 
 
@@ -132,22 +90,7 @@ class ShopDeposit:
 
     def __init__(self, opened: Opened) -> None:
         """Start a deposit from its ``Opened`` event; use :meth:`open` to open a new one."""
-        self.id: UUID = opened.originator_id
-        self.version: int = opened.originator_version
-        self.shop_id: str = opened.shop_id
-        self.site: str | None = opened.site
-        self.currency: str = opened.currency
-        self.required_minor: int = opened.required_minor
-        self.phase: Phase = Phase.OPEN
-        self.paid_minor = 0
-        self.unfrozen_minor = 0
-        self.owed_minor = 0
-        self.frozen_minor = 0
-        self.deducted_minor = 0
-        self.refunded_minor = 0
-        self.forfeited_minor = 0
-        self.settlement_due: datetime | None = None
-        self.last_effective_at: datetime = opened.effective_at
+        self.balance = Balance.opened(opened)
         self.payments: dict[tuple[Channel, str], Payment] = {}
         self.cases: dict[str, Case] = {}
         self._pending: list[DepositEvent] = []
@@ -216,8 +159,8 @@ class ShopDeposit:
         )
         if self.owed_minor:
             self._settle_debts(f"{channel.value} {trade_no}", stamp)
-        if self.unfrozen_minor:
-            self._record(Frozen, stamp, currency=self.currency, amount_minor=self.unfrozen_minor)
+        if self.balance.unfrozen_minor:
+            self._record(Frozen, stamp, currency=self.currency, amount_minor=self.balance.unfrozen_minor)
         self.check_invariants()
         return True
 
@@ -270,11 +213,11 @@ class ShopDeposit:
         """Refund the remaining frozen balance, newest payment first, and close the deposit."""
         self._require_phase("be refunded", Phase.CLOSING)
         self._require_in_order(stamp)
-        assert self.settlement_due is not None
-        if stamp.effective_at < self.settlement_due:
+        assert self.balance.settlement_due is not None
+        if stamp.effective_at < self.balance.settlement_due:
             raise Refused(
                 f"shop {self.shop_id} cannot be refunded before its settlement is due at "
-                f"{self.settlement_due.isoformat()}"
+                f"{self.balance.settlement_due.isoformat()}"
             )
         self._record(
             Refunded,
@@ -300,123 +243,92 @@ class ShopDeposit:
     # ------------------------------------------------------------------ queries
 
     @property
-    def shortfall_minor(self) -> int:
-        """What the shop must pay to be fully funded again: the gap plus what it owes."""
-        return max(0, self.required_minor - self.frozen_minor) + self.owed_minor
+    def id(self) -> UUID:
+        """The aggregate id, derived from the shop id (see :func:`deposit_id`)."""
+        return self.balance.deposit_id
+
+    @property
+    def version(self) -> int:
+        """How many events the deposit's history holds."""
+        return self.balance.version
+
+    @property
+    def shop_id(self) -> str:
+        """The shop this deposit belongs to."""
+        return self.balance.shop_id
+
+    @property
+    def currency(self) -> str:
+        """ISO 4217 code of every amount."""
+        return self.balance.currency
+
+    @property
+    def phase(self) -> Phase:
+        """Where the deposit is in its lifecycle."""
+        return self.balance.phase
 
     @property
     def status(self) -> Status:
-        """``awaiting_payment`` before any payment, then ``active`` or ``underfunded``."""
-        if self.phase is not Phase.OPEN:
-            return Status(self.phase.value)
-        if self.paid_minor == 0:
-            return Status.AWAITING_PAYMENT
-        return Status.ACTIVE if self.shortfall_minor == 0 else Status.UNDERFUNDED
+        """The status the ledger reports."""
+        return self.balance.status
+
+    @property
+    def frozen_minor(self) -> int:
+        """Money that counts for the shop and cannot be withdrawn."""
+        return self.balance.frozen_minor
+
+    @property
+    def unfrozen_minor(self) -> int:
+        """Money received but not yet frozen (only inside a payment)."""
+        return self.balance.unfrozen_minor
+
+    @property
+    def owed_minor(self) -> int:
+        """What deductions could not collect."""
+        return self.balance.owed_minor
+
+    @property
+    def settlement_due(self) -> datetime | None:
+        """When a closing deposit may be refunded."""
+        return self.balance.settlement_due
+
+    @property
+    def last_effective_at(self) -> datetime:
+        """When the last event happened, in business terms."""
+        return self.balance.last_effective_at
 
     def state(self) -> DepositState:
         """The deposit's figures as they stand at this version."""
-        return DepositState(
-            shop_id=self.shop_id,
-            site=self.site,
-            currency=self.currency,
-            status=self.status,
-            required_minor=self.required_minor,
-            paid_minor=self.paid_minor,
-            frozen_minor=self.frozen_minor,
-            deducted_minor=self.deducted_minor,
-            refunded_minor=self.refunded_minor,
-            forfeited_minor=self.forfeited_minor,
-            owed_minor=self.owed_minor,
-            shortfall_minor=self.shortfall_minor,
-            version=self.version,
-            settlement_due=self.settlement_due,
-            last_effective_at=self.last_effective_at,
-        )
+        return self.balance.state()
 
     def check_invariants(self) -> None:
         """Assert the laws that hold whenever a command has finished.
 
         A failure is a bug in the ledger, never bad input.
         """
-        self._assert_balanced()
-        assert self.unfrozen_minor == 0, f"paid money left unfrozen in {self.shop_id}"
-
-    def _assert_balanced(self) -> None:
-        # Holds after every single event, including inside a payment.
-        figures = (
-            self.paid_minor,
-            self.unfrozen_minor,
-            self.frozen_minor,
-            self.deducted_minor,
-            self.refunded_minor,
-            self.forfeited_minor,
-            self.owed_minor,
+        self.balance.assert_balanced()
+        assert self.balance.unfrozen_minor == 0, f"paid money left unfrozen in {self.shop_id}"
+        assert self.balance.owed_minor == sum(case.owed_minor for case in self.cases.values()), (
+            f"owed figure and open cases disagree in {self.shop_id}"
         )
-        assert min(figures) >= 0, f"negative figure in {self.shop_id}: {figures}"
-        assert self.paid_minor == sum(figures[1:6]), f"conservation broken in {self.shop_id}: {figures}"
-        assert self.owed_minor == 0 or self.frozen_minor == 0, f"owed beside frozen money in {self.shop_id}"
 
     # ------------------------------------------------------------------- events
 
     def apply(self, event: DepositEvent) -> None:
-        """Change the state by one event: the only place state changes."""
+        """Change the state by one event: the figures, then the rules' bookkeeping."""
         assert event.originator_id == self.id, "event of another deposit"
-        assert event.originator_version == self.version + 1, (
-            f"version gap in {self.shop_id}: {self.version} then {event.originator_version}"
-        )
-        handler = self._handlers[type(event)]
-        handler(self, event)
-        self.version = event.originator_version
-        self.last_effective_at = event.effective_at
-        self._assert_balanced()
-
-    def _on_paid(self, event: Paid) -> None:
-        self.paid_minor += event.amount_minor
-        self.unfrozen_minor += event.amount_minor
-        self.payments[(event.channel, event.trade_no)] = Payment(event.channel, event.trade_no, event.amount_minor)
-
-    def _on_frozen(self, event: Frozen) -> None:
-        self.unfrozen_minor -= event.amount_minor
-        self.frozen_minor += event.amount_minor
-
-    def _on_deducted(self, event: Deducted) -> None:
-        if event.settles_debt:
-            case = self.cases[event.case_id]
-            self.unfrozen_minor -= event.amount_collected_minor
-            self.owed_minor -= case.owed_minor - event.amount_owed_minor
-            case.owed_minor = event.amount_owed_minor
-        else:
-            self.frozen_minor -= event.amount_collected_minor
-            self.owed_minor += event.amount_owed_minor
-            self.cases[event.case_id] = Case(
-                reason=event.reason,
-                amount_minor=event.amount_collected_minor + event.amount_owed_minor,
-                owed_minor=event.amount_owed_minor,
-            )
-        self.deducted_minor += event.amount_collected_minor
-
-    def _on_closure_requested(self, event: ClosureRequested) -> None:
-        self.phase = Phase.CLOSING
-        self.settlement_due = event.settlement_due
-
-    def _on_refunded(self, event: Refunded) -> None:
-        self.frozen_minor -= event.amount_minor
-        self.refunded_minor += event.amount_minor
-        self.phase = Phase.CLOSED
-
-    def _on_forfeited(self, event: Forfeited) -> None:
-        self.frozen_minor -= event.amount_minor
-        self.forfeited_minor += event.amount_minor
-        self.phase = Phase.FORFEITED
-
-    _handlers: ClassVar[dict[type[DepositEvent], Any]] = {
-        Paid: _on_paid,
-        Frozen: _on_frozen,
-        Deducted: _on_deducted,
-        ClosureRequested: _on_closure_requested,
-        Refunded: _on_refunded,
-        Forfeited: _on_forfeited,
-    }
+        self.balance.apply(event)
+        if isinstance(event, Paid):
+            self.payments[(event.channel, event.trade_no)] = Payment(event.channel, event.trade_no, event.amount_minor)
+        elif isinstance(event, Deducted):
+            if event.settles_debt:
+                self.cases[event.case_id].owed_minor = event.amount_owed_minor
+            else:
+                self.cases[event.case_id] = Case(
+                    reason=event.reason,
+                    amount_minor=event.amount_collected_minor + event.amount_owed_minor,
+                    owed_minor=event.amount_owed_minor,
+                )
 
     # ------------------------------------------------------------------ helpers
 
@@ -436,9 +348,9 @@ class ShopDeposit:
         # Oldest case first: debts are settled in the order they arose.
         owing = [(case_id, case) for case_id, case in self.cases.items() if case.owed_minor]
         for case_id, case in owing:
-            if self.unfrozen_minor == 0:
+            if self.balance.unfrozen_minor == 0:
                 break
-            settled = min(case.owed_minor, self.unfrozen_minor)
+            settled = min(case.owed_minor, self.balance.unfrozen_minor)
             self._record(
                 Deducted,
                 stamp,
@@ -524,6 +436,7 @@ class DepositSnapshot(BaseModel):
     deducted_minor: int
     refunded_minor: int
     forfeited_minor: int
+    owed_minor: int
     settlement_due: AwareDatetime | None
     last_effective_at: AwareDatetime
     payments: tuple[PaymentRecord, ...]
@@ -533,21 +446,23 @@ class DepositSnapshot(BaseModel):
     def take(cls, deposit: ShopDeposit) -> DepositSnapshot:
         """Capture a deposit whose last command has finished."""
         deposit.check_invariants()
+        balance = deposit.balance
         return cls(
-            originator_id=deposit.id,
-            originator_version=deposit.version,
-            shop_id=deposit.shop_id,
-            site=deposit.site,
-            currency=deposit.currency,
-            required_minor=deposit.required_minor,
-            phase=deposit.phase,
-            paid_minor=deposit.paid_minor,
-            frozen_minor=deposit.frozen_minor,
-            deducted_minor=deposit.deducted_minor,
-            refunded_minor=deposit.refunded_minor,
-            forfeited_minor=deposit.forfeited_minor,
-            settlement_due=deposit.settlement_due,
-            last_effective_at=deposit.last_effective_at,
+            originator_id=balance.deposit_id,
+            originator_version=balance.version,
+            shop_id=balance.shop_id,
+            site=balance.site,
+            currency=balance.currency,
+            required_minor=balance.required_minor,
+            phase=balance.phase,
+            paid_minor=balance.paid_minor,
+            frozen_minor=balance.frozen_minor,
+            deducted_minor=balance.deducted_minor,
+            refunded_minor=balance.refunded_minor,
+            forfeited_minor=balance.forfeited_minor,
+            owed_minor=balance.owed_minor,
+            settlement_due=balance.settlement_due,
+            last_effective_at=balance.last_effective_at,
             payments=tuple(
                 PaymentRecord(channel=p.channel, trade_no=p.trade_no, amount_minor=p.amount_minor)
                 for p in deposit.payments.values()
@@ -561,28 +476,30 @@ class DepositSnapshot(BaseModel):
     def restore(self) -> ShopDeposit:
         """The deposit as it stood when the snapshot was taken."""
         deposit = ShopDeposit.__new__(ShopDeposit)
-        deposit.id = self.originator_id
-        deposit.version = self.originator_version
-        deposit.shop_id = self.shop_id
-        deposit.site = self.site
-        deposit.currency = self.currency
-        deposit.required_minor = self.required_minor
-        deposit.phase = self.phase
-        deposit.paid_minor = self.paid_minor
-        deposit.unfrozen_minor = 0
-        deposit.frozen_minor = self.frozen_minor
-        deposit.deducted_minor = self.deducted_minor
-        deposit.refunded_minor = self.refunded_minor
-        deposit.forfeited_minor = self.forfeited_minor
-        deposit.settlement_due = self.settlement_due
-        deposit.last_effective_at = self.last_effective_at
+        deposit.balance = Balance(
+            deposit_id=self.originator_id,
+            shop_id=self.shop_id,
+            site=self.site,
+            currency=self.currency,
+            required_minor=self.required_minor,
+            phase=self.phase,
+            paid_minor=self.paid_minor,
+            unfrozen_minor=0,
+            frozen_minor=self.frozen_minor,
+            deducted_minor=self.deducted_minor,
+            refunded_minor=self.refunded_minor,
+            forfeited_minor=self.forfeited_minor,
+            owed_minor=self.owed_minor,
+            settlement_due=self.settlement_due,
+            version=self.originator_version,
+            last_effective_at=self.last_effective_at,
+        )
         deposit.payments = {
             (p.channel, p.trade_no): Payment(p.channel, p.trade_no, p.amount_minor) for p in self.payments
         }
         deposit.cases = {
             c.case_id: Case(reason=c.reason, amount_minor=c.amount_minor, owed_minor=c.owed_minor) for c in self.cases
         }
-        deposit.owed_minor = sum(c.owed_minor for c in self.cases)
         deposit._pending = []
         deposit.check_invariants()
         return deposit
