@@ -8,6 +8,7 @@ of times; the clock is read here and nowhere in the domain.
 
 from __future__ import annotations
 
+import contextlib
 import getpass
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
@@ -32,6 +33,7 @@ from domain import (
     ShopDeposit,
     ShopNotFound,
     Stamp,
+    Status,
     deposit_id,
     project_deposit,
 )
@@ -39,12 +41,19 @@ from domain.events import ShopId
 from domain.money import normalise_currency, parse_decimal, to_minor
 from ledger.mapper import DepositMapper
 from ledger.store import Store, resolve_store
+from ledger.views import LedgerRecorder, SQLiteViews, ViewFailed, ViewStatus
+from projections.audit_trail import AuditRow, AuditTrailView
+from projections.balances import BalancesView
 
 MAX_ATTEMPTS = 8
 """How many times a command is tried when another writer saved the same deposit first."""
 
 SNAPSHOT_INTERVAL = 200
 """A snapshot every this many events keeps loading a deposit cheap whatever its history."""
+
+AUTO_CATCH_UP_LIMIT = 10_000
+"""Views lagging by at most this many events catch up when the ledger opens; more waits for
+``projections catch-up``, so that opening a store never stalls on a long replay."""
 
 Clock = Callable[[], datetime]
 _SHOP_ID: TypeAdapter[str] = TypeAdapter(ShopId)
@@ -96,6 +105,18 @@ class DepositLedger(Application[UUID]):
         self.clock = clock
         self.settlement_window = settlement_window
         super().__init__(env={**self.store.environment(), **(env or {})})
+        assert isinstance(self.recorder, LedgerRecorder)
+        self.views = SQLiteViews(self.store.sqlite_path, self.name, self.mapper, (BalancesView, AuditTrailView))
+        self.recorder.after_insert = self.views.apply_inline
+        self.views.ensure_tables()
+        if all(status.lag <= AUTO_CATCH_UP_LIMIT for status in self.views.status()):
+            self._refresh_views()
+
+    def close(self) -> None:
+        """Close the store's connections (the views' included)."""
+        if hasattr(self, "views"):
+            self.views.close()
+        super().close()
 
     def construct_mapper(self) -> Mapper[UUID]:
         """Use the pydantic mapper with stable topics and class-version upcasting."""
@@ -256,7 +277,65 @@ class DepositLedger(Application[UUID]):
             raise ShopNotFound(f"shop {shop_id} has no deposit")
         return events
 
+    def balance(self, shop_id: str) -> DepositState:
+        """The shop's figures from the balances view: one indexed row, however long its history."""
+        shop_id = parse_shop_id(shop_id)
+        found = self.views.view(BalancesView.name)
+        assert isinstance(found, BalancesView)
+        row = found.get(self.views.read(), shop_id)
+        if row is None:
+            raise ShopNotFound(f"shop {shop_id} has no deposit")
+        return row[0]
+
+    def shops(
+        self, *, status: str | None = None, site: str | None = None, underfunded: bool = False
+    ) -> list[DepositState]:
+        """Deposits from the balances view, ordered by shop id.
+
+        ``underfunded`` keeps the open deposits whose shortfall is above zero: the
+        shops that must pay, whether they have paid anything yet or not.
+        """
+        if status is not None:
+            status = parse_choice(Status, status, "status").value
+        site_code = site.strip().upper() if site is not None else None
+        found = self.views.view(BalancesView.name)
+        assert isinstance(found, BalancesView)
+        return found.select(self.views.read(), status=status, site=site_code, must_pay=underfunded)
+
+    def audit(self, shop_id: str) -> list[AuditRow]:
+        """The shop's audit-trail rows, oldest first."""
+        shop_id = parse_shop_id(shop_id)
+        found = self.views.view(AuditTrailView.name)
+        assert isinstance(found, AuditTrailView)
+        rows = found.rows(self.views.read(), deposit_id(shop_id))
+        if not rows:
+            raise ShopNotFound(f"shop {shop_id} has no deposit")
+        return rows
+
+    def projection_status(self) -> list[ViewStatus]:
+        """Each view's position, the head of the event log, the lag and any stopping error."""
+        return self.views.status()
+
     # ------------------------------------------------------------------ helpers
+
+    def save(self, *objs: Any, **kwargs: Any) -> Any:
+        """Save atomically; views not brought up to date inside the save catch up at once."""
+        recordings = super().save(*objs, **kwargs)
+        if not self.views.current_after_insert:
+            self._refresh_views()
+        return recordings
+
+    def _record(self, processing_event: ProcessingEvent[UUID]) -> Any:
+        # Hand the domain events to the recorder, so the views apply them inside the
+        # transaction that inserts them, without decoding what was just encoded.
+        processing_event.saved_kwargs["deposit_events"] = processing_event.events
+        return super()._record(processing_event)
+
+    def _refresh_views(self) -> None:
+        # A view stopped by a poison event stays stopped; `projections status` and
+        # `projections catch-up` report it. Commands and queries carry on.
+        with contextlib.suppress(ViewFailed):
+            self.views.catch_up()
 
     def _find(self, shop_id: str) -> ShopDeposit | None:
         try:
@@ -354,7 +433,7 @@ def parse_shop_id(shop_id: str) -> str:
         ) from None
 
 
-def parse_choice(choices: type[Channel] | type[DeductionReason], value: str, what: str) -> Any:
+def parse_choice(choices: type[Channel] | type[DeductionReason] | type[Status], value: str, what: str) -> Any:
     """One member of a closed set of choices, or ``MalformedInput`` listing them."""
     try:
         return choices(value.strip().lower())

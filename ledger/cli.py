@@ -20,7 +20,18 @@ from rich.console import Console
 from domain import LedgerError, MalformedInput
 from ledger.application import CommandResult, DepositLedger
 from ledger.demo import run_demo
-from ledger.reports import event_json, history_table, state_json, state_table
+from ledger.reports import (
+    audit_json,
+    audit_table,
+    balances_table,
+    event_json,
+    history_table,
+    progress_bar,
+    projection_json,
+    projections_table,
+    state_json,
+    state_table,
+)
 from ledger.store import resolve_store
 
 EXIT_REFUSED = 1
@@ -205,6 +216,109 @@ def history_command(ctx: typer.Context, shop: Shop, as_json: JsonOption = False)
         _print_json([event_json(event, currency) for event in events])
     else:
         Console().print(history_table(events, currency, title=f"History of {shop}"))
+
+
+@app.command("balance")
+def balance_command(ctx: typer.Context, shop: Shop, as_json: JsonOption = False) -> None:
+    """The shop's row in the balances view (the same figures as show, without replaying)."""
+    with open_ledger(ctx) as ledger:
+        state = ledger.balance(shop)
+        _warn_if_stale(ledger)
+    if as_json:
+        _print_json(state_json(state))
+    else:
+        Console().print(state_table(state, title=f"Balance of {state.shop_id}"))
+
+
+@app.command("shops")
+def shops_command(
+    ctx: typer.Context,
+    status: Annotated[str | None, typer.Option("--status", help="Only deposits with this status.")] = None,
+    site: Annotated[str | None, typer.Option("--site", help="Only shops on this site.")] = None,
+    underfunded: Annotated[
+        bool, typer.Option("--underfunded", help="Only open deposits with a shortfall: the shops that must pay.")
+    ] = False,
+    as_json: JsonOption = False,
+) -> None:
+    """Deposits from the balances view, ordered by shop id."""
+    with open_ledger(ctx) as ledger:
+        states = ledger.shops(status=status, site=site, underfunded=underfunded)
+        _warn_if_stale(ledger)
+    if as_json:
+        _print_json([state_json(state) for state in states])
+    else:
+        Console().print(balances_table(states, title=f"Deposits ({len(states)})"))
+
+
+@app.command("audit")
+def audit_command(ctx: typer.Context, shop: Shop, as_json: JsonOption = False) -> None:
+    """The shop's audit trail: every event once, with the frozen balance after it."""
+    with open_ledger(ctx) as ledger:
+        rows = ledger.audit(shop)
+        _warn_if_stale(ledger)
+    if as_json:
+        _print_json([audit_json(row) for row in rows])
+    else:
+        Console().print(audit_table(rows, title=f"Audit trail of {shop}"))
+
+
+projections_app = typer.Typer(help="Inspect, catch up and rebuild the read models (balances, audit_trail).")
+app.add_typer(projections_app, name="projections")
+ViewName = Annotated[str | None, typer.Argument(help="balances or audit_trail (default: all).", show_default=False)]
+
+
+@projections_app.command("status")
+def projections_status_command(ctx: typer.Context, name: ViewName = None, as_json: JsonOption = False) -> None:
+    """Each view's position, the head of the event log, and the lag between them."""
+    with open_ledger(ctx) as ledger:
+        statuses = [s for s in ledger.projection_status() if name is None or s.name == _view_name(ledger, name)]
+    if as_json:
+        _print_json([projection_json(status) for status in statuses])
+    else:
+        Console().print(projections_table(statuses))
+
+
+@projections_app.command("catch-up")
+def projections_catch_up_command(ctx: typer.Context, name: ViewName = None, as_json: JsonOption = False) -> None:
+    """Apply the events the views have not seen yet."""
+    with open_ledger(ctx) as ledger:
+        names = [_view_name(ledger, name)] if name else None
+        with progress_bar("catching up") as advance:
+            ledger.views.catch_up(names, progress=advance)
+        statuses = ledger.projection_status()
+    if as_json:
+        _print_json([projection_json(status) for status in statuses])
+    else:
+        Console().print(projections_table(statuses))
+
+
+@projections_app.command("rebuild")
+def projections_rebuild_command(ctx: typer.Context, name: ViewName = None, as_json: JsonOption = False) -> None:
+    """Rebuild views from the first event beside the live ones, then switch over."""
+    with open_ledger(ctx) as ledger:
+        names = [_view_name(ledger, name)] if name else list(ledger.views.views)
+        for view_name in names:
+            with progress_bar(f"rebuilding {view_name}") as advance:
+                ledger.views.rebuild(view_name, progress=advance)
+        statuses = ledger.projection_status()
+    if as_json:
+        _print_json([projection_json(status) for status in statuses])
+    else:
+        Console().print(projections_table(statuses))
+
+
+def _view_name(ledger: DepositLedger, name: str) -> str:
+    try:
+        return ledger.views.view(name).name
+    except LookupError as error:
+        raise MalformedInput(str(error)) from None
+
+
+def _warn_if_stale(ledger: DepositLedger) -> None:
+    for status in ledger.projection_status():
+        if status.lag:
+            detail = f" ({status.error})" if status.error else ""
+            sys.stderr.write(f"deposit-ledger: warning: view {status.name} lags {status.lag} events{detail}\n")
 
 
 @app.command("demo")

@@ -7,14 +7,21 @@ their ``_minor`` suffix on the way out.
 
 from __future__ import annotations
 
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import datetime
 from typing import Any
 
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
 from domain import DepositEvent, DepositState
 from domain.events import event_fields
 from domain.money import format_minor
+from ledger.views import ViewStatus
+from projections.audit_trail import AuditRow
 
 STATE_KEYS = (
     "shop_id",
@@ -131,3 +138,87 @@ def history_table(events: list[DepositEvent], currency: str, *, title: str) -> T
         )
         table.add_row(str(event.originator_version), entry["effective_at"], entry["type"], details, event.actor)
     return table
+
+
+_AUDIT_DETAILS = ("channel", "ref", "reason", "case", "note")
+
+
+def audit_json(row: AuditRow) -> dict[str, Any]:
+    """One ``audit --json`` entry; channel, ref, reason, case and note only where the event has them."""
+    entry: dict[str, Any] = {
+        "position": row.position,
+        "type": row.type,
+        "amount": None if row.amount_minor is None else format_minor(row.amount_minor, row.currency),
+        "frozen_after": format_minor(row.frozen_after_minor, row.currency),
+        "actor": row.actor,
+        "effective_at": _iso(row.effective_at),
+        "recorded_at": _iso(row.recorded_at),
+    }
+    for key in _AUDIT_DETAILS:
+        value = getattr(row, key)
+        if value is not None:
+            entry[key] = value
+    return entry
+
+
+def audit_table(rows: list[AuditRow], *, title: str) -> Table:
+    """The audit trail as a table: one row per event, oldest first."""
+    table = Table(title=title, title_justify="left")
+    for column in ("pos", "effective", "event", "amount", "frozen after", "details", "actor"):
+        table.add_column(column, justify="right" if column in ("pos", "amount", "frozen after") else "left")
+    for row in rows:
+        entry = audit_json(row)
+        details = " ".join(
+            f"{key}={entry[key]}" for key in ("channel", "ref", "reason", "case", "note") if key in entry
+        )
+        table.add_row(
+            str(row.position),
+            f"{row.effective_at:%Y-%m-%d %H:%M}",
+            row.type,
+            entry["amount"] or "",
+            entry["frozen_after"],
+            details,
+            row.actor,
+        )
+    return table
+
+
+def projection_json(status: ViewStatus) -> dict[str, Any]:
+    """One ``projections status --json`` entry: name, position, head, lag (and error when stopped)."""
+    entry: dict[str, Any] = {"name": status.name, "position": status.position, "head": status.head, "lag": status.lag}
+    if status.error:
+        entry["error"] = status.error
+    return entry
+
+
+def projections_table(statuses: list[ViewStatus]) -> Table:
+    """The views against the head of the event log."""
+    table = Table(title="Read models", title_justify="left")
+    for column in ("view", "position", "head", "lag", "state"):
+        table.add_column(column, justify="right" if column in ("position", "head", "lag") else "left")
+    for status in statuses:
+        state = f"[red]stopped at {status.error}[/]" if status.error else ("current" if not status.lag else "behind")
+        table.add_row(status.name, str(status.position), str(status.head), str(status.lag), state)
+    return table
+
+
+@contextmanager
+def progress_bar(description: str) -> Iterator[Callable[[int, int], None]]:
+    """A Rich progress bar on stderr (events done, rate, time left), silent when not a terminal."""
+    console = Console(stderr=True)
+    columns = (
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[rate]}"),
+        TimeRemainingColumn(),
+    )
+    with Progress(*columns, console=console, disable=not sys.stderr.isatty(), transient=False) as progress:
+        task = progress.add_task(description, total=None, rate="")
+
+        def advance(done: int, total: int) -> None:
+            progress.update(task, completed=done, total=total)
+            speed = progress.tasks[task].speed
+            progress.update(task, rate=f"{speed:,.0f} events/s" if speed else "")
+
+        yield advance

@@ -1,0 +1,186 @@
+"""Audit-trail view: one row per event, in the event log's global order.
+
+Each row says what the event was, how much money it moved, the frozen balance
+after it, the channel, trade number, reason, case and note where the event has
+them, who asked for it and when. The running frozen balance continues from the
+deposit's previous row, so the view needs nothing but its own table.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any, ClassVar
+from uuid import UUID
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict
+
+from domain import (
+    ClosureRequested,
+    Deducted,
+    DepositEvent,
+    Forfeited,
+    Frozen,
+    Opened,
+    Paid,
+    Refunded,
+    frozen_change,
+)
+from projections.view import Cursor, Positioned, View
+
+
+class AuditRow(BaseModel):
+    """One event as the audit trail shows it; amounts in minor units of ``currency``."""
+
+    model_config = ConfigDict(frozen=True)
+
+    position: int
+    shop_id: str
+    type: str
+    currency: str
+    amount_minor: int | None
+    frozen_after_minor: int
+    actor: str
+    effective_at: AwareDatetime
+    recorded_at: AwareDatetime
+    channel: str | None = None
+    ref: str | None = None
+    reason: str | None = None
+    case: str | None = None
+    note: str | None = None
+
+
+_COLUMNS = (
+    "position",
+    "deposit_id",
+    "shop_id",
+    "type",
+    "currency",
+    "amount_minor",
+    "frozen_after_minor",
+    "actor",
+    "effective_at",
+    "recorded_at",
+    "channel",
+    "ref",
+    "reason",
+    "case_id",
+    "note",
+)
+_SELECT = ", ".join(_COLUMNS)
+
+
+class AuditTrailView(View):
+    """Every event once, in global order, with the frozen balance after it."""
+
+    name = "audit_trail"
+    table: ClassVar[str] = "audit_trail"
+
+    def create_statements(self, table: str) -> list[str]:
+        """The audit table, keyed by the event's position in the store."""
+        return [
+            f"CREATE TABLE IF NOT EXISTS {table} ("
+            "position INTEGER PRIMARY KEY, deposit_id TEXT NOT NULL, shop_id TEXT NOT NULL, "
+            "type TEXT NOT NULL, currency TEXT NOT NULL, amount_minor INTEGER, "
+            "frozen_after_minor INTEGER NOT NULL, actor TEXT NOT NULL, effective_at TEXT NOT NULL, "
+            "recorded_at TEXT NOT NULL, channel TEXT, ref TEXT, reason TEXT, case_id TEXT, note TEXT)"
+        ]
+
+    def index_statements(self, table: str) -> list[str]:
+        """A deposit's rows in order: for the trail of one shop and for the running balance."""
+        return [f"CREATE INDEX IF NOT EXISTS {table}_deposit ON {table} (deposit_id, position)"]
+
+    def apply(self, cursor: Cursor, table: str, batch: Sequence[Positioned]) -> None:
+        """Append one row per event, carrying each deposit's frozen balance forward."""
+        last: dict[UUID, tuple[str, str, int]] = {}
+        rows = []
+        for positioned in batch:
+            event = positioned.event
+            deposit = event.originator_id
+            if isinstance(event, Opened):
+                shop_id, currency, frozen = event.shop_id, event.currency, 0
+            else:
+                if deposit not in last:
+                    last[deposit] = self._last(cursor, table, deposit)
+                shop_id, currency, frozen = last[deposit]
+                frozen += frozen_change(event)
+            last[deposit] = (shop_id, currency, frozen)
+            rows.append(_row(positioned.position, shop_id, currency, frozen, event))
+        cursor.executemany(
+            f"INSERT INTO {table} ({_SELECT}) VALUES ({', '.join('?' * len(_COLUMNS))})",
+            rows,
+        )
+
+    def _last(self, cursor: Cursor, table: str, deposit: UUID) -> tuple[str, str, int]:
+        cursor.execute(
+            f"SELECT shop_id, currency, frozen_after_minor FROM {table} "
+            "WHERE deposit_id = ? ORDER BY position DESC LIMIT 1",
+            (deposit.hex,),
+        )
+        found = cursor.fetchone()
+        if found is None:
+            raise LookupError(f"no audit rows for deposit {deposit}")
+        return found[0], found[1], found[2]
+
+    # ------------------------------------------------------------------ queries
+
+    def rows(self, cursor: Cursor, deposit: UUID) -> list[AuditRow]:
+        """The deposit's rows, oldest first."""
+        cursor.execute(f"SELECT {_SELECT} FROM {self.table} WHERE deposit_id = ? ORDER BY position", (deposit.hex,))
+        return [_audit_row(row) for row in cursor.fetchall()]
+
+
+def _row(position: int, shop_id: str, currency: str, frozen_after: int, event: DepositEvent) -> tuple[Any, ...]:
+    amount: int | None = None
+    channel = ref = reason = case = note = None
+    if isinstance(event, Opened):
+        amount = event.required_minor
+    elif isinstance(event, Paid):
+        amount, channel, ref = event.amount_minor, event.channel.value, event.trade_no
+    elif isinstance(event, Frozen):
+        amount = event.amount_minor
+    elif isinstance(event, Deducted):
+        amount, reason, case, note = event.amount_collected_minor, event.reason.value, event.case_id, event.note
+    elif isinstance(event, Refunded):
+        amount = event.amount_minor
+        channel = ",".join(sorted({line.channel.value for line in event.lines})) or None
+    elif isinstance(event, Forfeited):
+        amount, reason = event.amount_minor, event.reason
+    elif not isinstance(event, ClosureRequested):
+        raise AssertionError(f"the audit trail does not know {type(event).__name__}")
+    return (
+        position,
+        event.originator_id.hex,
+        shop_id,
+        event.type_name,
+        currency,
+        amount,
+        frozen_after,
+        event.actor,
+        event.effective_at.isoformat(),
+        event.recorded_at.isoformat(),
+        channel,
+        ref,
+        reason,
+        case,
+        note or None,
+    )
+
+
+def _audit_row(row: Sequence[Any]) -> AuditRow:
+    return AuditRow(
+        position=row[0],
+        shop_id=row[2],
+        type=row[3],
+        currency=row[4],
+        amount_minor=row[5],
+        frozen_after_minor=row[6],
+        actor=row[7],
+        effective_at=datetime.fromisoformat(row[8]),
+        recorded_at=datetime.fromisoformat(row[9]),
+        channel=row[10],
+        ref=row[11],
+        reason=row[12],
+        case=row[13],
+        note=row[14],
+    )

@@ -1,0 +1,176 @@
+"""Balances view: one row per deposit with the figures ``show`` prints, ready to query.
+
+The row is a :class:`domain.Balance` at rest: a batch loads the rows it touches,
+applies each event with ``Balance.apply`` (the same code the aggregate runs) and
+writes them back, so ``balance`` and ``show`` cannot disagree. Indexed for the
+back office's questions: by status, by site, and the shops that must pay.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any, ClassVar
+from uuid import UUID
+
+from domain import Balance, DepositState, Opened, Phase
+from projections.view import Cursor, Positioned, View
+
+_COLUMNS = (
+    "deposit_id",
+    "shop_id",
+    "site",
+    "currency",
+    "status",
+    "phase",
+    "required_minor",
+    "paid_minor",
+    "unfrozen_minor",
+    "frozen_minor",
+    "deducted_minor",
+    "refunded_minor",
+    "forfeited_minor",
+    "owed_minor",
+    "shortfall_minor",
+    "settlement_due",
+    "version",
+    "last_effective_at",
+    "position",
+)
+_SELECT = ", ".join(_COLUMNS)
+
+
+class BalancesView(View):
+    """One row per deposit: status, the money figures, the last event's time and position."""
+
+    name = "balances"
+    table: ClassVar[str] = "deposit_balances"
+
+    def create_statements(self, table: str) -> list[str]:
+        """The balances table, keyed by deposit id, with the shop id unique."""
+        return [
+            f"CREATE TABLE IF NOT EXISTS {table} ("
+            "deposit_id TEXT PRIMARY KEY, shop_id TEXT NOT NULL, site TEXT, currency TEXT NOT NULL, "
+            "status TEXT NOT NULL, phase TEXT NOT NULL, required_minor INTEGER NOT NULL, "
+            "paid_minor INTEGER NOT NULL, unfrozen_minor INTEGER NOT NULL, frozen_minor INTEGER NOT NULL, "
+            "deducted_minor INTEGER NOT NULL, refunded_minor INTEGER NOT NULL, "
+            "forfeited_minor INTEGER NOT NULL, owed_minor INTEGER NOT NULL, "
+            "shortfall_minor INTEGER NOT NULL, settlement_due TEXT, version INTEGER NOT NULL, "
+            "last_effective_at TEXT NOT NULL, position INTEGER NOT NULL)"
+        ]
+
+    def index_statements(self, table: str) -> list[str]:
+        """Lookups by shop id, status and site, and the open deposits with a shortfall."""
+        return [
+            f"CREATE UNIQUE INDEX IF NOT EXISTS {table}_shop ON {table} (shop_id)",
+            f"CREATE INDEX IF NOT EXISTS {table}_status ON {table} (status, shop_id)",
+            f"CREATE INDEX IF NOT EXISTS {table}_site ON {table} (site, shop_id)",
+            f"CREATE INDEX IF NOT EXISTS {table}_must_pay ON {table} (shop_id) "
+            "WHERE phase = 'open' AND shortfall_minor > 0",
+        ]
+
+    def apply(self, cursor: Cursor, table: str, batch: Sequence[Positioned]) -> None:
+        """Load the touched rows, apply the events in order, write the rows back."""
+        touched: dict[UUID, tuple[Balance, int]] = {}
+        missing = {p.event.originator_id for p in batch if not isinstance(p.event, Opened)}
+        for balance, position in self._load(cursor, table, missing):
+            touched[balance.deposit_id] = (balance, position)
+        for positioned in batch:
+            event = positioned.event
+            if isinstance(event, Opened):
+                balance = Balance.opened(event)
+            else:
+                try:
+                    balance, _ = touched[event.originator_id]
+                except KeyError:
+                    raise LookupError(f"no balances row for deposit {event.originator_id}") from None
+                balance.apply(event)
+            touched[event.originator_id] = (balance, positioned.position)
+        cursor.executemany(
+            f"INSERT OR REPLACE INTO {table} ({_SELECT}) VALUES ({', '.join('?' * len(_COLUMNS))})",
+            [_row(balance, position) for balance, position in touched.values()],
+        )
+
+    def _load(self, cursor: Cursor, table: str, deposit_ids: set[UUID]) -> list[tuple[Balance, int]]:
+        loaded: list[tuple[Balance, int]] = []
+        ids = [deposit_id.hex for deposit_id in deposit_ids]
+        # Bounded IN lists: SQLite allows a limited number of parameters per statement.
+        for start in range(0, len(ids), 500):
+            chunk = ids[start : start + 500]
+            cursor.execute(f"SELECT {_SELECT} FROM {table} WHERE deposit_id IN ({', '.join('?' * len(chunk))})", chunk)
+            loaded.extend(_balance(row) for row in cursor.fetchall())
+        return loaded
+
+    # ------------------------------------------------------------------ queries
+
+    def get(self, cursor: Cursor, shop_id: str) -> tuple[DepositState, int] | None:
+        """The shop's state and the position of the last event applied, or None."""
+        cursor.execute(f"SELECT {_SELECT} FROM {self.table} WHERE shop_id = ?", (shop_id,))
+        row = cursor.fetchone()
+        if row is None:
+            return None
+        balance, position = _balance(row)
+        return balance.state(), position
+
+    def select(
+        self, cursor: Cursor, *, status: str | None = None, site: str | None = None, must_pay: bool = False
+    ) -> list[DepositState]:
+        """Deposits ordered by shop id, filtered by status, site and (``must_pay``) shortfall."""
+        conditions, params = [], []
+        if status is not None:
+            conditions.append("status = ?")
+            params.append(status)
+        if site is not None:
+            conditions.append("site = ?")
+            params.append(site)
+        if must_pay:
+            conditions.append("phase = 'open' AND shortfall_minor > 0")
+        where = f" WHERE {' AND '.join(conditions)}" if conditions else ""
+        cursor.execute(f"SELECT {_SELECT} FROM {self.table}{where} ORDER BY shop_id", params)
+        return [_balance(row)[0].state() for row in cursor.fetchall()]
+
+
+def _row(balance: Balance, position: int) -> tuple[Any, ...]:
+    return (
+        balance.deposit_id.hex,
+        balance.shop_id,
+        balance.site,
+        balance.currency,
+        balance.status.value,
+        balance.phase.value,
+        balance.required_minor,
+        balance.paid_minor,
+        balance.unfrozen_minor,
+        balance.frozen_minor,
+        balance.deducted_minor,
+        balance.refunded_minor,
+        balance.forfeited_minor,
+        balance.owed_minor,
+        balance.shortfall_minor,
+        balance.settlement_due.isoformat() if balance.settlement_due else None,
+        balance.version,
+        balance.last_effective_at.isoformat(),
+        position,
+    )
+
+
+def _balance(row: Sequence[Any]) -> tuple[Balance, int]:
+    balance = Balance(
+        deposit_id=UUID(row[0]),
+        shop_id=row[1],
+        site=row[2],
+        currency=row[3],
+        phase=Phase(row[5]),
+        required_minor=row[6],
+        paid_minor=row[7],
+        unfrozen_minor=row[8],
+        frozen_minor=row[9],
+        deducted_minor=row[10],
+        refunded_minor=row[11],
+        forfeited_minor=row[12],
+        owed_minor=row[13],
+        settlement_due=datetime.fromisoformat(row[15]) if row[15] else None,
+        version=row[16],
+        last_effective_at=datetime.fromisoformat(row[17]),
+    )
+    return balance, row[18]

@@ -1,0 +1,79 @@
+"""What every read model is: a projection of the deposit events into SQL tables it owns.
+
+A view knows its tables and how a batch of events changes them, given a DB-API
+cursor inside a transaction that the caller opened; it never commits. The caller
+(the ledger's view keeper) writes the view's tracking record in that same
+transaction, which is what makes every event count exactly once.
+
+Views subclass the library's :class:`~eventsourcing.projection.Projection`, so a
+subscription-driven runner can feed them one event at a time through
+:meth:`process_event`; the embedded store feeds them whole batches instead.
+"""
+
+from __future__ import annotations
+
+from abc import abstractmethod
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, ClassVar, Protocol
+
+from eventsourcing.persistence import Tracking, TrackingRecorder
+from eventsourcing.projection import Projection
+
+from domain import DepositEvent
+
+
+@dataclass(frozen=True, slots=True)
+class Positioned:
+    """An event and its position (notification id) in the store's global order."""
+
+    position: int
+    event: DepositEvent
+
+
+class Cursor(Protocol):
+    """The part of a DB-API cursor the views use."""
+
+    def execute(self, statement: str, params: Any = ..., /) -> Any:
+        """Run one statement."""
+
+    def executemany(self, statement: str, params: Any, /) -> Any:
+        """Run one statement for each parameter set."""
+
+    def fetchall(self) -> Any:
+        """All rows of the last query."""
+
+    def fetchone(self) -> Any:
+        """The next row of the last query."""
+
+
+class BatchRecorder(TrackingRecorder):
+    """A tracking recorder that applies a batch to a view and tracks it in one transaction."""
+
+    @abstractmethod
+    def record_batch(self, view: View, batch: Sequence[Positioned], tracking: Tracking) -> None:
+        """Apply ``batch`` to ``view``'s live tables and record ``tracking``, atomically."""
+
+
+class View(Projection[BatchRecorder]):
+    """A read model: its tables, and how events change them."""
+
+    name: str = ""
+    table: ClassVar[str]
+    """The main table; its rebuild is built as ``<table>__rebuild`` and renamed over it."""
+
+    def process_event(self, domain_event: Any, tracking: Tracking) -> None:
+        """Apply one event and its tracking record (the library's projection protocol)."""
+        self.view.record_batch(self, [Positioned(tracking.notification_id, domain_event)], tracking)
+
+    @abstractmethod
+    def create_statements(self, table: str) -> list[str]:
+        """SQL that creates the view's tables under the main table name ``table``."""
+
+    @abstractmethod
+    def index_statements(self, table: str) -> list[str]:
+        """SQL that creates its indexes; run after a rebuild's bulk load."""
+
+    @abstractmethod
+    def apply(self, cursor: Cursor, table: str, batch: Sequence[Positioned]) -> None:
+        """Change the tables by ``batch``, in position order, inside the caller's transaction."""
