@@ -39,9 +39,11 @@ from domain import (
 )
 from domain.events import ShopId
 from domain.money import normalise_currency, parse_decimal, to_minor
+from ledger.audit import Auditor
 from ledger.mapper import DepositMapper
+from ledger.recorder import LedgerRecorder
 from ledger.store import Store, resolve_store
-from ledger.views import LedgerRecorder, SQLiteViews, ViewFailed, ViewStatus
+from ledger.views import SQLiteViews, ViewFailed, ViewStatus
 from projections.audit_trail import AuditRow, AuditTrailView
 from projections.balances import BalancesView
 
@@ -269,13 +271,38 @@ class DepositLedger(Application[UUID]):
         """The shop's current figures, rebuilt from its events."""
         return self.deposit(shop_id).state()
 
-    def history(self, shop_id: str) -> list[DepositEvent]:
-        """Every event of the shop's deposit, oldest first."""
+    def history(self, shop_id: str, *, as_of: datetime | str | None = None) -> list[DepositEvent]:
+        """The events of the shop's deposit, oldest first; with ``as_of``, those effective by then."""
         shop_id = parse_shop_id(shop_id)
-        events = [event for event in self.events.get(deposit_id(shop_id)) if isinstance(event, DepositEvent)]
+        moment = parse_time(as_of) if as_of is not None else None
+        version = self._version_as_of(shop_id, moment) if moment is not None else None
+        events = [
+            event for event in self.events.get(deposit_id(shop_id), lte=version) if isinstance(event, DepositEvent)
+        ]
         if not events:
             raise ShopNotFound(f"shop {shop_id} has no deposit")
         return events
+
+    def replay(self, shop_id: str, *, as_of: datetime | str | None = None, version: int | None = None) -> DepositState:
+        """The deposit as it stood at an effective time, or at a version, replayed from its events.
+
+        Never reads the views; uses the latest snapshot at or before the version
+        when there is one. Before the first event there is nothing to show:
+        ``ShopNotFound``.
+        """
+        shop_id = parse_shop_id(shop_id)
+        if version is not None and version < 1:
+            raise MalformedInput(f"version {version} must be 1 or more")
+        if as_of is not None:
+            at_time = self._version_as_of(shop_id, parse_time(as_of))
+            version = at_time if version is None else min(version, at_time)
+        try:
+            deposit: ShopDeposit = self.repository.get(
+                deposit_id(shop_id), version=version, projector_func=project_deposit
+            )
+        except AggregateNotFoundError:
+            raise ShopNotFound(f"shop {shop_id} has no deposit at that moment") from None
+        return deposit.state()
 
     def balance(self, shop_id: str) -> DepositState:
         """The shop's figures from the balances view: one indexed row, however long its history."""
@@ -312,6 +339,10 @@ class DepositLedger(Application[UUID]):
             raise ShopNotFound(f"shop {shop_id} has no deposit")
         return rows
 
+    def auditor(self) -> Auditor:
+        """Verification, checkpoints and exports over this ledger's store."""
+        return Auditor(self.store.sqlite_path, self.mapper)
+
     def projection_status(self) -> list[ViewStatus]:
         """Each view's position, the head of the event log, the lag and any stopping error."""
         return self.views.status()
@@ -336,6 +367,26 @@ class DepositLedger(Application[UUID]):
         # `projections catch-up` report it. Commands and queries carry on.
         with contextlib.suppress(ViewFailed):
             self.views.catch_up()
+
+    def _version_as_of(self, shop_id: str, moment: datetime) -> int:
+        # Effective times never go backwards within a deposit (the rules refuse it), so
+        # the events effective by `moment` are a prefix: find its end by binary search,
+        # reading one event per step, so a long history costs a few reads.
+        last = next(iter(self.events.get(deposit_id(shop_id), desc=True, limit=1)), None)
+        if not isinstance(last, DepositEvent):
+            raise ShopNotFound(f"shop {shop_id} has no deposit")
+        low, high = 0, last.originator_version
+        while low < high:
+            middle = (low + high + 1) // 2
+            event = next(iter(self.events.get(deposit_id(shop_id), gt=middle - 1, lte=middle)))
+            assert isinstance(event, DepositEvent)
+            if event.effective_at <= moment:
+                low = middle
+            else:
+                high = middle - 1
+        if low == 0:
+            raise ShopNotFound(f"shop {shop_id} had no deposit yet at {moment.isoformat()}")
+        return low
 
     def _find(self, shop_id: str) -> ShopDeposit | None:
         try:

@@ -11,14 +11,16 @@ import os
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Annotated, Any, NoReturn
 
 import typer
 from eventsourcing.persistence import PersistenceError
 from rich.console import Console
 
-from domain import LedgerError, MalformedInput
-from ledger.application import CommandResult, DepositLedger
+from domain import LedgerError, MalformedInput, deposit_id
+from ledger.application import CommandResult, DepositLedger, parse_shop_id, parse_time
+from ledger.audit import Auditor, parse_checkpoint
 from ledger.demo import run_demo
 from ledger.reports import (
     audit_json,
@@ -31,6 +33,7 @@ from ledger.reports import (
     projections_table,
     state_json,
     state_table,
+    verify_table,
 )
 from ledger.store import resolve_store
 
@@ -207,15 +210,111 @@ def show_command(ctx: typer.Context, shop: Shop, as_json: JsonOption = False) ->
 
 
 @app.command("history")
-def history_command(ctx: typer.Context, shop: Shop, as_json: JsonOption = False) -> None:
+def history_command(
+    ctx: typer.Context,
+    shop: Shop,
+    as_of: Annotated[str | None, typer.Option("--as-of", help="Only events effective by this time.")] = None,
+    as_json: JsonOption = False,
+) -> None:
     """The deposit's events, oldest first."""
     with open_ledger(ctx) as ledger:
-        events = ledger.history(shop)
+        events = ledger.history(shop, as_of=as_of)
         currency = ledger.show(shop).currency
     if as_json:
         _print_json([event_json(event, currency) for event in events])
     else:
         Console().print(history_table(events, currency, title=f"History of {shop}"))
+
+
+@app.command("replay")
+def replay_command(
+    ctx: typer.Context,
+    shop: Shop,
+    as_of: Annotated[str | None, typer.Option("--as-of", help="Effective time, ISO-8601 with a zone.")] = None,
+    version: Annotated[int | None, typer.Option("--version", help="Replay up to this version.")] = None,
+    as_json: JsonOption = False,
+) -> None:
+    """The deposit as it stood at a moment (or version), replayed from its events."""
+    if as_of is None and version is None:
+        raise MalformedInput("replay needs --as-of TIME or --version N")
+    with open_ledger(ctx) as ledger:
+        state = ledger.replay(shop, as_of=as_of, version=version)
+    if as_json:
+        _print_json(state_json(state))
+    else:
+        moment = f"as of {as_of}" if as_of else f"at version {version}"
+        Console().print(state_table(state, title=f"Deposit of {state.shop_id} {moment}"))
+
+
+@app.command("verify")
+def verify_command(
+    ctx: typer.Context,
+    against: Annotated[
+        str | None, typer.Option("--against", help="A checkpoint (its JSON, or a file holding it) to extend.")
+    ] = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Check the hash chain, the balances and the audit trail against the events."""
+    checkpoint = parse_checkpoint(against) if against is not None else None
+    with progress_bar("verifying") as advance:
+        report = _auditor(ctx).verify(checkpoint, progress=advance)
+    if as_json:
+        _print_json(report.as_json())
+    else:
+        Console().print(verify_table(report))
+    if not report.ok:
+        first = report.first_bad_position()
+        count = len(report.problems) + report.problems_not_listed
+        where = f"; first bad position {first}" if first is not None else ""
+        _fail(f"verify found {count} problem(s){where}: {report.problems[0].detail}", EXIT_REFUSED)
+
+
+@app.command("checkpoint")
+def checkpoint_command(ctx: typer.Context, as_json: JsonOption = False) -> None:
+    """Print the head of the hash chain, to keep outside the database."""
+    checkpoint = _auditor(ctx).checkpoint()
+    if as_json:
+        _print_json(checkpoint.model_dump())
+    else:
+        Console().print(f"position {checkpoint.position}  chain_hash {checkpoint.chain_hash}")
+
+
+export_app = typer.Typer(help="Stream records out of the ledger.")
+app.add_typer(export_app, name="export")
+
+
+@export_app.command("audit")
+def export_audit_command(
+    ctx: typer.Context,
+    file_format: Annotated[str, typer.Option("--format", help="csv or jsonl.")],
+    shop: Annotated[str | None, typer.Option("--shop", help="Only this shop.")] = None,
+    start: Annotated[str | None, typer.Option("--from", help="Only events effective at or after this time.")] = None,
+    end: Annotated[str | None, typer.Option("--to", help="Only events effective at or before this time.")] = None,
+    output: Annotated[Path | None, typer.Option("--output", help="Write here instead of stdout.")] = None,
+) -> None:
+    """The audit trail with each row's chain hash, as CSV or JSON lines."""
+    chosen = file_format.strip().lower()
+    if chosen not in ("csv", "jsonl"):
+        raise MalformedInput(f"unknown format {file_format!r}: expected csv or jsonl")
+    start_at = parse_time(start) if start else None
+    end_at = parse_time(end) if end else None
+    deposit = deposit_id(parse_shop_id(shop)) if shop else None
+    auditor = _auditor(ctx)
+    if output is None:
+        auditor.export_audit(sys.stdout, file_format=chosen, deposit=deposit, start=start_at, end=end_at)
+    else:
+        with output.open("w", newline="", encoding="utf-8") as out:
+            count = auditor.export_audit(out, file_format=chosen, deposit=deposit, start=start_at, end=end_at)
+        sys.stderr.write(f"deposit-ledger: wrote {count} rows to {output}\n")
+
+
+def _auditor(ctx: typer.Context) -> Auditor:
+    # The auditor reads the store as it is, without opening the application (which would
+    # create tables and catch the views up): verification must not change what it checks.
+    store = resolve_store(ctx.obj.db)
+    if not store.sqlite_path.is_file():
+        raise MalformedInput(f"no ledger store at {store.sqlite_path}")
+    return Auditor(store.sqlite_path)
 
 
 @app.command("balance")

@@ -20,6 +20,7 @@ from rich.table import Table
 from domain import DepositEvent, DepositState
 from domain.events import event_fields
 from domain.money import format_minor
+from ledger.audit import VerifyReport
 from ledger.views import ViewStatus
 from projections.audit_trail import AuditRow
 
@@ -222,3 +223,19 @@ def progress_bar(description: str) -> Iterator[Callable[[int, int], None]]:
             progress.update(task, rate=f"{speed:,.0f} events/s" if speed else "")
 
         yield advance
+
+
+def verify_table(report: VerifyReport) -> Table:
+    """The verification summary, and the problems found, first ones first."""
+    verdict = (
+        "[green]clean[/]" if report.ok else f"[red]{len(report.problems) + report.problems_not_listed} problem(s)[/]"
+    )
+    table = Table(
+        title=f"Verified {report.events_checked} events of {report.deposits_checked} deposits: {verdict}",
+        title_justify="left",
+    )
+    for column in ("position", "shop", "kind", "detail"):
+        table.add_column(column, justify="right" if column == "position" else "left")
+    for problem in report.problems:
+        table.add_row(str(problem.position or ""), problem.shop_id or "", problem.kind, problem.detail)
+    return table

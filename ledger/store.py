@@ -30,7 +30,7 @@ class Store:
         """The eventsourcing environment variables for this store."""
         return {
             "PERSISTENCE_MODULE": "eventsourcing.sqlite",
-            "APPLICATION_RECORDER_TOPIC": "ledger.views:LedgerRecorder",
+            "APPLICATION_RECORDER_TOPIC": "ledger.recorder:LedgerRecorder",
             "SQLITE_DBNAME": str(self.sqlite_path),
             "SQLITE_LOCK_TIMEOUT": str(SQLITE_LOCK_TIMEOUT_S),
         }

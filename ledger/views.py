@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from eventsourcing.persistence import IntegrityError, Mapper, StoredEvent, Tracking
-from eventsourcing.sqlite import SQLiteCursor, SQLiteProcessRecorder
+from eventsourcing.sqlite import SQLiteCursor
 
 from domain import DepositEvent, LedgerError
 from projections.view import BatchRecorder, Cursor, Positioned, View
@@ -65,21 +65,6 @@ class ViewStatus:
     def lag(self) -> int:
         """Events committed but not yet applied to the view."""
         return self.head - self.position
-
-
-class LedgerRecorder(SQLiteProcessRecorder):
-    """The SQLite event recorder, with a hook inside the transaction that inserts events."""
-
-    after_insert: Callable[[SQLiteCursor, Sequence[int], Sequence[DepositEvent]], None] | None = None
-
-    def _insert_events(
-        self, c: SQLiteCursor, stored_events: Sequence[StoredEvent], **kwargs: Any
-    ) -> Sequence[int] | None:
-        positions = super()._insert_events(c, stored_events, **kwargs)
-        events = kwargs.get("deposit_events")
-        if self.after_insert is not None and positions and events:
-            self.after_insert(c, positions, events)
-        return positions
 
 
 class SQLiteViews(BatchRecorder):

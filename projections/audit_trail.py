@@ -26,7 +26,7 @@ from domain import (
     Refunded,
     frozen_change,
 )
-from projections.view import Cursor, Positioned, View
+from projections.view import Cursor, Positioned, View, stored_time
 
 
 class AuditRow(BaseModel):
@@ -122,6 +122,18 @@ class AuditTrailView(View):
             raise LookupError(f"no audit rows for deposit {deposit}")
         return found[0], found[1], found[2]
 
+    def expected_row(
+        self, position: int, shop_id: str, currency: str, frozen_after_minor: int, event: DepositEvent
+    ) -> tuple[Any, ...]:
+        """The row this view must hold for ``event``: what a verifier compares against."""
+        return _row(position, shop_id, currency, frozen_after_minor, event)
+
+    def stored_row(self, cursor: Cursor, position: int) -> tuple[Any, ...] | None:
+        """The row held for ``position``, as a tuple comparable with :meth:`expected_row`."""
+        cursor.execute(f"SELECT {_SELECT} FROM {self.table} WHERE position = ?", (position,))
+        row = cursor.fetchone()
+        return None if row is None else tuple(row)
+
     # ------------------------------------------------------------------ queries
 
     def rows(self, cursor: Cursor, deposit: UUID) -> list[AuditRow]:
@@ -157,8 +169,8 @@ def _row(position: int, shop_id: str, currency: str, frozen_after: int, event: D
         amount,
         frozen_after,
         event.actor,
-        event.effective_at.isoformat(),
-        event.recorded_at.isoformat(),
+        stored_time(event.effective_at),
+        stored_time(event.recorded_at),
         channel,
         ref,
         reason,

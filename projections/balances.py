@@ -14,7 +14,7 @@ from typing import Any, ClassVar
 from uuid import UUID
 
 from domain import Balance, DepositState, Opened, Phase
-from projections.view import Cursor, Positioned, View
+from projections.view import Cursor, Positioned, View, stored_time
 
 _COLUMNS = (
     "deposit_id",
@@ -101,6 +101,21 @@ class BalancesView(View):
             loaded.extend(_balance(row) for row in cursor.fetchall())
         return loaded
 
+    def expected_row(self, balance: Balance, position: int) -> tuple[Any, ...]:
+        """The row this view must hold for a deposit replayed to ``balance``."""
+        return _row(balance, position)
+
+    def stored_row(self, cursor: Cursor, deposit: UUID) -> tuple[Any, ...] | None:
+        """The row held for ``deposit``, as a tuple comparable with :meth:`expected_row`."""
+        cursor.execute(f"SELECT {_SELECT} FROM {self.table} WHERE deposit_id = ?", (deposit.hex,))
+        row = cursor.fetchone()
+        return None if row is None else tuple(row)
+
+    @staticmethod
+    def column_names() -> tuple[str, ...]:
+        """The columns of a row, in the order of the tuples above."""
+        return _COLUMNS
+
     # ------------------------------------------------------------------ queries
 
     def get(self, cursor: Cursor, shop_id: str) -> tuple[DepositState, int] | None:
@@ -147,9 +162,9 @@ def _row(balance: Balance, position: int) -> tuple[Any, ...]:
         balance.forfeited_minor,
         balance.owed_minor,
         balance.shortfall_minor,
-        balance.settlement_due.isoformat() if balance.settlement_due else None,
+        stored_time(balance.settlement_due) if balance.settlement_due else None,
         balance.version,
-        balance.last_effective_at.isoformat(),
+        stored_time(balance.last_effective_at),
         position,
     )
 

@@ -15,12 +15,18 @@ from __future__ import annotations
 from abc import abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any, ClassVar, Protocol
 
 from eventsourcing.persistence import Tracking, TrackingRecorder
 from eventsourcing.projection import Projection
 
 from domain import DepositEvent
+
+
+def stored_time(moment: datetime) -> str:
+    """A time as the views store it: UTC with microseconds, so text order is time order."""
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%f+00:00")
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,0 +1,482 @@
+"""Proving the books: verify the whole store, take checkpoints, export the trail for auditors.
+
+``verify`` reads one consistent snapshot of the store in two streaming passes,
+holding at most one deposit in memory:
+
+1. **Chain**, in position order: every stored event must follow from the link
+   before it, every link must have its event, and (with a checkpoint) the chain
+   recomputed from the genesis over today's events must reach the checkpoint's
+   hash at its position.
+2. **Deposits**, one at a time in version order: the events must decode and
+   replay under the rules' arithmetic; the balances row must equal the replayed
+   figures; every event must have exactly its audit-trail row; every snapshot
+   must equal the replay at its version. Rows of the views that no event
+   explains are reported too.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import sqlite3
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import datetime
+from itertools import groupby
+from pathlib import Path
+from typing import IO, Any
+from uuid import UUID
+
+from eventsourcing.persistence import JSONTranscoder, Mapper, StoredEvent
+from pydantic import BaseModel, ConfigDict
+
+from domain import DepositEvent, DepositSnapshot, MalformedInput, Opened, ShopDeposit
+from domain.money import format_minor
+from ledger import chain
+from ledger.chain import Checkpoint
+from ledger.mapper import DepositMapper
+from projections.audit_trail import AuditTrailView
+from projections.balances import BalancesView
+from projections.view import stored_time
+
+READ_BATCH = 2000
+"""Rows fetched from SQLite at a time while streaming."""
+
+MAX_PROBLEMS = 1000
+"""Problems kept in a report; further ones are counted, not listed."""
+
+Progress = Callable[[int, int], None]
+
+
+class Problem(BaseModel):
+    """One thing that is not as the events say."""
+
+    model_config = ConfigDict(frozen=True)
+
+    position: int | None
+    shop_id: str | None
+    kind: str
+    detail: str
+
+
+@dataclass
+class VerifyReport:
+    """What ``verify`` found."""
+
+    events_checked: int = 0
+    deposits_checked: int = 0
+    problems: list[Problem] = field(default_factory=list)
+    problems_not_listed: int = 0
+    checkpoint: Checkpoint | None = None
+
+    @property
+    def ok(self) -> bool:
+        """True when nothing at all was found."""
+        return not self.problems and not self.problems_not_listed
+
+    def add(self, position: int | None, shop_id: str | None, kind: str, detail: str) -> None:
+        """Record a problem (beyond ``MAX_PROBLEMS``, only count it)."""
+        if len(self.problems) < MAX_PROBLEMS:
+            self.problems.append(Problem(position=position, shop_id=shop_id, kind=kind, detail=detail))
+        else:
+            self.problems_not_listed += 1
+
+    def first_bad_position(self) -> int | None:
+        """The lowest position any problem names."""
+        positions = [p.position for p in self.problems if p.position is not None]
+        return min(positions) if positions else None
+
+    def as_json(self) -> dict[str, Any]:
+        """The ``verify --json`` object."""
+        return {
+            "ok": self.ok,
+            "events_checked": self.events_checked,
+            "deposits_checked": self.deposits_checked,
+            "problems": [problem.model_dump() for problem in self.problems],
+            "problems_not_listed": self.problems_not_listed,
+            "checkpoint": self.checkpoint.model_dump() if self.checkpoint else None,
+        }
+
+
+def parse_checkpoint(text_or_path: str) -> Checkpoint:
+    """A checkpoint from its JSON, or from a file holding it; ``MalformedInput`` otherwise."""
+    text = text_or_path
+    if not text.lstrip().startswith("{"):
+        path = Path(text_or_path)
+        if not path.is_file():
+            raise MalformedInput(f"checkpoint {text_or_path!r} is neither JSON nor a readable file")
+        text = path.read_text()
+    try:
+        checkpoint = Checkpoint.model_validate_json(text)
+        bytes.fromhex(checkpoint.chain_hash)
+    except ValueError:
+        raise MalformedInput("checkpoint must be JSON with an integer position and a hex chain_hash") from None
+    if len(checkpoint.chain_hash) != 64 or checkpoint.position < 0:
+        raise MalformedInput("checkpoint must be JSON with an integer position and a hex chain_hash")
+    return checkpoint
+
+
+class Auditor:
+    """Verifies, checkpoints and exports one SQLite store."""
+
+    def __init__(self, path: Path, mapper: Mapper[Any] | None = None) -> None:
+        """Read ``path`` through connections of its own; it never writes.
+
+        Opening the ledger application would catch the views up first: an
+        auditor must see the store exactly as it is.
+        """
+        self.path = path
+        self.mapper = mapper or DepositMapper(transcoder=JSONTranscoder())
+        self.balances = BalancesView(view=None)  # type: ignore[arg-type]
+        self.audit_trail = AuditTrailView(view=None)  # type: ignore[arg-type]
+
+    # ------------------------------------------------------------- checkpoint
+
+    def checkpoint(self) -> Checkpoint:
+        """The chain's head: its position and hash."""
+        with self._snapshot() as connection:
+            position, link = chain.last_link(connection.cursor())
+        return Checkpoint(position=position, chain_hash=link.hex())
+
+    # ----------------------------------------------------------------- verify
+
+    def verify(self, against: Checkpoint | None = None, progress: Progress | None = None) -> VerifyReport:
+        """Walk the whole store; report everything that the events do not explain."""
+        report = VerifyReport(checkpoint=against)
+        with self._snapshot() as connection:
+            total = int(connection.execute("SELECT COUNT(*) FROM stored_events").fetchone()[0])
+            shops = self._shops_by_deposit(connection)
+
+            def advance(done: int) -> None:
+                if progress is not None:
+                    progress(done, 2 * total)
+
+            self._verify_chain(connection, report, against, shops, advance)
+            self._verify_deposits(connection, report, shops, lambda done: advance(total + done))
+            self._verify_orphans(connection, report)
+        report.problems.sort(key=lambda problem: (problem.position is None, problem.position or 0))
+        return report
+
+    def _verify_chain(
+        self,
+        connection: sqlite3.Connection,
+        report: VerifyReport,
+        against: Checkpoint | None,
+        shops: dict[str, str],
+        advance: Callable[[int], None],
+    ) -> None:
+        events = _stream(
+            connection,
+            "SELECT rowid, originator_id, originator_version, topic, state FROM stored_events ORDER BY rowid",
+        )
+        links = _stream(connection, "SELECT position, link FROM event_chain ORDER BY position")
+        stored_previous = chain.GENESIS  # checks each link against the stored one before it
+        recomputed = chain.GENESIS  # the chain rebuilt from today's events alone
+        reached_checkpoint = against is None
+        done = 0
+        for position, event, stored in _merge_by_position(events, links):
+            shop = shops.get(event[1]) if event else None
+            if event is None:
+                assert stored is not None
+                report.add(position, None, "missing_event", "the chain has a link here but the event is gone")
+                stored_previous = stored
+                continue
+            done += 1
+            if done % READ_BATCH == 0:
+                advance(done)
+            _, originator_id, version, topic, state = event
+            state = _stored_bytes(state)
+            recomputed = chain.link(recomputed, position, originator_id, version, topic, state)
+            if stored is None:
+                report.add(position, shop, "unchained_event", "the event has no link in the chain: inserted")
+                continue
+            if chain.link(stored_previous, position, originator_id, version, topic, state) != stored:
+                report.add(position, shop, "chain", "the event or its link differs from what was chained")
+            stored_previous = stored
+            if against is not None and position == against.position:
+                reached_checkpoint = True
+                if recomputed.hex() != against.chain_hash:
+                    report.add(position, shop, "checkpoint", "history up to the checkpoint was rewritten")
+        advance(done)
+        report.events_checked = done
+        if not reached_checkpoint and against is not None:
+            report.add(against.position, None, "checkpoint", "the store no longer reaches the checkpoint: truncated")
+
+    def _verify_deposits(
+        self,
+        connection: sqlite3.Connection,
+        report: VerifyReport,
+        shops: dict[str, str],
+        advance: Callable[[int], None],
+    ) -> None:
+        rows = _stream(
+            connection,
+            "SELECT rowid, originator_id, originator_version, topic, state FROM stored_events "
+            "ORDER BY originator_id, originator_version",
+        )
+        lookups = connection.cursor()
+        done = 0
+        for deposit_hex, group in groupby(rows, key=lambda row: row[1]):
+            report.deposits_checked += 1
+            done += self._verify_deposit(lookups, report, deposit_hex, shops.get(deposit_hex), group)
+            advance(done)
+
+    def _verify_deposit(
+        self,
+        cursor: sqlite3.Cursor,
+        report: VerifyReport,
+        deposit_hex: str,
+        shop: str | None,
+        rows: Iterator[tuple[Any, ...]],
+    ) -> int:
+        deposit: ShopDeposit | None = None
+        snapshots = self._snapshots(cursor, deposit_hex)
+        position = 0
+        count = 0
+        broken = False
+        for row in rows:
+            count += 1
+            position = int(row[0])
+            if broken:
+                continue
+            try:
+                event = self._decode(row)
+                if deposit is None:
+                    if not isinstance(event, Opened):
+                        raise ValueError(f"history starts with {event.type_name}, not Opened")
+                    deposit = ShopDeposit(event)
+                    shop = event.shop_id
+                else:
+                    deposit.apply(event)
+            except (AssertionError, ValueError, KeyError, LookupError) as error:
+                report.add(position, shop, "replay", f"{type(error).__name__}: {error}".splitlines()[0])
+                broken = True
+                continue
+            expected = self.audit_trail.expected_row(
+                position, deposit.shop_id, deposit.currency, deposit.frozen_minor, event
+            )
+            stored = self.audit_trail.stored_row(cursor, position)
+            if stored is None:
+                report.add(position, shop, "audit_trail", "the event has no audit-trail row")
+            elif stored != expected:
+                report.add(position, shop, "audit_trail", _difference(expected, stored))
+            if deposit.version in snapshots:
+                snapshot = snapshots.pop(deposit.version)
+                if snapshot != DepositSnapshot.take(deposit):
+                    report.add(position, shop, "snapshot", f"snapshot at version {deposit.version} differs from replay")
+        if deposit is None or broken:
+            return count
+        for version in snapshots:
+            report.add(position, shop, "snapshot", f"snapshot at version {version} has no such version in history")
+        expected_balance = self.balances.expected_row(deposit.balance, position)
+        stored_balance = self.balances.stored_row(cursor, deposit.id)
+        if stored_balance is None:
+            report.add(position, shop, "balances", "the deposit has no balances row")
+        elif stored_balance != expected_balance:
+            # The row may claim a later event than the history holds: name that position.
+            claimed = max(position, int(stored_balance[-1]))
+            difference = _difference(expected_balance, stored_balance, self.balances.column_names())
+            report.add(claimed, shop, "balances", difference)
+        return count
+
+    def _verify_orphans(self, connection: sqlite3.Connection, report: VerifyReport) -> None:
+        head = int(connection.execute("SELECT COALESCE(MAX(rowid), 0) FROM stored_events").fetchone()[0])
+        for name, position in connection.execute(
+            "SELECT application_name, notification_id FROM tracking WHERE notification_id > ? "
+            "AND application_name != '__migration__'",
+            (head,),
+        ):
+            report.add(
+                head + 1, None, "truncated", f"{name} applied events up to {position}, but the log ends at {head}"
+            )
+        for position, shop in connection.execute(
+            f"SELECT position, shop_id FROM {self.audit_trail.table} "
+            "WHERE position NOT IN (SELECT rowid FROM stored_events) ORDER BY position"
+        ):
+            report.add(position, shop, "audit_trail", "the audit-trail row has no event: inserted")
+        for shop, position in connection.execute(
+            f"SELECT shop_id, position FROM {self.balances.table} "
+            "WHERE deposit_id NOT IN (SELECT originator_id FROM stored_events) ORDER BY shop_id"
+        ):
+            report.add(position, shop, "balances", "the balances row has no events: inserted")
+
+    def _decode(self, row: tuple[Any, ...]) -> DepositEvent:
+        stored = StoredEvent(
+            originator_id=UUID(row[1]), originator_version=row[2], topic=row[3], state=_stored_bytes(row[4])
+        )
+        event = self.mapper.to_domain_event(stored)
+        if not isinstance(event, DepositEvent):
+            raise ValueError(f"{type(event).__name__} is not a deposit event")
+        return event
+
+    def _snapshots(self, cursor: sqlite3.Cursor, deposit_hex: str) -> dict[int, DepositSnapshot]:
+        found: dict[int, DepositSnapshot] = {}
+        cursor.execute(
+            "SELECT originator_id, originator_version, topic, state FROM stored_snapshots WHERE originator_id = ?",
+            (deposit_hex,),
+        )
+        for originator_id, version, topic, state in cursor.fetchall():
+            stored = StoredEvent(
+                originator_id=UUID(originator_id), originator_version=version, topic=topic, state=state
+            )
+            try:
+                snapshot = self.mapper.to_domain_event(stored)
+            except ValueError:
+                continue
+            if isinstance(snapshot, DepositSnapshot):
+                found[version] = snapshot
+        return found
+
+    def _shops_by_deposit(self, connection: sqlite3.Connection) -> dict[str, str]:
+        # Names for problem reports only; one small row per deposit.
+        return {
+            deposit: shop
+            for deposit, shop in connection.execute(f"SELECT deposit_id, shop_id FROM {self.balances.table}")
+        }
+
+    # ----------------------------------------------------------------- export
+
+    def export_audit(
+        self,
+        out: IO[str],
+        *,
+        file_format: str,
+        deposit: UUID | None = None,
+        start: datetime | None = None,
+        end: datetime | None = None,
+    ) -> int:
+        """Stream audit-trail rows with their chain hashes as CSV or JSON lines; return the count."""
+        conditions, params = [], []
+        if deposit is not None:
+            conditions.append("a.deposit_id = ?")
+            params.append(deposit.hex)
+        if start is not None:
+            conditions.append("a.effective_at >= ?")
+            params.append(stored_time(start))
+        if end is not None:
+            conditions.append("a.effective_at <= ?")
+            params.append(stored_time(end))
+        where = f"WHERE {' AND '.join(conditions)}" if conditions else ""
+        query = (
+            "SELECT a.position, a.shop_id, a.type, a.currency, a.amount_minor, a.frozen_after_minor, a.actor, "
+            "a.effective_at, a.recorded_at, a.channel, a.ref, a.reason, a.case_id, a.note, c.link "
+            f"FROM {self.audit_trail.table} a LEFT JOIN event_chain c ON c.position = a.position "
+            f"{where} ORDER BY a.position"
+        )
+        writer = csv.writer(out) if file_format == "csv" else None
+        if writer is not None:
+            writer.writerow(EXPORT_COLUMNS)
+        count = 0
+        with self._snapshot() as connection:
+            for row in _stream(connection, query, params):
+                record = _export_record(row)
+                if writer is not None:
+                    writer.writerow(["" if record[key] is None else record[key] for key in EXPORT_COLUMNS])
+                else:
+                    out.write(json.dumps(record, ensure_ascii=False) + "\n")
+                count += 1
+        return count
+
+    # ---------------------------------------------------------------- helpers
+
+    def _snapshot(self) -> _ReadSnapshot:
+        return _ReadSnapshot(self.path)
+
+
+EXPORT_COLUMNS = (
+    "position",
+    "shop_id",
+    "type",
+    "currency",
+    "amount",
+    "frozen_after",
+    "actor",
+    "effective_at",
+    "recorded_at",
+    "channel",
+    "ref",
+    "reason",
+    "case",
+    "note",
+    "chain_hash",
+)
+"""The columns of ``export audit``, in order."""
+
+
+def _export_record(row: tuple[Any, ...]) -> dict[str, Any]:
+    currency = row[3]
+    return {
+        "position": row[0],
+        "shop_id": row[1],
+        "type": row[2],
+        "currency": currency,
+        "amount": None if row[4] is None else format_minor(row[4], currency),
+        "frozen_after": format_minor(row[5], currency),
+        "actor": row[6],
+        "effective_at": row[7],
+        "recorded_at": row[8],
+        "channel": row[9],
+        "ref": row[10],
+        "reason": row[11],
+        "case": row[12],
+        "note": row[13],
+        "chain_hash": bytes(row[14]).hex() if row[14] is not None else None,
+    }
+
+
+class _ReadSnapshot:
+    """A read transaction on its own connection: every pass sees the same committed state."""
+
+    def __init__(self, path: Path) -> None:
+        self.connection = sqlite3.connect(path, isolation_level=None)
+
+    def __enter__(self) -> sqlite3.Connection:
+        self.connection.execute("BEGIN")
+        return self.connection
+
+    def __exit__(self, *_: object) -> None:
+        self.connection.execute("ROLLBACK")
+        self.connection.close()
+
+
+def _stored_bytes(state: bytes | str) -> bytes:
+    # A row edited by hand may hold text where the ledger wrote a blob.
+    return state.encode() if isinstance(state, str) else bytes(state)
+
+
+def _stream(connection: sqlite3.Connection, query: str, params: Any = ()) -> Iterator[tuple[Any, ...]]:
+    cursor = connection.cursor()
+    cursor.execute(query, params)
+    while batch := cursor.fetchmany(READ_BATCH):
+        yield from batch
+
+
+def _merge_by_position(
+    events: Iterator[tuple[Any, ...]], links: Iterator[tuple[Any, ...]]
+) -> Iterator[tuple[int, tuple[Any, ...] | None, bytes | None]]:
+    # A full outer join of events and chain links on position, in position order.
+    event = next(events, None)
+    link = next(links, None)
+    while event is not None or link is not None:
+        event_position = event[0] if event is not None else None
+        link_position = link[0] if link is not None else None
+        if link_position is None or (event_position is not None and event_position < link_position):
+            assert event is not None
+            yield event[0], event, None
+            event = next(events, None)
+        elif event_position is None or link_position < event_position:
+            assert link is not None
+            yield link[0], None, bytes(link[1])
+            link = next(links, None)
+        else:
+            assert event is not None and link is not None
+            yield event[0], event, bytes(link[1])
+            event, link = next(events, None), next(links, None)
+
+
+def _difference(expected: tuple[Any, ...], stored: tuple[Any, ...], names: tuple[str, ...] | None = None) -> str:
+    for index, (want, have) in enumerate(zip(expected, stored, strict=False)):
+        if want != have:
+            column = names[index] if names else f"column {index + 1}"
+            return f"{column} is {have!r}, the events say {want!r}"
+    return "the row differs from what the events say"

@@ -1,0 +1,70 @@
+"""The hash chain that makes a rewritten history show.
+
+Every stored event gets a link: SHA-256 over a format tag, the previous link,
+and the event exactly as stored (position, deposit id, version, topic, state
+bytes), each length-prefixed so no two different records hash alike. The links
+live in ``event_chain``, written in the same transaction as the events. Editing,
+deleting, inserting or reordering a stored event breaks the chain at that
+position; recomputing every later link to hide it is caught by a checkpoint of
+the head kept outside the database.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict
+
+CHAIN_FORMAT = b"deposit-ledger/event-chain/v1"
+"""Hashed into every link: a change of format can never collide with the old one."""
+
+GENESIS = bytes(32)
+"""The link before the first event."""
+
+CREATE_CHAIN_TABLE = "CREATE TABLE IF NOT EXISTS event_chain (position INTEGER PRIMARY KEY, link BLOB NOT NULL)"
+
+
+class Checkpoint(BaseModel):
+    """The head of the chain: keep it outside the database to prove later that history only grew."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    position: int
+    """The position of the newest event when the checkpoint was taken."""
+    chain_hash: str
+    """Its link in the chain, as 64 hex digits."""
+
+
+def _field(value: bytes) -> bytes:
+    return len(value).to_bytes(8, "big") + value
+
+
+def link(previous: bytes, position: int, originator_id: str, version: int, topic: str, state: bytes) -> bytes:
+    """The link of the event stored at ``position``, given the link before it."""
+    digest = hashlib.sha256(_field(CHAIN_FORMAT))
+    digest.update(_field(previous))
+    digest.update(position.to_bytes(8, "big"))
+    digest.update(_field(originator_id.encode()))
+    digest.update(version.to_bytes(8, "big"))
+    digest.update(_field(topic.encode()))
+    digest.update(_field(state))
+    return digest.digest()
+
+
+def last_link(cursor: Any) -> tuple[int, bytes]:
+    """The position and link of the chain's head (0 and the genesis link when empty)."""
+    cursor.execute("SELECT position, link FROM event_chain ORDER BY position DESC LIMIT 1")
+    row = cursor.fetchone()
+    return (0, GENESIS) if row is None else (int(row[0]), bytes(row[1]))
+
+
+def extend(cursor: Any, rows: Sequence[tuple[int, str, int, str, bytes]]) -> None:
+    """Add the links of just-inserted events ``(position, deposit id, version, topic, state)``."""
+    _, previous = last_link(cursor)
+    links = []
+    for position, originator_id, version, topic, state in rows:
+        previous = link(previous, position, originator_id, version, topic, state)
+        links.append((position, previous))
+    cursor.executemany("INSERT INTO event_chain (position, link) VALUES (?, ?)", links)
