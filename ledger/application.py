@@ -41,9 +41,9 @@ from domain.events import ShopId
 from domain.money import normalise_currency, parse_decimal, to_minor
 from ledger.audit import Auditor
 from ledger.mapper import DepositMapper
-from ledger.recorder import LedgerRecorder
+from ledger.recorder import LedgerRecorder, PostgresLedgerRecorder
 from ledger.store import Store, resolve_store
-from ledger.views import SQLiteViews, ViewFailed, ViewStatus
+from ledger.views import ViewFailed, ViewKeeper, ViewStatus
 from projections.audit_trail import AuditRow, AuditTrailView
 from projections.balances import BalancesView
 
@@ -107,8 +107,8 @@ class DepositLedger(Application[UUID]):
         self.clock = clock
         self.settlement_window = settlement_window
         super().__init__(env={**self.store.environment(), **(env or {})})
-        assert isinstance(self.recorder, LedgerRecorder)
-        self.views = SQLiteViews(self.store.sqlite_path, self.name, self.mapper, (BalancesView, AuditTrailView))
+        assert isinstance(self.recorder, LedgerRecorder | PostgresLedgerRecorder)
+        self.views = ViewKeeper(self.store, self.mapper, (BalancesView, AuditTrailView))
         self.recorder.after_insert = self.views.apply_inline
         self.views.ensure_tables()
         if all(status.lag <= AUTO_CATCH_UP_LIMIT for status in self.views.status()):
@@ -341,7 +341,7 @@ class DepositLedger(Application[UUID]):
 
     def auditor(self) -> Auditor:
         """Verification, checkpoints and exports over this ledger's store."""
-        return Auditor(self.store.sqlite_path, self.mapper)
+        return Auditor(self.store, self.mapper)
 
     def projection_status(self) -> list[ViewStatus]:
         """Each view's position, the head of the event log, the lag and any stopping error."""

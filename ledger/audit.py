@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import csv
 import json
-import sqlite3
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -35,6 +34,8 @@ from domain.money import format_minor
 from ledger import chain
 from ledger.chain import Checkpoint
 from ledger.mapper import DepositMapper
+from ledger.recorder import stored_id
+from ledger.store import Store
 from projections.audit_trail import AuditTrailView
 from projections.balances import BalancesView
 from projections.view import stored_time
@@ -119,14 +120,15 @@ def parse_checkpoint(text_or_path: str) -> Checkpoint:
 class Auditor:
     """Verifies, checkpoints and exports one SQLite store."""
 
-    def __init__(self, path: Path, mapper: Mapper[Any] | None = None) -> None:
-        """Read ``path`` through connections of its own; it never writes.
+    def __init__(self, store: Store, mapper: Mapper[Any] | None = None) -> None:
+        """Read ``store`` through connections of its own; it never writes.
 
         Opening the ledger application would catch the views up first: an
         auditor must see the store exactly as it is.
         """
-        self.path = path
+        self.store = store
         self.mapper = mapper or DepositMapper(transcoder=JSONTranscoder())
+        self._cursors = 0
         self.balances = BalancesView(view=None)  # type: ignore[arg-type]
         self.audit_trail = AuditTrailView(view=None)  # type: ignore[arg-type]
 
@@ -134,7 +136,7 @@ class Auditor:
 
     def checkpoint(self) -> Checkpoint:
         """The chain's head: its position and hash."""
-        with self._snapshot() as connection:
+        with self.store.read_snapshot() as connection:
             position, link = chain.last_link(connection.cursor())
         return Checkpoint(position=position, chain_hash=link.hex())
 
@@ -143,8 +145,8 @@ class Auditor:
     def verify(self, against: Checkpoint | None = None, progress: Progress | None = None) -> VerifyReport:
         """Walk the whole store; report everything that the events do not explain."""
         report = VerifyReport(checkpoint=against)
-        with self._snapshot() as connection:
-            total = int(connection.execute("SELECT COUNT(*) FROM stored_events").fetchone()[0])
+        with self.store.read_snapshot() as connection:
+            total = int(connection.cursor().execute(f"SELECT COUNT(*) FROM {self.store.events_table}").fetchone()[0])
             shops = self._shops_by_deposit(connection)
 
             def advance(done: int) -> None:
@@ -159,23 +161,25 @@ class Auditor:
 
     def _verify_chain(
         self,
-        connection: sqlite3.Connection,
+        connection: Any,
         report: VerifyReport,
         against: Checkpoint | None,
         shops: dict[str, str],
         advance: Callable[[int], None],
     ) -> None:
-        events = _stream(
+        position_column = self.store.position_column
+        events = self._stream(
             connection,
-            "SELECT rowid, originator_id, originator_version, topic, state FROM stored_events ORDER BY rowid",
+            f"SELECT {position_column}, originator_id, originator_version, topic, state FROM {self.store.events_table} "
+            f"ORDER BY {position_column}",
         )
-        links = _stream(connection, "SELECT position, link FROM event_chain ORDER BY position")
+        links = self._stream(connection, "SELECT position, link FROM event_chain ORDER BY position")
         stored_previous = chain.GENESIS  # checks each link against the stored one before it
         recomputed = chain.GENESIS  # the chain rebuilt from today's events alone
         reached_checkpoint = against is None
         done = 0
         for position, event, stored in _merge_by_position(events, links):
-            shop = shops.get(event[1]) if event else None
+            shop = shops.get(stored_id(event[1])) if event else None
             if event is None:
                 assert stored is not None
                 report.add(position, None, "missing_event", "the chain has a link here but the event is gone")
@@ -184,7 +188,8 @@ class Auditor:
             done += 1
             if done % READ_BATCH == 0:
                 advance(done)
-            _, originator_id, version, topic, state = event
+            _, stored_originator, version, topic, state = event
+            originator_id = stored_id(stored_originator)
             state = _stored_bytes(state)
             recomputed = chain.link(recomputed, position, originator_id, version, topic, state)
             if stored is None:
@@ -204,26 +209,26 @@ class Auditor:
 
     def _verify_deposits(
         self,
-        connection: sqlite3.Connection,
+        connection: Any,
         report: VerifyReport,
         shops: dict[str, str],
         advance: Callable[[int], None],
     ) -> None:
-        rows = _stream(
+        rows = self._stream(
             connection,
-            "SELECT rowid, originator_id, originator_version, topic, state FROM stored_events "
-            "ORDER BY originator_id, originator_version",
+            f"SELECT {self.store.position_column}, originator_id, originator_version, topic, state "
+            f"FROM {self.store.events_table} ORDER BY originator_id, originator_version",
         )
         lookups = connection.cursor()
         done = 0
-        for deposit_hex, group in groupby(rows, key=lambda row: row[1]):
+        for deposit_hex, group in groupby(rows, key=lambda row: stored_id(row[1])):
             report.deposits_checked += 1
             done += self._verify_deposit(lookups, report, deposit_hex, shops.get(deposit_hex), group)
             advance(done)
 
     def _verify_deposit(
         self,
-        cursor: sqlite3.Cursor,
+        cursor: Any,
         report: VerifyReport,
         deposit_hex: str,
         shop: str | None,
@@ -279,45 +284,51 @@ class Auditor:
             report.add(claimed, shop, "balances", difference)
         return count
 
-    def _verify_orphans(self, connection: sqlite3.Connection, report: VerifyReport) -> None:
-        head = int(connection.execute("SELECT COALESCE(MAX(rowid), 0) FROM stored_events").fetchone()[0])
-        for name, position in connection.execute(
-            "SELECT application_name, notification_id FROM tracking WHERE notification_id > ? "
-            "AND application_name != '__migration__'",
-            (head,),
-        ):
+    def _verify_orphans(self, connection: Any, report: VerifyReport) -> None:
+        cursor = connection.cursor()
+        position_column = self.store.position_column
+        head = int(
+            cursor.execute(f"SELECT COALESCE(MAX({position_column}), 0) FROM {self.store.events_table}").fetchone()[0]
+        )
+        for name, position in cursor.execute(
+            "SELECT name, position FROM view_tracking WHERE position > ?", (head,)
+        ).fetchall():
             report.add(
                 head + 1, None, "truncated", f"{name} applied events up to {position}, but the log ends at {head}"
             )
-        for position, shop in connection.execute(
+        for position, shop in cursor.execute(
             f"SELECT position, shop_id FROM {self.audit_trail.table} "
-            "WHERE position NOT IN (SELECT rowid FROM stored_events) ORDER BY position"
-        ):
+            f"WHERE position NOT IN (SELECT {position_column} FROM {self.store.events_table}) ORDER BY position"
+        ).fetchall():
             report.add(position, shop, "audit_trail", "the audit-trail row has no event: inserted")
-        for shop, position in connection.execute(
+        for shop, position in cursor.execute(
             f"SELECT shop_id, position FROM {self.balances.table} "
-            "WHERE deposit_id NOT IN (SELECT originator_id FROM stored_events) ORDER BY shop_id"
-        ):
+            f"WHERE deposit_id NOT IN (SELECT {self.store.deposit_key} FROM {self.store.events_table}) ORDER BY shop_id"
+        ).fetchall():
             report.add(position, shop, "balances", "the balances row has no events: inserted")
 
     def _decode(self, row: tuple[Any, ...]) -> DepositEvent:
         stored = StoredEvent(
-            originator_id=UUID(row[1]), originator_version=row[2], topic=row[3], state=_stored_bytes(row[4])
+            originator_id=UUID(stored_id(row[1])),
+            originator_version=row[2],
+            topic=row[3],
+            state=_stored_bytes(row[4]),
         )
         event = self.mapper.to_domain_event(stored)
         if not isinstance(event, DepositEvent):
             raise ValueError(f"{type(event).__name__} is not a deposit event")
         return event
 
-    def _snapshots(self, cursor: sqlite3.Cursor, deposit_hex: str) -> dict[int, DepositSnapshot]:
+    def _snapshots(self, cursor: Any, deposit_hex: str) -> dict[int, DepositSnapshot]:
         found: dict[int, DepositSnapshot] = {}
         cursor.execute(
-            "SELECT originator_id, originator_version, topic, state FROM stored_snapshots WHERE originator_id = ?",
-            (deposit_hex,),
+            f"SELECT originator_id, originator_version, topic, state FROM {self.store.snapshots_table} "
+            "WHERE originator_id = ?",
+            (self.store.deposit_param(deposit_hex),),
         )
-        for originator_id, version, topic, state in cursor.fetchall():
+        for _, version, topic, state in cursor.fetchall():
             stored = StoredEvent(
-                originator_id=UUID(originator_id), originator_version=version, topic=topic, state=state
+                originator_id=UUID(deposit_hex), originator_version=version, topic=topic, state=_stored_bytes(state)
             )
             try:
                 snapshot = self.mapper.to_domain_event(stored)
@@ -327,12 +338,10 @@ class Auditor:
                 found[version] = snapshot
         return found
 
-    def _shops_by_deposit(self, connection: sqlite3.Connection) -> dict[str, str]:
+    def _shops_by_deposit(self, connection: Any) -> dict[str, str]:
         # Names for problem reports only; one small row per deposit.
-        return {
-            deposit: shop
-            for deposit, shop in connection.execute(f"SELECT deposit_id, shop_id FROM {self.balances.table}")
-        }
+        rows = connection.cursor().execute(f"SELECT deposit_id, shop_id FROM {self.balances.table}").fetchall()
+        return {deposit: shop for deposit, shop in rows}
 
     # ----------------------------------------------------------------- export
 
@@ -367,8 +376,8 @@ class Auditor:
         if writer is not None:
             writer.writerow(EXPORT_COLUMNS)
         count = 0
-        with self._snapshot() as connection:
-            for row in _stream(connection, query, params):
+        with self.store.read_snapshot() as connection:
+            for row in self._stream(connection, query, params):
                 record = _export_record(row)
                 if writer is not None:
                     writer.writerow(["" if record[key] is None else record[key] for key in EXPORT_COLUMNS])
@@ -379,8 +388,15 @@ class Auditor:
 
     # ---------------------------------------------------------------- helpers
 
-    def _snapshot(self) -> _ReadSnapshot:
-        return _ReadSnapshot(self.path)
+    def _stream(self, connection: Any, query: str, params: Any = ()) -> Iterator[tuple[Any, ...]]:
+        # Rows arrive in batches; on PostgreSQL from a server-side cursor, so that memory
+        # stays flat however large the store is.
+        self._cursors += 1
+        name = None if self.store.kind == "sqlite" else f"verify_{self._cursors}"
+        cursor = connection.cursor() if name is None else connection.cursor(name=name)
+        cursor.execute(query, params)
+        while batch := cursor.fetchmany(READ_BATCH):
+            yield from batch
 
 
 EXPORT_COLUMNS = (
@@ -424,31 +440,9 @@ def _export_record(row: tuple[Any, ...]) -> dict[str, Any]:
     }
 
 
-class _ReadSnapshot:
-    """A read transaction on its own connection: every pass sees the same committed state."""
-
-    def __init__(self, path: Path) -> None:
-        self.connection = sqlite3.connect(path, isolation_level=None)
-
-    def __enter__(self) -> sqlite3.Connection:
-        self.connection.execute("BEGIN")
-        return self.connection
-
-    def __exit__(self, *_: object) -> None:
-        self.connection.execute("ROLLBACK")
-        self.connection.close()
-
-
 def _stored_bytes(state: bytes | str) -> bytes:
     # A row edited by hand may hold text where the ledger wrote a blob.
     return state.encode() if isinstance(state, str) else bytes(state)
-
-
-def _stream(connection: sqlite3.Connection, query: str, params: Any = ()) -> Iterator[tuple[Any, ...]]:
-    cursor = connection.cursor()
-    cursor.execute(query, params)
-    while batch := cursor.fetchmany(READ_BATCH):
-        yield from batch
 
 
 def _merge_by_position(

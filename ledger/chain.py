@@ -23,7 +23,10 @@ CHAIN_FORMAT = b"deposit-ledger/event-chain/v1"
 GENESIS = bytes(32)
 """The link before the first event."""
 
-CREATE_CHAIN_TABLE = "CREATE TABLE IF NOT EXISTS event_chain (position INTEGER PRIMARY KEY, link BLOB NOT NULL)"
+
+def create_table_statement(table: str = "event_chain", blob_type: str = "BLOB") -> str:
+    """SQL creating the table of links (``table`` may be schema-qualified)."""
+    return f"CREATE TABLE IF NOT EXISTS {table} (position BIGINT PRIMARY KEY, link {blob_type} NOT NULL)"
 
 
 class Checkpoint(BaseModel):

@@ -14,6 +14,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Any, NoReturn
 
+import psycopg
 import typer
 from eventsourcing.persistence import PersistenceError
 from rich.console import Console
@@ -35,7 +36,7 @@ from ledger.reports import (
     state_table,
     verify_table,
 )
-from ledger.store import resolve_store
+from ledger.store import StoreUnavailable, resolve_store
 
 EXIT_REFUSED = 1
 EXIT_MALFORMED = 2
@@ -312,9 +313,9 @@ def _auditor(ctx: typer.Context) -> Auditor:
     # The auditor reads the store as it is, without opening the application (which would
     # create tables and catch the views up): verification must not change what it checks.
     store = resolve_store(ctx.obj.db)
-    if not store.sqlite_path.is_file():
+    if store.sqlite_path is not None and not store.sqlite_path.is_file():
         raise MalformedInput(f"no ledger store at {store.sqlite_path}")
-    return Auditor(store.sqlite_path)
+    return Auditor(store)
 
 
 @app.command("balance")
@@ -448,11 +449,11 @@ def main(argv: list[str] | None = None) -> None:
         if not message:
             raise SystemExit(EXIT_MALFORMED) from None
         _fail(" ".join(message.split()), EXIT_MALFORMED)
-    except MalformedInput as error:
+    except (MalformedInput, StoreUnavailable) as error:
         _fail(str(error), EXIT_MALFORMED)
     except LedgerError as error:
         _fail(str(error), EXIT_REFUSED)
-    except PersistenceError as error:
+    except (PersistenceError, psycopg.Error) as error:
         _fail(
             f"store unavailable: {str(error).splitlines()[0] if str(error) else type(error).__name__}", EXIT_MALFORMED
         )

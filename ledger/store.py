@@ -1,53 +1,269 @@
-"""Which event store a ledger uses: the one place that reads store URLs.
+"""Which event store a ledger uses: the one place that reads store URLs and knows SQL dialects.
 
-``None`` means the default, an SQLite file ``deposits.db`` in the working
-directory. A plain path or ``sqlite:///path`` (``sqlite:////abs/path`` for an
-absolute one) names another file.
+- Nothing given: an SQLite file ``deposits.db`` in the working directory.
+- A plain path, or ``sqlite:///path`` (``sqlite:////abs/path`` for an absolute one).
+- ``postgresql://USER[:PASSWORD]@HOST[:PORT]/DBNAME[?schema=NAME]``: a shared
+  PostgreSQL database; several ledgers can share one database under different
+  schemas.
+
+The views and the auditor write their SQL once, with ``?`` placeholders and
+unqualified table names; a :class:`Store` hands them connections and cursors
+that speak its dialect.
 """
 
 from __future__ import annotations
 
 import os
+import re
+import sqlite3
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Literal
+from urllib.parse import parse_qs, unquote, urlsplit
+from uuid import UUID
 
-from domain import MalformedInput
+from domain import LedgerError, MalformedInput
 
 DEFAULT_SQLITE_FILE = "deposits.db"
 STORE_ENV_VAR = "DEPOSIT_LEDGER_DB"
-SQLITE_LOCK_TIMEOUT_S = 30
-"""How long a writer waits for another process's write lock on the SQLite file."""
+LOCK_TIMEOUT_S = 30
+"""How long a writer waits for a lock held by another writer."""
+CONNECT_TIMEOUT_S = 5
+"""How long to wait for a PostgreSQL server to answer."""
+
+APPLICATION_TABLE_PREFIX = "depositledger"
+"""The library names PostgreSQL tables after the application: ``DepositLedger`` in lower case."""
+
+_SCHEMA_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
+
+
+class StoreUnavailable(LedgerError):
+    """The store cannot be reached or opened: a bad URL, a server down, a wrong password."""
 
 
 @dataclass(frozen=True)
 class Store:
-    """A parsed store location and the library settings that select it."""
+    """A parsed store location: how the library reaches it, and how our own SQL does."""
 
     url: str
-    sqlite_path: Path
+    kind: Literal["sqlite", "postgresql"]
+    sqlite_path: Path | None = None
+    host: str = ""
+    port: int = 5432
+    user: str = ""
+    password: str = ""
+    dbname: str = ""
+    schema: str = "public"
+
+    @property
+    def events_table(self) -> str:
+        """The table the library stores events in (named after the application on PostgreSQL)."""
+        return "stored_events" if self.kind == "sqlite" else f"{APPLICATION_TABLE_PREFIX}_events"
+
+    @property
+    def snapshots_table(self) -> str:
+        """The table the library stores snapshots in."""
+        return "stored_snapshots" if self.kind == "sqlite" else f"{APPLICATION_TABLE_PREFIX}_snapshots"
+
+    @property
+    def position_column(self) -> str:
+        """The events table's column that numbers events in the global log."""
+        return "rowid" if self.kind == "sqlite" else "notification_id"
+
+    @property
+    def deposit_key(self) -> str:
+        """An SQL expression of the events table's deposit id as 32 hex digits, as the views keep it."""
+        return "originator_id" if self.kind == "sqlite" else "replace(originator_id::text, '-', '')"
+
+    @property
+    def blob_type(self) -> str:
+        """The SQL type of raw bytes."""
+        return "BLOB" if self.kind == "sqlite" else "BYTEA"
 
     def environment(self) -> dict[str, str]:
-        """The eventsourcing environment variables for this store."""
+        """The eventsourcing library's settings for this store."""
+        if self.kind == "sqlite":
+            assert self.sqlite_path is not None
+            return {
+                "PERSISTENCE_MODULE": "eventsourcing.sqlite",
+                "APPLICATION_RECORDER_TOPIC": "ledger.recorder:LedgerRecorder",
+                "SQLITE_DBNAME": str(self.sqlite_path),
+                "SQLITE_LOCK_TIMEOUT": str(LOCK_TIMEOUT_S),
+            }
         return {
-            "PERSISTENCE_MODULE": "eventsourcing.sqlite",
-            "APPLICATION_RECORDER_TOPIC": "ledger.recorder:LedgerRecorder",
-            "SQLITE_DBNAME": str(self.sqlite_path),
-            "SQLITE_LOCK_TIMEOUT": str(SQLITE_LOCK_TIMEOUT_S),
+            "PERSISTENCE_MODULE": "eventsourcing.postgres",
+            "APPLICATION_RECORDER_TOPIC": "ledger.recorder:PostgresLedgerRecorder",
+            "POSTGRES_DBNAME": self.dbname,
+            "POSTGRES_HOST": self.host,
+            "POSTGRES_PORT": str(self.port),
+            "POSTGRES_USER": self.user,
+            "POSTGRES_PASSWORD": self.password,
+            "POSTGRES_SCHEMA": self.schema,
+            "POSTGRES_CONNECT_TIMEOUT": str(CONNECT_TIMEOUT_S),
+            "POSTGRES_LOCK_TIMEOUT": str(LOCK_TIMEOUT_S),
+            "POSTGRES_POOL_SIZE": "2",
+            "POSTGRES_MAX_OVERFLOW": "4",
+            # The database-function insert path drops process recorders' tracking records in 9.5.6.
+            "POSTGRES_ENABLE_DB_FUNCTIONS": "n",
         }
 
     def describe(self) -> str:
-        """A short human description for messages."""
-        return f"SQLite file {self.sqlite_path}"
+        """A short human description for messages (never the password)."""
+        if self.kind == "sqlite":
+            return f"SQLite file {self.sqlite_path}"
+        return f"PostgreSQL database {self.dbname} on {self.host}:{self.port}, schema {self.schema}"
+
+    # ----------------------------------------------------------- own connections
+
+    def connect(self) -> Any:
+        """A connection of our own, in autocommit mode, whose cursors take ``?`` placeholders."""
+        if self.kind == "sqlite":
+            assert self.sqlite_path is not None
+            return sqlite3.connect(
+                self.sqlite_path, isolation_level=None, check_same_thread=False, timeout=LOCK_TIMEOUT_S
+            )
+        return _PostgresConnection(self)
+
+    @contextmanager
+    def write_transaction(self, connection: Any) -> Iterator[Any]:
+        """A write transaction on our own connection: committed on success, rolled back on error.
+
+        On SQLite it takes the write lock first (``BEGIN IMMEDIATE``), so what it
+        reads cannot go stale before it writes. On PostgreSQL callers lock the rows
+        they depend on (``SELECT ... FOR UPDATE``).
+        """
+        cursor = connection.cursor()
+        cursor.execute("BEGIN IMMEDIATE" if self.kind == "sqlite" else "BEGIN")
+        try:
+            yield cursor
+        except BaseException:
+            cursor.execute("ROLLBACK")
+            raise
+        else:
+            cursor.execute("COMMIT")
+
+    @contextmanager
+    def read_snapshot(self) -> Iterator[Any]:
+        """A connection inside one read transaction: every query sees the same committed state."""
+        connection = self.connect()
+        try:
+            cursor = connection.cursor()
+            cursor.execute("BEGIN" if self.kind == "sqlite" else "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+            yield connection
+            cursor.execute("ROLLBACK")
+        finally:
+            connection.close()
+
+    def for_update(self) -> str:
+        """The clause that locks the rows a write transaction reads (none needed on SQLite)."""
+        return "" if self.kind == "sqlite" else " FOR UPDATE"
+
+    def deposit_param(self, deposit_hex: str) -> Any:
+        """A deposit id as a parameter compared with the events table's ``originator_id``."""
+        return deposit_hex if self.kind == "sqlite" else UUID(deposit_hex)
+
+    def table_exists(self, cursor: Any, table: str) -> bool:
+        """Whether ``table`` exists (in the store's schema)."""
+        if self.kind == "sqlite":
+            cursor.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (table,))
+        else:
+            cursor.execute(
+                "SELECT 1 FROM information_schema.tables WHERE table_schema = ? AND table_name = ?",
+                (self.schema, table),
+            )
+        return cursor.fetchone() is not None
+
+    def rename_table(self, cursor: Any, old: str, new: str) -> None:
+        """Rename a table, and on PostgreSQL its primary-key index, so the old name is free again."""
+        cursor.execute(f"ALTER TABLE {old} RENAME TO {new}")
+        if self.kind == "postgresql":
+            cursor.execute(f"ALTER INDEX IF EXISTS {old}_pkey RENAME TO {new}_pkey")
+
+    def serialise_schema_changes(self, cursor: Any) -> None:
+        """Inside a transaction: wait for any other process creating tables in this store."""
+        if self.kind == "postgresql":
+            cursor.execute("SELECT pg_advisory_xact_lock(hashtext(?))", (f"deposit-ledger:{self.schema}",))
+
+
+class _PostgresConnection:
+    """A psycopg connection whose cursors accept ``?`` placeholders and return tuples."""
+
+    def __init__(self, store: Store) -> None:
+        import psycopg
+
+        try:
+            self._connection = psycopg.connect(
+                host=store.host,
+                port=store.port,
+                user=store.user,
+                password=store.password,
+                dbname=store.dbname,
+                connect_timeout=CONNECT_TIMEOUT_S,
+                autocommit=True,
+                options=f"-c search_path={store.schema} -c lock_timeout={LOCK_TIMEOUT_S * 1000}",
+            )
+        except psycopg.OperationalError as error:
+            raise StoreUnavailable(f"cannot reach {store.describe()}: {_first_line(error)}") from None
+
+    def cursor(self, name: str | None = None) -> QmarkCursor:
+        """A cursor; a named one streams its rows from the server."""
+        if name is None:
+            return QmarkCursor(self._connection.cursor())
+        return QmarkCursor(self._connection.cursor(name=name))
+
+    def execute(self, statement: str, params: Any = ()) -> QmarkCursor:
+        """Run one statement on a fresh cursor."""
+        cursor = self.cursor()
+        cursor.execute(statement, params)
+        return cursor
+
+    def close(self) -> None:
+        """Close the connection."""
+        self._connection.close()
+
+
+class QmarkCursor:
+    """A psycopg cursor that takes our SQL: ``?`` placeholders become ``%s``."""
+
+    def __init__(self, cursor: Any) -> None:
+        self._cursor = cursor
+
+    def execute(self, statement: str, params: Any = ()) -> QmarkCursor:
+        self._cursor.execute(statement.replace("?", "%s"), params or None)
+        return self
+
+    def executemany(self, statement: str, params: Any) -> None:
+        self._cursor.executemany(statement.replace("?", "%s"), params)
+
+    def fetchone(self) -> Any:
+        return self._cursor.fetchone()
+
+    def fetchall(self) -> Any:
+        return self._cursor.fetchall()
+
+    def fetchmany(self, size: int) -> Any:
+        return self._cursor.fetchmany(size)
+
+    def __iter__(self) -> Iterator[Any]:
+        return iter(self._cursor)
+
+    def close(self) -> None:
+        self._cursor.close()
 
 
 def resolve_store(url: str | None = None) -> Store:
     """Parse ``url`` (or ``$DEPOSIT_LEDGER_DB``, or the default) into a :class:`Store`."""
     chosen = url if url else os.environ.get(STORE_ENV_VAR) or DEFAULT_SQLITE_FILE
     text = chosen.strip()
-    if "://" in text:
-        scheme, _, rest = text.partition("://")
-        if scheme.lower() != "sqlite":
-            raise MalformedInput(f"unsupported store URL {chosen!r}: expected a file path or sqlite:///path")
+    scheme = text.partition("://")[0].lower() if "://" in text else ""
+    if scheme in ("postgresql", "postgres"):
+        return _postgres_store(chosen)
+    if scheme and scheme != "sqlite":
+        raise MalformedInput(f"unsupported store URL {chosen!r}: expected a file path, sqlite:/// or postgresql://")
+    if scheme == "sqlite":
+        rest = text.partition("://")[2]
         if not rest.startswith("/") or rest == "/":
             raise MalformedInput(
                 f"malformed SQLite URL {chosen!r}: expected sqlite:///relative/path or sqlite:////absolute/path"
@@ -60,4 +276,39 @@ def resolve_store(url: str | None = None) -> Store:
         raise MalformedInput(f"store {chosen!r} is a directory, not a file")
     if not path.parent.is_dir():
         raise MalformedInput(f"store {chosen!r}: folder {path.parent} does not exist")
-    return Store(url=chosen, sqlite_path=path)
+    return Store(url=chosen, kind="sqlite", sqlite_path=path)
+
+
+def _postgres_store(url: str) -> Store:
+    try:
+        parts = urlsplit(url.strip())
+        port = parts.port or 5432
+    except ValueError:
+        raise MalformedInput(
+            "malformed PostgreSQL URL: expected postgresql://USER[:PASSWORD]@HOST[:PORT]/DBNAME"
+        ) from None
+    dbname = unquote(parts.path.lstrip("/"))
+    if not parts.hostname or not parts.username or not dbname or "/" in dbname:
+        raise MalformedInput("malformed PostgreSQL URL: expected postgresql://USER[:PASSWORD]@HOST[:PORT]/DBNAME")
+    query = parse_qs(parts.query)
+    unknown = set(query) - {"schema"}
+    if unknown:
+        raise MalformedInput(f"unsupported PostgreSQL URL option(s): {', '.join(sorted(unknown))}; only schema")
+    schema = query.get("schema", ["public"])[-1]
+    if not _SCHEMA_NAME.match(schema):
+        raise MalformedInput(f"schema {schema!r} must be lower-case letters, digits and _, at most 63")
+    return Store(
+        url=url,
+        kind="postgresql",
+        host=parts.hostname,
+        port=port,
+        user=unquote(parts.username),
+        password=unquote(parts.password or ""),
+        dbname=dbname,
+        schema=schema,
+    )
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__

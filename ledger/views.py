@@ -1,4 +1,4 @@
-"""Keeping the read models current on the SQLite store, each event applied exactly once.
+"""Keeping the read models current, each event applied exactly once, on SQLite or PostgreSQL.
 
 Three paths, one rule: a view's rows and its tracking record (the position of
 the last event applied) change in the same transaction.
@@ -7,36 +7,33 @@ the last event applied) change in the same transaction.
   apply them inside the very transaction that inserts the events: queries read
   their writes, and the command pays no second commit. A view that fails here
   is rolled back to a savepoint and simply falls behind; the command succeeds.
-- **Catch-up.** Polls the event table in batches (the SQLite recorder has no
-  subscription), one write transaction per batch.
+- **Catch-up.** Reads the events after the view's position in batches, one write
+  transaction per batch (the SQLite recorder has no subscription; PostgreSQL
+  workers are woken by LISTEN/NOTIFY and then do the same).
 - **Rebuild.** Builds a fresh copy of a view from position 0 beside the live
   one, and swaps it in, in one transaction, once it has caught up; queries
   keep reading the live table meanwhile.
 
-Tracking records live in the library's ``tracking`` table, one row per view,
-named ``<application>.<view>``, so several views share one database file.
+Tracking records live in ``view_tracking``, one row per view. They only move
+forward: a second process racing over the same events fails its transaction
+instead of applying them twice. On PostgreSQL a catch-up locks its view's row
+first, so concurrent workers take turns instead of colliding.
 """
 
 from __future__ import annotations
 
-import sqlite3
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from eventsourcing.persistence import IntegrityError, Mapper, StoredEvent, Tracking
-from eventsourcing.sqlite import SQLiteCursor
 
 from domain import DepositEvent, LedgerError
+from ledger.store import Store
 from projections.view import BatchRecorder, Cursor, Positioned, View
 
 CATCH_UP_BATCH = 1000
 """Events applied per transaction when catching up or rebuilding."""
-
-LOCK_TIMEOUT_S = 30.0
-"""How long a catch-up waits for the write lock held by a command."""
 
 Progress = Callable[[int, int], None]
 """Called with (events done, events to do) after each batch."""
@@ -63,29 +60,29 @@ class ViewStatus:
 
     @property
     def lag(self) -> int:
-        """Events committed but not yet applied to the view."""
-        return self.head - self.position
+        """Events committed but not yet applied to the view (never negative)."""
+        return max(0, self.head - self.position)
 
 
-class SQLiteViews(BatchRecorder):
-    """The read models of one ledger, in the same SQLite file as its events."""
+class ViewKeeper(BatchRecorder):
+    """The read models of one ledger, kept in the same database as its events."""
 
-    def __init__(self, path: Path, application_name: str, mapper: Mapper[Any], views: Sequence[type[View]]) -> None:
-        """Open a connection of its own to ``path``; ``views`` are the view classes to keep."""
-        self.application_name = application_name
+    def __init__(self, store: Store, mapper: Mapper[Any], views: Sequence[type[View]]) -> None:
+        """Open a connection of its own to ``store``; ``views`` are the view classes to keep."""
+        self.store = store
         self.mapper = mapper
-        self.connection = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=LOCK_TIMEOUT_S)
+        self.connection = store.connect()
         self.views: dict[str, View] = {view.name: view(view=self) for view in views}
         self._current_after_insert = True
+        position = store.position_column
+        self._select_after = (
+            f"SELECT {position}, originator_id, originator_version, topic, state FROM {self.store.events_table} "
+            f"WHERE {position} > ? ORDER BY {position}"
+        )
 
     def close(self) -> None:
         """Close the views' connection."""
         self.connection.close()
-
-    def tracking_name(self, view: View, *, rebuilding: bool = False) -> str:
-        """The tracking record's name for ``view`` (or for its rebuild in progress)."""
-        name = f"{self.application_name}.{view.name}"
-        return f"{name}.rebuild" if rebuilding else name
 
     def view(self, name: str) -> View:
         """The view called ``name``; ``LookupError`` naming the known ones otherwise."""
@@ -97,66 +94,72 @@ class SQLiteViews(BatchRecorder):
     # ------------------------------------------------------------------ set-up
 
     def ensure_tables(self) -> None:
-        """Create missing view tables; a table that vanished loses its tracking record too.
+        """Create missing view tables; a table that vanished restarts its view from position 0.
 
         Without that, a dropped table would be recreated empty while its tracking
         record claimed every event applied: rows would be silently lost.
         """
-        with self._write() as cursor:
+        with self.store.write_transaction(self.connection) as cursor:
+            self.store.serialise_schema_changes(cursor)
+            cursor.execute("CREATE TABLE IF NOT EXISTS view_tracking (name TEXT PRIMARY KEY, position BIGINT NOT NULL)")
             cursor.execute(
                 "CREATE TABLE IF NOT EXISTS projection_errors "
-                "(name TEXT PRIMARY KEY, position INTEGER NOT NULL, reason TEXT NOT NULL)"
+                "(name TEXT PRIMARY KEY, position BIGINT NOT NULL, reason TEXT NOT NULL)"
             )
             for view in self.views.values():
-                cursor.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (view.table,))
-                if cursor.fetchone() is None:
+                if not self.store.table_exists(cursor, view.table):
                     for statement in view.create_statements(view.table) + view.index_statements(view.table):
                         cursor.execute(statement)
-                    cursor.execute("DELETE FROM tracking WHERE application_name = ?", (self.tracking_name(view),))
+                    cursor.execute("DELETE FROM view_tracking WHERE name = ?", (view.name,))
+                cursor.execute(
+                    "INSERT INTO view_tracking (name, position) VALUES (?, 0) ON CONFLICT (name) DO NOTHING",
+                    (view.name,),
+                )
 
     # ---------------------------------------------------------- tracking recorder
 
     def insert_tracking(self, tracking: Tracking) -> None:
         """Record a position on its own (the library's tracking-recorder protocol)."""
-        with self._write() as cursor:
-            _track(cursor, tracking)
+        with self.store.write_transaction(self.connection) as cursor:
+            _track(cursor, tracking.application_name, tracking.notification_id)
 
     def max_tracking_id(self, application_name: str) -> int | None:
-        """The last position recorded under ``application_name``, or None."""
-        row = self.connection.execute(
-            "SELECT notification_id FROM tracking WHERE application_name = ?", (application_name,)
-        ).fetchone()
+        """The last position recorded for the view ``application_name``, or None."""
+        row = (
+            self.connection.cursor()
+            .execute("SELECT position FROM view_tracking WHERE name = ?", (application_name,))
+            .fetchone()
+        )
         return None if row is None else int(row[0])
 
     def record_batch(self, view: View, batch: Sequence[Positioned], tracking: Tracking) -> None:
         """Apply ``batch`` to the live tables of ``view`` and record ``tracking``, atomically."""
-        with self._write() as cursor:
+        with self.store.write_transaction(self.connection) as cursor:
             view.apply(cursor, view.table, batch)
-            _track(cursor, tracking)
+            _track(cursor, view.name, tracking.notification_id)
 
     # ------------------------------------------------------------------ inline
 
-    def apply_inline(self, cursor: SQLiteCursor, positions: Sequence[int], events: Sequence[DepositEvent]) -> None:
+    def apply_inline(self, cursor: Cursor, positions: Sequence[int], events: Sequence[DepositEvent]) -> None:
         """Apply just-inserted events to every view that was current, inside the insert's transaction."""
         batch = [Positioned(position, event) for position, event in zip(positions, events, strict=True)]
         self._current_after_insert = True
         for view in self.views.values():
-            name = self.tracking_name(view)
-            cursor.execute("SELECT notification_id FROM tracking WHERE application_name = ?", (name,))
-            row = cursor.fetchone()
-            if (row[0] if row else 0) != positions[0] - 1:
+            # Lock order everywhere: the events (held by the insert), then a view's tracking
+            # row, then its tables; catch-ups and rebuilds never wait on the events' lock.
+            if self._position(cursor, view.name, lock=True) != positions[0] - 1:
                 self._current_after_insert = False
                 continue
             cursor.execute("SAVEPOINT inline_view")
             try:
                 view.apply(cursor, view.table, batch)
-                _track(cursor, Tracking(name, positions[-1]))
+                _track(cursor, view.name, positions[-1])
             except Exception:
                 # The command must not fail because a read model cannot follow:
                 # undo this view's part, let it fall behind, and let catch-up report why.
-                cursor.execute("ROLLBACK TO inline_view")
+                cursor.execute("ROLLBACK TO SAVEPOINT inline_view")
                 self._current_after_insert = False
-            cursor.execute("RELEASE inline_view")
+            cursor.execute("RELEASE SAVEPOINT inline_view")
 
     @property
     def current_after_insert(self) -> bool:
@@ -167,24 +170,22 @@ class SQLiteViews(BatchRecorder):
 
     def head(self) -> int:
         """The position of the newest event in the store (0 when empty)."""
-        row = self.connection.execute("SELECT MAX(rowid) FROM stored_events").fetchone()
+        row = (
+            self.connection.cursor()
+            .execute(f"SELECT MAX({self.store.position_column}) FROM {self.store.events_table}")
+            .fetchone()
+        )
         return int(row[0] or 0)
 
     def status(self) -> list[ViewStatus]:
         """Each view's position, the head of the log, and any error that stopped it."""
         head = self.head()
-        errors = {
-            name: f"position {position}: {reason}"
-            for name, position, reason in self.connection.execute(
-                "SELECT name, position, reason FROM projection_errors"
-            )
-        }
+        cursor = self.connection.cursor()
+        cursor.execute("SELECT name, position, reason FROM projection_errors")
+        errors = {name: f"position {position}: {reason}" for name, position, reason in cursor.fetchall()}
         return [
             ViewStatus(
-                name=view.name,
-                position=self.max_tracking_id(self.tracking_name(view)) or 0,
-                head=head,
-                error=errors.get(view.name),
+                name=view.name, position=self.max_tracking_id(view.name) or 0, head=head, error=errors.get(view.name)
             )
             for view in self.views.values()
         ]
@@ -200,7 +201,7 @@ class SQLiteViews(BatchRecorder):
         for name in names or list(self.views):
             view = self.view(name)
             try:
-                applied += self._follow(view, view.table, self.tracking_name(view), progress)
+                applied += self._follow(view, view.table, view.name, progress)
             except ViewFailed as failure:
                 failures.append(failure)
         if failures:
@@ -211,29 +212,28 @@ class SQLiteViews(BatchRecorder):
         """Build ``name`` afresh from position 0 beside the live copy, then swap it in."""
         view = self.view(name)
         building = f"{view.table}__rebuild"
-        tracking_name = self.tracking_name(view, rebuilding=True)
-        with self._write() as cursor:
+        tracking_name = f"{view.name}.rebuild"
+        with self.store.write_transaction(self.connection) as cursor:
             cursor.execute(f"DROP TABLE IF EXISTS {building}")
             for statement in view.create_statements(building):
                 cursor.execute(statement)
-            cursor.execute("DELETE FROM tracking WHERE application_name = ?", (tracking_name,))
+            cursor.execute("DELETE FROM view_tracking WHERE name = ?", (tracking_name,))
         applied = self._follow(view, building, tracking_name, progress)
-        with self._write() as cursor:
-            # Events committed since the last batch are applied under the same lock as the swap.
+        with self.store.write_transaction(self.connection) as cursor:
+            # Lock the live view's position, then apply what arrived since the last batch
+            # under the same transaction as the swap.
+            self._position(cursor, view.name, lock=True)
             done, failure = self._apply_pending(cursor, view, building, tracking_name, limit=None)
             if failure is not None:
                 raise failure
             applied += done
             position = self._position(cursor, tracking_name)
             cursor.execute(f"DROP TABLE IF EXISTS {view.table}")
-            cursor.execute(f"ALTER TABLE {building} RENAME TO {view.table}")
+            self.store.rename_table(cursor, building, view.table)
             for statement in view.index_statements(view.table):
                 cursor.execute(statement)
-            cursor.execute(
-                "DELETE FROM tracking WHERE application_name IN (?, ?)", (tracking_name, self.tracking_name(view))
-            )
-            if position:
-                _track(cursor, Tracking(self.tracking_name(view), position))
+            cursor.execute("DELETE FROM view_tracking WHERE name = ?", (tracking_name,))
+            cursor.execute("UPDATE view_tracking SET position = ? WHERE name = ?", (position, view.name))
             cursor.execute("DELETE FROM projection_errors WHERE name = ?", (view.name,))
         return applied
 
@@ -241,7 +241,7 @@ class SQLiteViews(BatchRecorder):
         applied = 0
         total = max(0, self.head() - (self.max_tracking_id(tracking_name) or 0))
         while True:
-            with self._write() as cursor:
+            with self.store.write_transaction(self.connection) as cursor:
                 done, failure = self._apply_pending(cursor, view, table, tracking_name, limit=CATCH_UP_BATCH)
             # Raised only now, after the events before the poison one were committed.
             if failure is not None:
@@ -253,15 +253,12 @@ class SQLiteViews(BatchRecorder):
                 progress(applied, max(total, applied))
 
     def _apply_pending(
-        self, cursor: sqlite3.Cursor, view: View, table: str, tracking_name: str, *, limit: int | None
+        self, cursor: Cursor, view: View, table: str, tracking_name: str, *, limit: int | None
     ) -> tuple[int, ViewFailed | None]:
-        # Inside a write transaction: read the position, then the events after it.
-        position = self._position(cursor, tracking_name)
-        cursor.execute(
-            "SELECT rowid, originator_id, originator_version, topic, state FROM stored_events "
-            "WHERE rowid > ? ORDER BY rowid LIMIT ?",
-            (position, -1 if limit is None else limit),
-        )
+        # Inside a write transaction: lock and read the position, then the events after it.
+        position = self._position(cursor, tracking_name, lock=True)
+        query = self._select_after if limit is None else f"{self._select_after} LIMIT {int(limit)}"
+        cursor.execute(query, (position,))
         rows = cursor.fetchall()
         if not rows:
             return 0, None
@@ -269,16 +266,16 @@ class SQLiteViews(BatchRecorder):
         try:
             view.apply(cursor, table, [self._positioned(row) for row in rows])
         except Exception:
-            cursor.execute("ROLLBACK TO view_batch")
-            cursor.execute("RELEASE view_batch")
+            cursor.execute("ROLLBACK TO SAVEPOINT view_batch")
+            cursor.execute("RELEASE SAVEPOINT view_batch")
             return self._apply_one_by_one(cursor, view, table, tracking_name, rows)
-        cursor.execute("RELEASE view_batch")
-        _track(cursor, Tracking(tracking_name, rows[-1][0]))
+        cursor.execute("RELEASE SAVEPOINT view_batch")
+        _track(cursor, tracking_name, rows[-1][0])
         cursor.execute("DELETE FROM projection_errors WHERE name = ?", (view.name,))
         return len(rows), None
 
     def _apply_one_by_one(
-        self, cursor: sqlite3.Cursor, view: View, table: str, tracking_name: str, rows: list[Any]
+        self, cursor: Cursor, view: View, table: str, tracking_name: str, rows: list[Any]
     ) -> tuple[int, ViewFailed | None]:
         # A batch failed: find the exact event, keep what comes before it, and stop there.
         applied = 0
@@ -288,62 +285,50 @@ class SQLiteViews(BatchRecorder):
             try:
                 view.apply(cursor, table, [self._positioned(row)])
             except Exception as error:
-                cursor.execute("ROLLBACK TO view_event")
-                cursor.execute("RELEASE view_event")
-                failure = ViewFailed(view.name, row[0], f"{type(error).__name__}: {error}".splitlines()[0])
+                cursor.execute("ROLLBACK TO SAVEPOINT view_event")
+                cursor.execute("RELEASE SAVEPOINT view_event")
+                failure = ViewFailed(view.name, int(row[0]), f"{type(error).__name__}: {error}".splitlines()[0])
+                cursor.execute("DELETE FROM projection_errors WHERE name = ?", (view.name,))
                 cursor.execute(
-                    "INSERT OR REPLACE INTO projection_errors VALUES (?, ?, ?)",
+                    "INSERT INTO projection_errors (name, position, reason) VALUES (?, ?, ?)",
                     (view.name, failure.position, failure.reason),
                 )
                 break
-            cursor.execute("RELEASE view_event")
+            cursor.execute("RELEASE SAVEPOINT view_event")
             applied += 1
         if applied:
-            _track(cursor, Tracking(tracking_name, rows[applied - 1][0]))
+            _track(cursor, tracking_name, rows[applied - 1][0])
         return applied, failure
 
     def _positioned(self, row: Sequence[Any]) -> Positioned:
-        stored = StoredEvent(originator_id=row[1], originator_version=row[2], topic=row[3], state=row[4])
+        stored = StoredEvent(originator_id=row[1], originator_version=row[2], topic=row[3], state=bytes(row[4]))
         event = self.mapper.to_domain_event(stored)
-        assert isinstance(event, DepositEvent), f"position {row[0]} holds {type(event).__name__}"
+        if not isinstance(event, DepositEvent):
+            raise TypeError(f"position {row[0]} holds {type(event).__name__}, not a deposit event")
         return Positioned(int(row[0]), event)
 
-    @staticmethod
-    def _position(cursor: sqlite3.Cursor, tracking_name: str) -> int:
-        cursor.execute("SELECT notification_id FROM tracking WHERE application_name = ?", (tracking_name,))
+    def _position(self, cursor: Cursor, name: str, *, lock: bool = False) -> int:
+        lock_clause = self.store.for_update() if lock else ""
+        cursor.execute(f"SELECT position FROM view_tracking WHERE name = ?{lock_clause}", (name,))
         row = cursor.fetchone()
         return int(row[0]) if row else 0
 
     # ----------------------------------------------------------------- queries
 
-    def read(self) -> sqlite3.Cursor:
+    def read(self) -> Cursor:
         """A cursor for queries; each statement reads a committed, consistent state."""
-        return self.connection.cursor()
-
-    @contextmanager
-    def _write(self) -> Iterator[sqlite3.Cursor]:
-        # BEGIN IMMEDIATE takes the write lock first, so what we read (the tracking
-        # position) cannot go stale before we write.
-        cursor = self.connection.cursor()
-        cursor.execute("BEGIN IMMEDIATE")
-        try:
-            yield cursor
-        except BaseException:
-            if self.connection.in_transaction:
-                cursor.execute("ROLLBACK")
-            raise
-        else:
-            cursor.execute("COMMIT")
+        cursor: Cursor = self.connection.cursor()
+        return cursor
 
 
-def _track(cursor: Cursor, tracking: Tracking) -> None:
-    # The library's single-row tracking upsert: it only ever moves forward, so a
-    # second catch-up racing over the same events fails instead of applying them twice.
+def _track(cursor: Cursor, name: str, position: int) -> None:
+    # Only ever forward: a second catch-up racing over the same events fails here,
+    # and its whole transaction (view rows included) rolls back.
     cursor.execute(
-        "INSERT INTO tracking (application_name, notification_id) VALUES (?, ?) "
-        "ON CONFLICT (application_name) DO UPDATE SET notification_id = excluded.notification_id "
-        "WHERE tracking.notification_id < excluded.notification_id RETURNING notification_id",
-        (tracking.application_name, tracking.notification_id),
+        "INSERT INTO view_tracking (name, position) VALUES (?, ?) "
+        "ON CONFLICT (name) DO UPDATE SET position = excluded.position "
+        "WHERE view_tracking.position < excluded.position RETURNING position",
+        (name, position),
     )
     if cursor.fetchone() is None:
-        raise IntegrityError(f"{tracking.application_name} is already past position {tracking.notification_id}")
+        raise IntegrityError(f"view {name} is already past position {position}")

@@ -80,9 +80,9 @@ class AuditTrailView(View):
         """The audit table, keyed by the event's position in the store."""
         return [
             f"CREATE TABLE IF NOT EXISTS {table} ("
-            "position INTEGER PRIMARY KEY, deposit_id TEXT NOT NULL, shop_id TEXT NOT NULL, "
-            "type TEXT NOT NULL, currency TEXT NOT NULL, amount_minor INTEGER, "
-            "frozen_after_minor INTEGER NOT NULL, actor TEXT NOT NULL, effective_at TEXT NOT NULL, "
+            "position BIGINT PRIMARY KEY, deposit_id TEXT NOT NULL, shop_id TEXT NOT NULL, "
+            "type TEXT NOT NULL, currency TEXT NOT NULL, amount_minor BIGINT, "
+            "frozen_after_minor BIGINT NOT NULL, actor TEXT NOT NULL, effective_at TEXT NOT NULL, "
             "recorded_at TEXT NOT NULL, channel TEXT, ref TEXT, reason TEXT, case_id TEXT, note TEXT)"
         ]
 

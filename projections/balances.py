@@ -38,6 +38,7 @@ _COLUMNS = (
     "position",
 )
 _SELECT = ", ".join(_COLUMNS)
+_UPDATE = ", ".join(f"{column} = excluded.{column}" for column in _COLUMNS[1:])
 
 
 class BalancesView(View):
@@ -51,12 +52,12 @@ class BalancesView(View):
         return [
             f"CREATE TABLE IF NOT EXISTS {table} ("
             "deposit_id TEXT PRIMARY KEY, shop_id TEXT NOT NULL, site TEXT, currency TEXT NOT NULL, "
-            "status TEXT NOT NULL, phase TEXT NOT NULL, required_minor INTEGER NOT NULL, "
-            "paid_minor INTEGER NOT NULL, unfrozen_minor INTEGER NOT NULL, frozen_minor INTEGER NOT NULL, "
-            "deducted_minor INTEGER NOT NULL, refunded_minor INTEGER NOT NULL, "
-            "forfeited_minor INTEGER NOT NULL, owed_minor INTEGER NOT NULL, "
-            "shortfall_minor INTEGER NOT NULL, settlement_due TEXT, version INTEGER NOT NULL, "
-            "last_effective_at TEXT NOT NULL, position INTEGER NOT NULL)"
+            "status TEXT NOT NULL, phase TEXT NOT NULL, required_minor BIGINT NOT NULL, "
+            "paid_minor BIGINT NOT NULL, unfrozen_minor BIGINT NOT NULL, frozen_minor BIGINT NOT NULL, "
+            "deducted_minor BIGINT NOT NULL, refunded_minor BIGINT NOT NULL, "
+            "forfeited_minor BIGINT NOT NULL, owed_minor BIGINT NOT NULL, "
+            "shortfall_minor BIGINT NOT NULL, settlement_due TEXT, version BIGINT NOT NULL, "
+            "last_effective_at TEXT NOT NULL, position BIGINT NOT NULL)"
         ]
 
     def index_statements(self, table: str) -> list[str]:
@@ -87,7 +88,8 @@ class BalancesView(View):
                 balance.apply(event)
             touched[event.originator_id] = (balance, positioned.position)
         cursor.executemany(
-            f"INSERT OR REPLACE INTO {table} ({_SELECT}) VALUES ({', '.join('?' * len(_COLUMNS))})",
+            f"INSERT INTO {table} ({_SELECT}) VALUES ({', '.join('?' * len(_COLUMNS))}) "
+            f"ON CONFLICT (deposit_id) DO UPDATE SET {_UPDATE}",
             [_row(balance, position) for balance, position in touched.values()],
         )
 
