@@ -375,10 +375,11 @@ FAILURES = [
     pytest.param(
         "open 'bad shop!' --currency CNY --required 10", MALFORMED, "shop id 'bad shop!'", id="malformed-shop-id"
     ),
-    pytest.param("pay tea-house 10 --ref X5", MALFORMED, "channel", id="missing-option"),
-    pytest.param("pay tea-house", MALFORMED, "amount", id="missing-argument"),
-    pytest.param("show tea-house --bogus", MALFORMED, "--bogus", id="unknown-option"),
-    pytest.param("frobnicate tea-house", MALFORMED, "frobnicate", id="unknown-command"),
+    pytest.param("pay tea-house 10 --ref X5", MALFORMED, "Missing option '--channel'.", id="missing-option"),
+    pytest.param("pay tea-house", MALFORMED, "Missing argument 'amount'.", id="missing-argument"),
+    pytest.param("show tea-house --bogus", MALFORMED, "No such option: --bogus", id="unknown-option"),
+    pytest.param("frobnicate tea-house", MALFORMED, "No such command 'frobnicate'.", id="unknown-command"),
+    pytest.param("--db", MALFORMED, "Option '--db' requires an argument.", id="option-without-value"),
 ]
 
 
