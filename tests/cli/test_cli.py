@@ -7,6 +7,7 @@ by a refused or malformed command.
 
 from __future__ import annotations
 
+import re
 import sqlite3
 from contextlib import closing
 from decimal import Decimal
@@ -539,3 +540,15 @@ def test_demo_runs_again_on_its_own_store_without_touching_the_first_run(run: Ru
     assert [ok(run(f"show {shop} --json")) for shop in first_shops] == first_states
     second_states = [ok(run(f"show {shop} --json")) for shop in all_shops[len(first_shops) :]]
     assert [state["status"] for state in second_states] == [state["status"] for state in first_states]
+
+
+def test_demo_output_fits_80_columns_whole_and_without_microseconds(
+    run: Run, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("COLUMNS", "80")
+    for _ in range(2):  # the second run's shop names are longer
+        output = done(run("demo")).out
+        assert max(len(line) for line in output.splitlines()) <= 80
+        assert "…" not in output, "a figure or name was cut short"
+        assert not re.search(r"\d\d:\d\d:\d\d\.\d", output), "demo times are whole minutes"
