@@ -111,9 +111,15 @@ def test_a_deduction_beyond_the_frozen_balance_is_owed_and_the_next_payment_sett
     deducted = ok(cli(f"deduct {funded} 2500 --reason order_brushing --case OB-1 --json"))
     assert list(deducted) == STATE_KEYS
     assert deducted == cny_state(
-        funded, "underfunded", 4, required="2000.00", paid="2000.00", deducted="2000.00", owed="500.00",
+        funded,
+        "underfunded",
+        4,
+        required="2000.00",
+        paid="2000.00",
+        deducted="2000.00",
+        owed="500.00",
         shortfall="2500.00",
-    )  # fmt: skip
+    )
     settled = ok(cli(f"pay {funded} 3000 --channel wechat_pay --ref W1 --json"))
     assert settled == cny_state(
         funded, "active", 7, required="2000.00", paid="5000.00", frozen="2500.00", deducted="2500.00"
