@@ -429,7 +429,8 @@ def demo_command(ctx: typer.Context) -> None:
 
 
 def _fail(message: str, code: int) -> NoReturn:
-    sys.stderr.write(f"deposit-ledger: {message}\n")
+    # One line whatever the message holds: scripts read the reason from a single line.
+    sys.stderr.write(f"deposit-ledger: {' '.join(message.split())}\n")
     raise SystemExit(code)
 
 
@@ -445,10 +446,12 @@ def main(argv: list[str] | None = None) -> None:
         _fail("aborted", 130)
     except typer.TyperException as error:
         # Usage errors (a missing option, an unknown command) also get one line and exit 2.
-        message = str(error).strip()
+        # format_message() names the option as typed ("Missing option '--channel'.");
+        # str() would give the Python parameter name.
+        message = error.format_message().strip()
         if not message:
             raise SystemExit(EXIT_MALFORMED) from None
-        _fail(" ".join(message.split()), EXIT_MALFORMED)
+        _fail(message, EXIT_MALFORMED)
     except (MalformedInput, StoreUnavailable) as error:
         _fail(str(error), EXIT_MALFORMED)
     except LedgerError as error:

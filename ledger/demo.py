@@ -14,10 +14,11 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from rich.console import Console
+from rich.table import Table
 
 from domain import ShopNotFound
 from ledger.application import CommandResult, DepositLedger
-from ledger.reports import balances_table, history_table
+from ledger.reports import history_table, side_by_side_table
 
 
 @dataclass(frozen=True)
@@ -36,13 +37,13 @@ def _story() -> list[Step]:
         Step(
             100,
             "tea-house",
-            "opens on Douyin CN, ¥2,000 required",
+            "opens: Douyin CN, ¥2,000 required",
             lambda ledger, shop, at: ledger.open(shop, currency="CNY", required="2000", site="CN", at=at),
         ),
         Step(
             99,
             "tea-house",
-            "pays ¥2,000 through Alipay",
+            "pays ¥2,000 by Alipay",
             lambda ledger, shop, at: ledger.pay(
                 shop, "2000", channel="alipay", ref=f"{shop}-A1", payer="tea@alipay", at=at
             ),
@@ -55,59 +56,59 @@ def _story() -> list[Step]:
                 shop, "50", reason="late_shipment", case=f"{shop}-LS-1", note="3 orders > 48h", at=at
             ),
         ),
-        Step(95, "tea-house", "closes the shop voluntarily", lambda ledger, shop, at: ledger.close_shop(shop, at=at)),
+        Step(95, "tea-house", "closes the shop", lambda ledger, shop, at: ledger.close_shop(shop, at=at)),
         Step(
             30,
             "sneaker-lab",
-            "opens on TikTok Shop US cross-border, $500 required",
+            "opens: TikTok US, $500 required",
             lambda ledger, shop, at: ledger.open(shop, currency="USD", required="500", site="US", at=at),
         ),
         Step(
             29,
             "sneaker-lab",
-            "pays $300 through Alipay (underfunded)",
+            "pays $300 of the $500 by Alipay",
             lambda ledger, shop, at: ledger.pay(shop, "300", channel="alipay", ref=f"{shop}-A1", at=at),
         ),
         Step(
             28,
             "kimono-house",
-            "opens on TikTok Shop JP, ¥70,000 required",
+            "opens: TikTok JP, ¥70,000 required",
             lambda ledger, shop, at: ledger.open(shop, currency="JPY", required="70000", site="JP", at=at),
         ),
         Step(
             27,
             "kimono-house",
-            "pays ¥70,000 through WeChat Pay",
+            "pays ¥70,000 by WeChat Pay",
             lambda ledger, shop, at: ledger.pay(shop, "70000", channel="wechat_pay", ref=f"{shop}-W1", at=at),
         ),
         Step(
             26,
             "flash-deals",
-            "opens on Douyin CN, ¥4,000 required",
+            "opens: Douyin CN, ¥4,000 required",
             lambda ledger, shop, at: ledger.open(shop, currency="CNY", required="4000", site="CN", at=at),
         ),
         Step(
             26,
             "flash-deals",
-            "pays ¥4,000 through WeChat Pay",
+            "pays ¥4,000 by WeChat Pay",
             lambda ledger, shop, at: ledger.pay(shop, "4000", channel="wechat_pay", ref=f"{shop}-W1", at=at),
         ),
         Step(
             25,
             "sneaker-lab",
-            "tops up $200 through WeChat Pay (active)",
+            "tops up $200 by WeChat Pay",
             lambda ledger, shop, at: ledger.pay(shop, "200", channel="wechat_pay", ref=f"{shop}-W1", at=at),
         ),
         Step(
             20,
             "sneaker-lab",
-            "false product information: $80 deducted",
+            "fake listing: $80 deducted",
             lambda ledger, shop, at: ledger.deduct(shop, "80", reason="fake_listing", case=f"{shop}-FL-7", at=at),
         ),
         Step(
             15,
             "kimono-house",
-            "refused a reasonable return: ¥5,000 deducted",
+            "refused a return: ¥5,000 deducted",
             lambda ledger, shop, at: ledger.deduct(
                 shop, "5000", reason="after_sales_dispute", case=f"{shop}-AS-2", at=at
             ),
@@ -121,13 +122,13 @@ def _story() -> list[Step]:
         Step(
             10,
             "sneaker-lab",
-            "order brushing: $600 penalty, more than the $420 frozen",
+            "$600 for brushing: $180 owed",
             lambda ledger, shop, at: ledger.deduct(shop, "600", reason="order_brushing", case=f"{shop}-OB-3", at=at),
         ),
         Step(
             8,
             "kimono-house",
-            "customs paperwork penalty: ¥2,000 deducted",
+            "customs papers: ¥2,000 deducted",
             lambda ledger, shop, at: ledger.deduct(
                 shop, "2000", reason="other", case=f"{shop}-OT-1", note="missing HS codes", at=at
             ),
@@ -135,31 +136,31 @@ def _story() -> list[Step]:
         Step(
             6,
             "uk-gadgets",
-            "opens on TikTok Shop UK, £4,000 required",
+            "opens: TikTok UK, £4,000 required",
             lambda ledger, shop, at: ledger.open(shop, currency="GBP", required="4000", site="UK", at=at),
         ),
         Step(
             5,
             "sneaker-lab",
-            "pays $700: settles the $180 owed, freezes $520",
+            "pays $700: $180 debt + $520 frozen",
             lambda ledger, shop, at: ledger.pay(shop, "700", channel="alipay", ref=f"{shop}-A2", at=at),
         ),
         Step(
             4,
             "uk-gadgets",
-            "pays £1,000 of the £4,000 (underfunded)",
+            "pays £1,000 of the £4,000",
             lambda ledger, shop, at: ledger.pay(shop, "1000", channel="alipay", ref=f"{shop}-A1", at=at),
         ),
         Step(
             2,
             "flash-deals",
-            "force-closed for repeated brushing: ¥2,500 forfeited",
+            "force-closed: ¥2,500 forfeited",
             lambda ledger, shop, at: ledger.force_close(shop, reason="repeated order brushing", at=at),
         ),
         Step(
             1,
             "tea-house",
-            "settlement window over: ¥1,950 refunded to Alipay",
+            "window over: ¥1,950 back to Alipay",
             lambda ledger, shop, at: ledger.refund(shop, at=at),
         ),
     ]
@@ -180,8 +181,14 @@ def _run_suffix(ledger: DepositLedger) -> str:
 def run_demo(ledger: DepositLedger, console: Console) -> None:
     """Record the demo story in ``ledger`` and print what it did, the balances and one history."""
     suffix = _run_suffix(ledger)
-    now = ledger.clock()
+    # Whole minutes keep the printed times short; the story needs no finer grain.
+    now = ledger.clock().replace(second=0, microsecond=0)
     console.print(f"[bold]Recording the demo in {ledger.store.describe()}[/]")
+    steps = Table(box=None, pad_edge=False)
+    steps.add_column("effective", no_wrap=True)
+    steps.add_column("shop", no_wrap=True)
+    steps.add_column("what happened")
+    steps.add_column("status after", no_wrap=True)
     shops: list[str] = []
     for step in _story():
         shop = step.shop + suffix
@@ -189,8 +196,9 @@ def run_demo(ledger: DepositLedger, console: Console) -> None:
         result = step.run(ledger, shop, at)
         if shop not in shops:
             shops.append(shop)
-        console.print(f"  {at:%Y-%m-%d}  {shop:<20} {step.summary}  [dim]→ {result.state.status.value}[/]")
-    console.print(balances_table([ledger.show(shop) for shop in shops], title="Balances after the demo"))
+        steps.add_row(f"{at:%Y-%m-%d}", shop, step.summary, result.state.status.value)
+    console.print(steps)
+    console.print(side_by_side_table([ledger.show(shop) for shop in shops], title="Balances after the demo"))
     featured = "sneaker-lab" + suffix
     currency = ledger.show(featured).currency
     console.print(history_table(ledger.history(featured), currency, title=f"History of {featured}"))

@@ -13,6 +13,7 @@ from contextlib import contextmanager
 from datetime import datetime
 from typing import Any
 
+from rich import box
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
@@ -105,18 +106,35 @@ def state_table(state: DepositState, *, title: str | None = None) -> Table:
     return table
 
 
-def balances_table(states: list[DepositState], *, title: str = "Deposits") -> Table:
-    """One row per deposit: status and the money figures."""
-    table = Table(title=title, title_justify="left")
-    for column in ("shop", "status", "cur", "required", "paid", "frozen", "deducted", "refunded", "forfeited", "owed"):
-        table.add_column(column, justify="left" if column in ("shop", "status", "cur") else "right")
+def side_by_side_table(states: list[DepositState], *, title: str) -> Table:
+    """A few deposits side by side: one column per shop, one row per figure.
+
+    Columns per shop rather than per figure keep every amount whole in an
+    80-column terminal, where eleven figure columns would be cut short.
+    """
+    table = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False)
+    table.add_column("", style="bold", no_wrap=True)
+    for state in states:
+        table.add_column(state.shop_id, justify="right", overflow="fold")
+    figures = [state_json(state) for state in states]
+    for key in STATE_KEYS:
+        if key not in ("shop_id", "version"):
+            table.add_row(key, *(str(data[key]) for data in figures))
+    return table
+
+
+def balances_table(states: list[DepositState], *, title: str) -> Table:
+    """One row per deposit, for long lists: status and the figures a back office acts on."""
+    table = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD)
+    for column in ("shop", "status", "cur", "required", "frozen", "owed", "shortfall"):
+        table.add_column(column, justify="left" if column in ("shop", "status", "cur") else "right", no_wrap=True)
     for state in states:
         data = state_json(state)
         table.add_row(
             state.shop_id,
             data["status"],
             state.currency,
-            *(data[key] for key in ("required", "paid", "frozen", "deducted", "refunded", "forfeited", "owed")),
+            *(data[key] for key in ("required", "frozen", "owed", "shortfall")),
         )
     return table
 
@@ -127,7 +145,7 @@ def history_table(events: list[DepositEvent], currency: str, *, title: str) -> T
     table.add_column("v", justify="right")
     table.add_column("effective", no_wrap=True)
     table.add_column("event")
-    table.add_column("details")
+    table.add_column("details", overflow="fold")
     table.add_column("actor")
     for event in events:
         entry = event_json(event, currency)

@@ -1,0 +1,106 @@
+"""Shared helpers of the command-line tests: run ``deposit-ledger`` in-process on a fresh store."""
+
+from __future__ import annotations
+
+import json
+import shlex
+import sqlite3
+from collections.abc import Callable
+from contextlib import closing
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import pytest
+
+from ledger.cli import main
+
+STATE_KEYS = [
+    "shop_id",
+    "status",
+    "currency",
+    "required",
+    "paid",
+    "frozen",
+    "deducted",
+    "refunded",
+    "forfeited",
+    "owed",
+    "shortfall",
+    "version",
+]
+"""The keys of ``show --json`` and of every write command's ``--json``, as the contract lists them."""
+
+START = datetime.fromisoformat("2025-01-06T09:00:00+08:00")
+"""A fixed moment safely in the past, so ``--at`` never lies in the future."""
+
+
+def at(*, days: float = 0, hours: float = 0) -> str:
+    """An ``--at`` value: ``START`` moved on by ``days`` and ``hours``."""
+    return (START + timedelta(days=days, hours=hours)).isoformat()
+
+
+class Outcome(NamedTuple):
+    """What one run of the command line left behind."""
+
+    code: int
+    out: str
+    err: str
+
+    def json(self) -> Any:
+        return json.loads(self.out)
+
+    @property
+    def err_lines(self) -> list[str]:
+        return self.err.splitlines()
+
+
+Run = Callable[..., Outcome]
+
+
+@pytest.fixture(autouse=True)
+def isolated_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The developer's own store and actor settings must not leak into a test.
+
+    The OS user, the last fallback for the actor, is ``tester``.
+    """
+    monkeypatch.delenv("DEPOSIT_LEDGER_DB", raising=False)
+    monkeypatch.delenv("DEPOSIT_LEDGER_ACTOR", raising=False)
+    for name in ("USER", "LNAME", "USERNAME"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("LOGNAME", "tester")
+
+
+@pytest.fixture
+def run(capsys: pytest.CaptureFixture[str]) -> Run:
+    """Run ``deposit-ledger`` in-process: ``(exit code, stdout, stderr)``.
+
+    ``line`` is the command line as typed in a shell (split with ``shlex``);
+    ``extra`` arguments are appended as they are.
+    """
+
+    def run_cli(line: str, *extra: str) -> Outcome:
+        capsys.readouterr()
+        try:
+            main([*shlex.split(line), *extra])
+            code = 0
+        except SystemExit as done:
+            code = done.code if isinstance(done.code, int) else 1
+        out, err = capsys.readouterr()
+        return Outcome(code, out, err)
+
+    return run_cli
+
+
+@pytest.fixture
+def cli(run: Run, db_path: Path) -> Run:
+    """Like ``run``, on the test's own store file (``--db``)."""
+    return lambda line, *extra: run(f"--db {shlex.quote(str(db_path))} {line}", *extra)
+
+
+def stored_rows(db: Path) -> int:
+    """How many events and snapshots the store file holds."""
+    with closing(sqlite3.connect(db)) as connection:
+        events = connection.execute("SELECT count(*) FROM stored_events").fetchone()[0]
+        snapshots = connection.execute("SELECT count(*) FROM stored_snapshots").fetchone()[0]
+    return int(events) + int(snapshots)
