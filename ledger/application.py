@@ -103,7 +103,7 @@ class DepositLedger(Application[UUID]):
         recording time and the default effective time.
         """
         self.store = store if isinstance(store, Store) else resolve_store(store)
-        self.default_actor = actor or getpass.getuser()
+        self.default_actor = actor or _os_user()
         self.clock = clock
         self.settlement_window = settlement_window
         super().__init__(env={**self.store.environment(), **(env or {})})
@@ -449,6 +449,15 @@ class DepositLedger(Application[UUID]):
             first = min(e.originator_version for e in processing_event.events if e.originator_id == aggregate.id)
             if (first - 1) // SNAPSHOT_INTERVAL != aggregate.version // SNAPSHOT_INTERVAL:
                 self.snapshots.put([DepositSnapshot.take(aggregate)])
+
+
+def _os_user() -> str:
+    # getpass reads LOGNAME/USER first, then the password database, which a
+    # container may lack: record "unknown" rather than fail the command.
+    try:
+        return getpass.getuser()
+    except (OSError, KeyError):
+        return "unknown"
 
 
 def _always_changes(command: Callable[[ShopDeposit, Stamp], None]) -> Callable[[ShopDeposit, Stamp], bool]:

@@ -16,6 +16,7 @@ from typing import Annotated, Any, NoReturn
 
 import psycopg
 import typer
+from eventsourcing.domain import EventSourcingError
 from eventsourcing.persistence import PersistenceError
 from rich.console import Console
 
@@ -457,8 +458,9 @@ def main(argv: list[str] | None = None) -> None:
     except LedgerError as error:
         _fail(str(error), EXIT_REFUSED)
     except (PersistenceError, psycopg.Error) as error:
-        _fail(
-            f"store unavailable: {str(error).splitlines()[0] if str(error) else type(error).__name__}", EXIT_MALFORMED
-        )
+        _fail(f"store unavailable: {str(error).strip() or type(error).__name__}", EXIT_MALFORMED)
+    except EventSourcingError as error:
+        # A stored record the ledger cannot read: a damaged or tampered store, never user input.
+        _fail(f"cannot read the store: {error}; run deposit-ledger verify", EXIT_REFUSED)
     if isinstance(exit_code, int) and exit_code:
         raise SystemExit(exit_code)
