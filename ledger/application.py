@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import getpass
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any, ClassVar, TypeVar
@@ -53,6 +53,9 @@ MAX_ATTEMPTS = 8
 SNAPSHOT_INTERVAL = 200
 """A snapshot every this many events keeps loading a deposit cheap whatever its history."""
 
+MAX_BATCH_DEPOSITS = 100_000
+"""Deposits one batch may hold in memory until it is saved: a bound on a batch's memory."""
+
 AUTO_CATCH_UP_LIMIT = 10_000
 """Views lagging by at most this many events catch up when the ledger opens; more waits for
 ``projections catch-up``, so that opening a store never stalls on a long replay."""
@@ -78,6 +81,67 @@ class CommandResult(BaseModel):
 
     state: DepositState
     duplicate: bool = False
+
+
+class Batch:
+    """What the commands of one :meth:`DepositLedger.batch` have done so far, waiting for its single save.
+
+    ``events`` are the events its commands recorded, in order. Each deposit is
+    loaded once and kept; a command that succeeds hands its events over at once,
+    and a command that raises after changing a deposit has that deposit rebuilt
+    as the batch last accepted it (:meth:`attempt`).
+    """
+
+    def __init__(self, load: Callable[[str], ShopDeposit | None]) -> None:
+        self._load = load
+        self.deposits: dict[str, ShopDeposit | None] = {}
+        self.accepted_versions: dict[str, int] = {}
+        self.changed: dict[str, ShopDeposit] = {}
+        self.events: list[DepositEvent] = []
+        self._touched: list[str] = []
+
+    def find(self, shop_id: str) -> ShopDeposit | None:
+        """The shop's deposit as the batch left it, loaded from the store on first use."""
+        if shop_id not in self.deposits:
+            if len(self.deposits) >= MAX_BATCH_DEPOSITS:
+                raise LedgerError(f"a batch holds at most {MAX_BATCH_DEPOSITS} deposits: save it and start another")
+            deposit = self._load(shop_id)
+            self.deposits[shop_id] = deposit
+            self.accepted_versions[shop_id] = deposit.version if deposit is not None else 0
+        self._touched.append(shop_id)
+        return self.deposits[shop_id]
+
+    def accept(self, deposit: ShopDeposit) -> None:
+        """Take the events a command recorded; they are saved with the batch."""
+        self.events.extend(deposit.collect_events())
+        self.deposits[deposit.shop_id] = deposit
+        self.accepted_versions[deposit.shop_id] = deposit.version
+        self.changed[deposit.shop_id] = deposit
+
+    def staged(self, deposit: UUID) -> list[DepositEvent]:
+        """The events the batch holds for one deposit, oldest first."""
+        return [event for event in self.events if event.originator_id == deposit]
+
+    def attempt(self, command: Callable[[], _Result]) -> _Result:
+        """Run one command; if it raises, undo whatever it did to the batch's deposits."""
+        self._touched = []
+        try:
+            return command()
+        except BaseException:
+            for shop_id in self._touched:
+                deposit = self.deposits[shop_id]
+                if deposit is not None and deposit.version != self.accepted_versions[shop_id]:
+                    self._rebuild(shop_id, deposit.id)
+            raise
+
+    def _rebuild(self, shop_id: str, deposit: UUID) -> None:
+        # A command that raised half way (after recording some events): replay the
+        # batch's accepted events onto the deposit as stored.
+        rebuilt = project_deposit(self._load(shop_id), self.staged(deposit))
+        assert rebuilt is not None and rebuilt.version == self.accepted_versions[shop_id]
+        self.deposits[shop_id] = rebuilt
+        if shop_id in self.changed:
+            self.changed[shop_id] = rebuilt
 
 
 class DepositLedger(Application[UUID]):
@@ -106,6 +170,7 @@ class DepositLedger(Application[UUID]):
         self.default_actor = actor or _os_user()
         self.clock = clock
         self.settlement_window = settlement_window
+        self._batch: Batch | None = None
         super().__init__(env={**self.store.environment(), **(env or {})})
         assert isinstance(self.recorder, LedgerRecorder | PostgresLedgerRecorder)
         self.views = ViewKeeper(self.store, self.mapper, (BalancesView, AuditTrailView))
@@ -119,6 +184,28 @@ class DepositLedger(Application[UUID]):
         if hasattr(self, "views"):
             self.views.close()
         super().close()
+
+    @contextlib.contextmanager
+    def batch(self) -> Iterator[Batch]:
+        """Run many commands as one transaction.
+
+        Inside the block each deposit is loaded once and kept in memory, and the
+        commands' events are saved together, in the order they were recorded, when
+        the block ends (or not at all if it raises). A command refused inside the
+        block raises as usual and leaves no trace in the batch. Queries of one
+        deposit (``deposit``, ``show``, ``history``) see the batch's commands; the
+        views see them once the batch is saved. Concurrent writers are not retried
+        here: the save raises ``IntegrityError`` and the caller runs the batch again.
+        """
+        if self._batch is not None:
+            raise RuntimeError("batches do not nest")
+        batch = self._batch = Batch(self._load)
+        try:
+            yield batch
+        finally:
+            self._batch = None
+        if batch.events:
+            self.save(*batch.events, *batch.changed.values())
 
     def construct_mapper(self) -> Mapper[UUID]:
         """Use the pydantic mapper with stable topics and class-version upcasting."""
@@ -153,7 +240,7 @@ class DepositLedger(Application[UUID]):
                 required_minor=required_minor,
                 stamp=self._stamp(effective_at, actor),
             )
-            self.save(deposit)
+            self._commit(deposit)
             return CommandResult(state=deposit.state())
 
         return self._retrying(attempt)
@@ -272,13 +359,18 @@ class DepositLedger(Application[UUID]):
         return self.deposit(shop_id).state()
 
     def history(self, shop_id: str, *, as_of: datetime | str | None = None) -> list[DepositEvent]:
-        """The events of the shop's deposit, oldest first; with ``as_of``, those effective by then."""
+        """The events of the shop's deposit, oldest first; with ``as_of``, those effective by then.
+
+        Inside a :meth:`batch`, the history without ``as_of`` includes the batch's events.
+        """
         shop_id = parse_shop_id(shop_id)
         moment = parse_time(as_of) if as_of is not None else None
         version = self._version_as_of(shop_id, moment) if moment is not None else None
         events = [
             event for event in self.events.get(deposit_id(shop_id), lte=version) if isinstance(event, DepositEvent)
         ]
+        if self._batch is not None and moment is None:
+            events.extend(self._batch.staged(deposit_id(shop_id)))
         if not events:
             raise ShopNotFound(f"shop {shop_id} has no deposit")
         return events
@@ -389,6 +481,9 @@ class DepositLedger(Application[UUID]):
         return low
 
     def _find(self, shop_id: str) -> ShopDeposit | None:
+        return self._batch.find(shop_id) if self._batch is not None else self._load(shop_id)
+
+    def _load(self, shop_id: str) -> ShopDeposit | None:
         try:
             deposit: ShopDeposit = self.repository.get(deposit_id(shop_id), projector_func=project_deposit)
         except AggregateNotFoundError:
@@ -408,12 +503,22 @@ class DepositLedger(Application[UUID]):
                 raise ShopNotFound(f"shop {shop_id} has no deposit")
             changed = command(deposit, self._stamp(effective_at, actor))
             if changed:
-                self.save(deposit)
+                self._commit(deposit)
             return CommandResult(state=deposit.state(), duplicate=not changed)
 
         return self._retrying(attempt)
 
+    def _commit(self, deposit: ShopDeposit) -> None:
+        # Save a command's events now, or hand them to the batch that saves them later.
+        if self._batch is not None:
+            self._batch.accept(deposit)
+        else:
+            self.save(deposit)
+
     def _retrying(self, attempt: Callable[[], _Result]) -> _Result:
+        if self._batch is not None:
+            # Nothing is written until the batch is saved: nothing to retry, only to undo.
+            return self._batch.attempt(attempt)
         for _ in range(MAX_ATTEMPTS):
             try:
                 return attempt()
