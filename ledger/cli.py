@@ -10,7 +10,7 @@ import json
 import os
 import sys
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Annotated, Any, NoReturn
 
@@ -24,12 +24,22 @@ from domain import LedgerError, MalformedInput, deposit_id
 from ledger.application import CommandResult, DepositLedger, parse_shop_id, parse_time
 from ledger.audit import Auditor, parse_checkpoint
 from ledger.demo import run_demo
+from ledger.journal import (
+    JOURNAL_FORMATS,
+    JournalFormat,
+    JournalReader,
+    LineResult,
+    Rejects,
+    export_journal,
+    import_journal,
+)
 from ledger.reports import (
     audit_json,
     audit_table,
     balances_table,
     event_json,
     history_table,
+    import_table,
     progress_bar,
     projection_json,
     projections_table,
@@ -308,6 +318,94 @@ def export_audit_command(
         with output.open("w", newline="", encoding="utf-8") as out:
             count = auditor.export_audit(out, file_format=chosen, deposit=deposit, start=start_at, end=end_at)
         sys.stderr.write(f"deposit-ledger: wrote {count} rows to {output}\n")
+
+
+@export_app.command("journal")
+def export_journal_command(
+    ctx: typer.Context,
+    file_format: Annotated[
+        str | None, typer.Option("--format", help="jsonl or csv. [default: from --output's suffix, else jsonl]")
+    ] = None,
+    output: Annotated[Path | None, typer.Option("--output", help="Write here instead of stdout.")] = None,
+) -> None:
+    """The store as a journal: one line per command, which import reads back."""
+    chosen = _journal_format(file_format, output)
+    _require_store(ctx)
+    with open_ledger(ctx) as ledger:
+        if output is None:
+            export_journal(ledger, sys.stdout, file_format=chosen)
+            return
+        with output.open("w", newline="", encoding="utf-8") as out:
+            count = export_journal(ledger, out, file_format=chosen)
+    sys.stderr.write(f"deposit-ledger: wrote {count} lines to {output}\n")
+
+
+@app.command("import")
+def import_command(
+    ctx: typer.Context,
+    journal: Annotated[Path, typer.Argument(help="The journal: JSON lines or CSV.", show_default=False)],
+    file_format: Annotated[
+        str | None, typer.Option("--format", help="jsonl or csv. [default: from the file's suffix, else jsonl]")
+    ] = None,
+    rejects: Annotated[
+        Path | None, typer.Option("--rejects", help="Write rejected lines here, with line number and reason.")
+    ] = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Apply a journal of operations in file order; exit 1 if any line was rejected."""
+    chosen = _journal_format(file_format, journal)
+    if not journal.is_file():
+        raise MalformedInput(f"no journal file at {journal}")
+    total = _count_lines(journal) if sys.stderr.isatty() else 0
+    with ExitStack() as stack:
+        source = stack.enter_context(journal.open(newline="", encoding="utf-8"))
+        reader = JournalReader(source, chosen)
+        if rejects is not None:
+            sink = Rejects(stack.enter_context(rejects.open("w", newline="", encoding="utf-8")), reader)
+            on_reject = sink.write
+        else:
+            on_reject = _reject_to_stderr
+        ledger = stack.enter_context(open_ledger(ctx))
+        advance = stack.enter_context(progress_bar("importing", unit="lines"))
+        try:
+            summary = import_journal(
+                ledger, reader, on_reject=on_reject, progress=lambda done: advance(done, max(total, done))
+            )
+        except UnicodeDecodeError as error:
+            raise MalformedInput(f"journal {journal} is not UTF-8: {error.reason} at byte {error.start}") from None
+    if as_json:
+        _print_json(summary.model_dump())
+    else:
+        Console().print(import_table(summary))
+    if summary.rejected:
+        where = f", written to {rejects}" if rejects is not None else ""
+        _fail(f"{summary.rejected} of {summary.lines} lines rejected{where}", EXIT_REFUSED)
+
+
+def _journal_format(chosen: str | None, path: Path | None) -> JournalFormat:
+    if chosen is None:
+        return "csv" if path is not None and path.suffix.lower() == ".csv" else "jsonl"
+    for known in JOURNAL_FORMATS:
+        if chosen.strip().lower() == known:
+            return known
+    raise MalformedInput(f"unknown format {chosen!r}: expected jsonl or csv")
+
+
+def _count_lines(path: Path) -> int:
+    # Only for the progress bar's total: a fast pass over the bytes.
+    with path.open("rb") as raw:
+        return sum(block.count(b"\n") for block in iter(lambda: raw.read(1 << 20), b""))
+
+
+def _reject_to_stderr(result: LineResult) -> None:
+    sys.stderr.write(f"deposit-ledger: line {result.line.number}: {' '.join(str(result.reason).split())}\n")
+
+
+def _require_store(ctx: typer.Context) -> None:
+    # Reading commands must not create an empty store where none was.
+    store = resolve_store(ctx.obj.db)
+    if store.sqlite_path is not None and not store.sqlite_path.is_file():
+        raise MalformedInput(f"no ledger store at {store.sqlite_path}")
 
 
 def _auditor(ctx: typer.Context) -> Auditor:

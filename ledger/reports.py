@@ -22,6 +22,7 @@ from domain import DepositEvent, DepositState
 from domain.events import event_fields
 from domain.money import format_minor
 from ledger.audit import VerifyReport
+from ledger.journal import ImportSummary
 from ledger.views import ViewStatus
 from projections.audit_trail import AuditRow
 
@@ -222,8 +223,8 @@ def projections_table(statuses: list[ViewStatus]) -> Table:
 
 
 @contextmanager
-def progress_bar(description: str) -> Iterator[Callable[[int, int], None]]:
-    """A Rich progress bar on stderr (events done, rate, time left), silent when not a terminal."""
+def progress_bar(description: str, unit: str = "events") -> Iterator[Callable[[int, int], None]]:
+    """A Rich progress bar on stderr (``unit`` done, rate, time left), silent when not a terminal."""
     console = Console(stderr=True)
     columns = (
         TextColumn("{task.description}"),
@@ -238,7 +239,7 @@ def progress_bar(description: str) -> Iterator[Callable[[int, int], None]]:
         def advance(done: int, total: int) -> None:
             progress.update(task, completed=done, total=total)
             speed = progress.tasks[task].speed
-            progress.update(task, rate=f"{speed:,.0f} events/s" if speed else "")
+            progress.update(task, rate=f"{speed:,.0f} {unit}/s" if speed else "")
 
         yield advance
 
@@ -256,4 +257,17 @@ def verify_table(report: VerifyReport) -> Table:
         table.add_column(column, justify="right" if column == "position" else "left")
     for problem in report.problems:
         table.add_row(str(problem.position or ""), problem.shop_id or "", problem.kind, problem.detail)
+    return table
+
+
+def import_table(summary: ImportSummary) -> Table:
+    """What an import did: lines read, applied, duplicates, rejected, events recorded, and how fast."""
+    table = Table(title="Journal import", show_header=False, title_justify="left")
+    table.add_column("figure", style="bold")
+    table.add_column("value", justify="right")
+    for key in ("lines", "applied", "duplicates", "rejected", "events"):
+        table.add_row(key, f"{getattr(summary, key):,}")
+    table.add_row("seconds", f"{summary.seconds:,.1f}")
+    if summary.seconds > 0:
+        table.add_row("lines/s", f"{summary.lines / summary.seconds:,.0f}")
     return table
