@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import contextlib
 import getpass
+import threading
+from collections import OrderedDict
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -49,6 +51,9 @@ from projections.balances import BalancesView
 
 MAX_ATTEMPTS = 8
 """How many times a command is tried when another writer saved the same deposit first."""
+
+DEPOSIT_CACHE_SIZE = 2_000
+"""Deposits kept in memory between commands; each is checked for newer events before use."""
 
 SNAPSHOT_INTERVAL = 200
 """A snapshot every this many events keeps loading a deposit cheap whatever its history."""
@@ -106,6 +111,8 @@ class DepositLedger(Application[UUID]):
         self.default_actor = actor or _os_user()
         self.clock = clock
         self.settlement_window = settlement_window
+        self._cache: OrderedDict[UUID, ShopDeposit] = OrderedDict()
+        self._cache_lock = threading.Lock()
         super().__init__(env={**self.store.environment(), **(env or {})})
         assert isinstance(self.recorder, LedgerRecorder | PostgresLedgerRecorder)
         self.views = ViewKeeper(self.store, self.mapper, (BalancesView, AuditTrailView))
@@ -403,15 +410,38 @@ class DepositLedger(Application[UUID]):
         actor: str | None,
     ) -> CommandResult:
         def attempt() -> CommandResult:
-            deposit = self._find(shop_id)
-            if deposit is None:
-                raise ShopNotFound(f"shop {shop_id} has no deposit")
+            deposit = self._checkout(shop_id)
             changed = command(deposit, self._stamp(effective_at, actor))
             if changed:
                 self.save(deposit)
+            self._checkin(deposit)
             return CommandResult(state=deposit.state(), duplicate=not changed)
 
         return self._retrying(attempt)
+
+    def _checkout(self, shop_id: str) -> ShopDeposit:
+        # A command takes the deposit out of the cache for its own exclusive use and
+        # brings it up to date with any events other processes saved since. If the
+        # command fails half way, the deposit is simply not checked back in, so a
+        # half-changed object can never serve the next command.
+        with self._cache_lock:
+            deposit = self._cache.pop(deposit_id(shop_id), None)
+        if deposit is None:
+            found = self._find(shop_id)
+            if found is None:
+                raise ShopNotFound(f"shop {shop_id} has no deposit")
+            return found
+        newer = self.events.get(deposit.id, gt=deposit.version)
+        brought_up = project_deposit(deposit, (event for event in newer if isinstance(event, DepositEvent)))
+        assert brought_up is not None
+        return brought_up
+
+    def _checkin(self, deposit: ShopDeposit) -> None:
+        with self._cache_lock:
+            self._cache[deposit.id] = deposit
+            self._cache.move_to_end(deposit.id)
+            while len(self._cache) > DEPOSIT_CACHE_SIZE:
+                self._cache.popitem(last=False)
 
     def _retrying(self, attempt: Callable[[], _Result]) -> _Result:
         for _ in range(MAX_ATTEMPTS):
