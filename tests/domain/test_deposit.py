@@ -212,6 +212,16 @@ def test_a_new_payment_is_refused_unless_the_deposit_is_open(make: Callable[[], 
     assert deposit.state() == before
 
 
+@pytest.mark.parametrize("make", [closing, closed, forfeited], ids=["closing", "closed", "forfeited"])
+def test_a_redelivered_payment_is_still_a_duplicate_after_closure(make: Callable[[], ShopDeposit]) -> None:
+    # Channels redeliver notifications for days; the ledger answers them without a refusal.
+    deposit = make()
+    assert pay(deposit, 200_000, "A1", hours=-1) is False
+    with pytest.raises(DuplicateConflict):
+        pay(deposit, 1, "A1")
+    assert deposit.collect_events() == []
+
+
 def test_a_payment_settles_the_oldest_debt_first_then_freezes_the_rest() -> None:
     deposit = opened(required_minor=10_000)
     pay(deposit, 10_000, "A1")
@@ -310,6 +320,16 @@ def test_a_deduction_is_allowed_while_closing() -> None:
     deduct(deposit, 30_000, "C-dispute", reason=DeductionReason.AFTER_SALES_DISPUTE)
     assert figures(deposit) == (200_000, 170_000, 30_000, 0, 0, 0)
     assert deposit.status is Status.CLOSING
+
+
+def test_a_replayed_deduction_is_still_a_duplicate_after_forfeiture() -> None:
+    deposit = opened()
+    pay(deposit, 200_000, "A1")
+    deduct(deposit, 5_000, "C1")
+    deposit.force_close(reason="fraud", stamp=stamp())
+    deposit.collect_events()
+    assert deduct(deposit, 5_000, "C1") is False
+    assert deposit.collect_events() == []
 
 
 @pytest.mark.parametrize("make", [closed, forfeited], ids=["closed", "forfeited"])
