@@ -162,6 +162,8 @@ MALFORMED: dict[str, Command] = {
     "bad shop id on refund": lambda ledger: ledger.refund(""),
     "bad shop id on force close": lambda ledger: ledger.force_close("shop\tcn", reason="fraud"),
     "empty force-close reason": lambda ledger: ledger.force_close("shop-cn", reason=""),
+    "actor with a line break": pay_cn("10", actor="ops\nbot"),
+    "actor too long": lambda ledger: ledger.close_shop("shop-cn", actor="a" * 65),
     "time without zone": pay_cn("10", at="2026-03-05T08:00:00"),
     "naive datetime": deduct_cn("10", at=datetime(2026, 3, 5, 8, 0)),
     "time that is no time": lambda ledger: ledger.close_shop("shop-cn", at="yesterday"),
