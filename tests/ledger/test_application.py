@@ -441,6 +441,8 @@ def test_a_deposit_loaded_from_a_snapshot_still_knows_its_payments_and_cases(
         assert fresh.deduct(LONG_SHOP, "200", reason="late_shipment", case="C1").duplicate is True
         with pytest.raises(DuplicateConflict):
             fresh.pay(LONG_SHOP, "11", channel="wechat_pay", ref="R98")
+        with pytest.raises(OutOfOrder):
+            fresh.pay(LONG_SHOP, "10", channel="alipay", ref="R100", at=fresh.clock() - timedelta(seconds=1))
     # 300 owed was settled by the first 30 payments; 69 x 10 yuan are frozen.
     assert fresh.show(LONG_SHOP).frozen_minor == 69_000
     assert fresh.show(LONG_SHOP).deducted_minor == 30_000
