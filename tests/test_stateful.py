@@ -65,6 +65,8 @@ def major(amount_minor: int, currency: str) -> str:
 
 @dataclass
 class ModelCase:
+    """One deduction case: what was asked and what is still owed."""
+
     reason: str
     amount: int
     owed: int
@@ -392,6 +394,7 @@ class DepositLedgerMachine(RuleBasedStateMachine):
                         fresh.show(shop)
                     continue
                 state = self.live[shop]
+                assert self.ledger.show(shop) == state
                 assert fresh.show(shop) == state
                 expected = self.model[shop]
                 assert (
