@@ -70,14 +70,23 @@ def to_minor(amount: str | Decimal, currency: str) -> int:
     """
     value = parse_decimal(amount)
     digits = minor_digits(currency)
-    scaled = value.scaleb(digits)
-    # Compare before converting: int() of a huge exponent would be slow and pointless.
-    if scaled > MAX_AMOUNT_MINOR:
-        limit = format_minor(MAX_AMOUNT_MINOR, currency)
-        raise MalformedInput(f"amount {amount} exceeds the limit of {limit} {currency}")
-    if scaled != scaled.to_integral_value():
-        raise MalformedInput(f"amount {amount} has more decimals than {currency} allows ({digits})")
-    return int(scaled)
+    too_large = f"amount {amount} exceeds the limit of {format_minor(MAX_AMOUNT_MINOR, currency)} {currency}"
+    too_precise = f"amount {amount} has more decimals than {currency} allows ({digits})"
+    # Work on the digits and the exponent, never with Decimal arithmetic: the default
+    # context rounds past 28 digits (1.000...0001 would become 1) and overflows on
+    # huge exponents (1e999999).
+    _, coefficient_digits, exponent = value.as_tuple()
+    assert isinstance(exponent, int), "parse_decimal admits only finite amounts"
+    leading_power = value.adjusted() + digits  # power of ten of the leading digit, in minor units
+    if leading_power >= len(str(MAX_AMOUNT_MINOR)):
+        raise MalformedInput(too_large)
+    whole_digits = coefficient_digits[: leading_power + 1]
+    if leading_power < 0 or any(coefficient_digits[leading_power + 1 :]):
+        raise MalformedInput(too_precise)
+    amount_minor: int = int("".join(map(str, whole_digits))) * 10 ** max(exponent + digits, 0)
+    if amount_minor > MAX_AMOUNT_MINOR:
+        raise MalformedInput(too_large)
+    return amount_minor
 
 
 def to_decimal(amount_minor: int, currency: str) -> Decimal:

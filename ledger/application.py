@@ -39,7 +39,7 @@ from domain import (
     deposit_id,
     project_deposit,
 )
-from domain.events import ShopId
+from domain.events import Actor, ShopId
 from domain.money import normalise_currency, parse_decimal, to_minor
 from ledger.audit import Auditor
 from ledger.mapper import DepositMapper
@@ -64,6 +64,7 @@ AUTO_CATCH_UP_LIMIT = 10_000
 
 Clock = Callable[[], datetime]
 _SHOP_ID: TypeAdapter[str] = TypeAdapter(ShopId)
+_ACTOR: TypeAdapter[str] = TypeAdapter(Actor)
 _Result = TypeVar("_Result")
 
 
@@ -457,7 +458,7 @@ class DepositLedger(Application[UUID]):
         return Stamp(
             effective_at=effective_at or recorded_at,
             recorded_at=recorded_at,
-            actor=actor or self.default_actor,
+            actor=parse_actor(actor or self.default_actor),
         )
 
     def _effective_at(self, at: datetime | str | None) -> datetime | None:
@@ -521,6 +522,14 @@ def parse_shop_id(shop_id: str) -> str:
         raise MalformedInput(
             f"shop id {shop_id!r} must be 1-64 letters, digits or _ . : -, starting with a letter or digit"
         ) from None
+
+
+def parse_actor(actor: str) -> str:
+    """A valid actor name, or ``MalformedInput``."""
+    try:
+        return _ACTOR.validate_python(actor)
+    except ValidationError:
+        raise MalformedInput(f"actor {actor!r} must be 1-64 characters without control characters") from None
 
 
 def parse_choice(choices: type[Channel] | type[DeductionReason] | type[Status], value: str, what: str) -> Any:
