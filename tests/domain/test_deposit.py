@@ -465,7 +465,11 @@ def test_force_closing_forfeits_the_frozen_balance(make: Callable[[], ShopDeposi
     [event] = deposit.collect_events()
     assert isinstance(event, Forfeited)
     assert (event.amount_minor, event.reason) == (frozen_before, "counterfeit goods")
-    assert (deposit.frozen_minor, deposit.balance.forfeited_minor, deposit.status) == (0, frozen_before, Status.FORFEITED)
+    assert (deposit.frozen_minor, deposit.balance.forfeited_minor, deposit.status) == (
+        0,
+        frozen_before,
+        Status.FORFEITED,
+    )
 
 
 def test_force_closing_keeps_what_is_still_owed() -> None:
