@@ -6,8 +6,11 @@ data (``CNY`` has 2, ``JPY`` has 0, ``BHD`` has 3), not from a hand-written tabl
 
 from __future__ import annotations
 
+import re
 from decimal import Decimal, InvalidOperation
+from functools import cache
 
+from babel.core import get_global
 from babel.numbers import get_currency_precision, is_currency
 
 from domain.errors import MalformedInput
@@ -23,11 +26,30 @@ such amounts stay exact in a 64-bit SQL integer column.
 MAX_AMOUNT_TEXT_LENGTH = 40
 """Longer amount texts are refused before ``Decimal`` parses them."""
 
+# ASCII digits only: Decimal alone would also take "1_000" and full-width or Arabic-Indic
+# digits. The special values pass here so that the refusal can name them.
+_DECIMAL_TEXT = re.compile(
+    r"^[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?$|^[+-]?(s?nan|inf|infinity)$", re.ASCII | re.IGNORECASE
+)
+
+
+@cache
+def _legal_tender() -> frozenset[str]:
+    # Currencies some territory uses as legal tender today, per CLDR: this keeps out
+    # ISO codes that are not money a shop can pay with (XAU gold, XTS testing, XXX none).
+    territories = get_global("territory_currencies")
+    return frozenset(
+        code
+        for currencies in territories.values()
+        for code, _start, end, tender in currencies
+        if tender and end is None
+    )
+
 
 def normalise_currency(code: str) -> str:
     """Return the ISO 4217 code in upper case, or raise ``MalformedInput``."""
     candidate = code.strip().upper()
-    if len(candidate) != 3 or not candidate.isalpha() or not is_currency(candidate):
+    if len(candidate) != 3 or not is_currency(candidate) or candidate not in _legal_tender():
         raise MalformedInput(f"unknown currency {code!r}: expected an ISO 4217 code such as CNY, USD or JPY")
     return candidate
 
@@ -49,8 +71,8 @@ def parse_decimal(text: str | Decimal) -> Decimal:
         if not isinstance(text, str):
             raise MalformedInput(f"amount {text!r} is not a decimal number")
         cleaned = text.strip()
-        if not cleaned or len(cleaned) > MAX_AMOUNT_TEXT_LENGTH:
-            raise MalformedInput(f"amount {text!r} is not a decimal number")
+        if len(cleaned) > MAX_AMOUNT_TEXT_LENGTH or not _DECIMAL_TEXT.match(cleaned):
+            raise MalformedInput(f"amount {text[:MAX_AMOUNT_TEXT_LENGTH]!r} is not a decimal number")
         try:
             value = Decimal(cleaned)
         except InvalidOperation:
