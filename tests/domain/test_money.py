@@ -82,7 +82,9 @@ def test_nan_and_infinity_are_refused(amount: str | Decimal) -> None:
         to_minor(amount, "CNY")
 
 
-@pytest.mark.parametrize("amount", ["", "  ", "abc", "1,000", "12 CNY", "0x10", "¥12", 1.5, 5, None])
+@pytest.mark.parametrize(
+    "amount", ["", "  ", "abc", "1,000", "1_000", "１２", "١٢", "12 CNY", "0x10", "¥12", 1.5, 5, None]
+)
 def test_non_numbers_are_refused(amount: object) -> None:
     with pytest.raises(MalformedInput, match="not a decimal number"):
         to_minor(amount, "CNY")  # type: ignore[arg-type]
@@ -185,7 +187,7 @@ def test_currency_codes_are_normalised_to_upper_case(code: str, expected: str) -
     assert normalise_currency(code) == expected
 
 
-@pytest.mark.parametrize("code", ["ABC", "RMB", "CN", "CNYY", "", "12$", "¥"])
+@pytest.mark.parametrize("code", ["ABC", "RMB", "CN", "CNYY", "", "12$", "¥", "XAU", "XTS", "XXX"])
 def test_unknown_currencies_are_refused(code: str) -> None:
     with pytest.raises(MalformedInput, match="unknown currency"):
         normalise_currency(code)

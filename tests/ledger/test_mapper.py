@@ -209,6 +209,24 @@ def test_undecodable_bytes_are_refused_naming_the_record(plain_mapper: DepositMa
         plain_mapper.to_domain_event(stored)
 
 
+def test_a_record_that_is_json_but_not_a_valid_event_is_refused_naming_it(plain_mapper: DepositMapper) -> None:
+    stored = plain_mapper.to_stored_event(sample_records()[2])
+    tampered = StoredEvent(stored.originator_id, stored.originator_version, stored.topic, b'{"amount_minor": -5}')
+    with pytest.raises(
+        MapperDeserialisationError, match=r"ShopDeposit\.Frozen version \d+ .* does not hold a valid event"
+    ):
+        plain_mapper.to_domain_event(tampered)
+
+
+def test_a_record_from_a_newer_release_is_refused_not_misread(plain_mapper: DepositMapper) -> None:
+    stored = plain_mapper.to_stored_event(sample_records()[2])
+    newer = StoredEvent(
+        stored.originator_id, stored.originator_version, stored.topic, stored.state[:-1] + b',"class_version":9}'
+    )
+    with pytest.raises(MapperDeserialisationError, match="newer than this code"):
+        plain_mapper.to_domain_event(newer)
+
+
 # ---------------------------------------------------------------- upcasting
 
 
