@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import contextlib
 import getpass
+import threading
+from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -37,7 +39,7 @@ from domain import (
     deposit_id,
     project_deposit,
 )
-from domain.events import ShopId
+from domain.events import Actor, ShopId
 from domain.money import normalise_currency, parse_decimal, to_minor
 from ledger.audit import Auditor
 from ledger.mapper import DepositMapper
@@ -49,6 +51,9 @@ from projections.balances import BalancesView
 
 MAX_ATTEMPTS = 8
 """How many times a command is tried when another writer saved the same deposit first."""
+
+DEPOSIT_CACHE_SIZE = 2_000
+"""Deposits kept in memory between commands; each is checked for newer events before use."""
 
 SNAPSHOT_INTERVAL = 200
 """A snapshot every this many events keeps loading a deposit cheap whatever its history."""
@@ -62,6 +67,7 @@ AUTO_CATCH_UP_LIMIT = 10_000
 
 Clock = Callable[[], datetime]
 _SHOP_ID: TypeAdapter[str] = TypeAdapter(ShopId)
+_ACTOR: TypeAdapter[str] = TypeAdapter(Actor)
 _Result = TypeVar("_Result")
 
 
@@ -171,6 +177,8 @@ class DepositLedger(Application[UUID]):
         self.clock = clock
         self.settlement_window = settlement_window
         self._batch: Batch | None = None
+        self._cache: OrderedDict[UUID, ShopDeposit] = OrderedDict()
+        self._cache_lock = threading.Lock()
         super().__init__(env={**self.store.environment(), **(env or {})})
         assert isinstance(self.recorder, LedgerRecorder | PostgresLedgerRecorder)
         self.views = ViewKeeper(self.store, self.mapper, (BalancesView, AuditTrailView))
@@ -199,13 +207,16 @@ class DepositLedger(Application[UUID]):
         """
         if self._batch is not None:
             raise RuntimeError("batches do not nest")
-        batch = self._batch = Batch(self._load)
+        batch = self._batch = Batch(self._take)
         try:
             yield batch
         finally:
             self._batch = None
         if batch.events:
             self.save(*batch.events, *batch.changed.values())
+        for deposit in batch.deposits.values():
+            if deposit is not None:
+                self._checkin(deposit)
 
     def construct_mapper(self) -> Mapper[UUID]:
         """Use the pydantic mapper with stable topics and class-version upcasting."""
@@ -498,12 +509,11 @@ class DepositLedger(Application[UUID]):
         actor: str | None,
     ) -> CommandResult:
         def attempt() -> CommandResult:
-            deposit = self._find(shop_id)
-            if deposit is None:
-                raise ShopNotFound(f"shop {shop_id} has no deposit")
+            deposit = self._checkout(shop_id)
             changed = command(deposit, self._stamp(effective_at, actor))
             if changed:
                 self._commit(deposit)
+            self._checkin(deposit)
             return CommandResult(state=deposit.state(), duplicate=not changed)
 
         return self._retrying(attempt)
@@ -514,6 +524,37 @@ class DepositLedger(Application[UUID]):
             self._batch.accept(deposit)
         else:
             self.save(deposit)
+
+    def _checkout(self, shop_id: str) -> ShopDeposit:
+        # A command takes the deposit out of the cache for its own exclusive use and
+        # brings it up to date with any events other processes saved since. If the
+        # command fails half way, the deposit is simply not checked back in, so a
+        # half-changed object can never serve the next command. Inside a batch the
+        # batch holds the deposit until it is saved.
+        found = self._batch.find(shop_id) if self._batch is not None else self._take(shop_id)
+        if found is None:
+            raise ShopNotFound(f"shop {shop_id} has no deposit")
+        return found
+
+    def _take(self, shop_id: str) -> ShopDeposit | None:
+        # The cached deposit, brought up to date, or else the deposit as stored.
+        with self._cache_lock:
+            deposit = self._cache.pop(deposit_id(shop_id), None)
+        if deposit is None:
+            return self._load(shop_id)
+        newer = self.events.get(deposit.id, gt=deposit.version)
+        brought_up = project_deposit(deposit, (event for event in newer if isinstance(event, DepositEvent)))
+        assert brought_up is not None
+        return brought_up
+
+    def _checkin(self, deposit: ShopDeposit) -> None:
+        if self._batch is not None:
+            return
+        with self._cache_lock:
+            self._cache[deposit.id] = deposit
+            self._cache.move_to_end(deposit.id)
+            while len(self._cache) > DEPOSIT_CACHE_SIZE:
+                self._cache.popitem(last=False)
 
     def _retrying(self, attempt: Callable[[], _Result]) -> _Result:
         if self._batch is not None:
@@ -532,7 +573,7 @@ class DepositLedger(Application[UUID]):
         return Stamp(
             effective_at=effective_at or recorded_at,
             recorded_at=recorded_at,
-            actor=actor or self.default_actor,
+            actor=parse_actor(actor or self.default_actor),
         )
 
     def _effective_at(self, at: datetime | str | None) -> datetime | None:
@@ -605,6 +646,14 @@ def parse_shop_id(shop_id: str) -> str:
         raise MalformedInput(
             f"shop id {shop_id!r} must be 1-64 letters, digits or _ . : -, starting with a letter or digit"
         ) from None
+
+
+def parse_actor(actor: str) -> str:
+    """A valid actor name, or ``MalformedInput``."""
+    try:
+        return _ACTOR.validate_python(actor)
+    except ValidationError:
+        raise MalformedInput(f"actor {actor!r} must be 1-64 characters without control characters") from None
 
 
 def parse_choice(choices: type[Channel] | type[DeductionReason] | type[Status], value: str, what: str) -> Any:

@@ -87,7 +87,7 @@ class Store:
         if self.kind == "sqlite":
             assert self.sqlite_path is not None
             return {
-                "PERSISTENCE_MODULE": "eventsourcing.sqlite",
+                "PERSISTENCE_MODULE": "ledger.recorder:LedgerSQLiteFactory",
                 "APPLICATION_RECORDER_TOPIC": "ledger.recorder:LedgerRecorder",
                 "SQLITE_DBNAME": str(self.sqlite_path),
                 "SQLITE_LOCK_TIMEOUT": str(LOCK_TIMEOUT_S),
