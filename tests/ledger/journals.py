@@ -1,0 +1,77 @@
+"""Journals for the import and export tests: a story using every operation, written as JSONL or CSV."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+from typing import Any
+
+from ledger import DepositLedger
+from ledger.journal import FIELDS, JournalFormat
+from ledger.reports import event_json, state_json
+
+
+def line(op: str, shop: str, at: str, **fields: str) -> dict[str, str]:
+    """One journal line as a record: the operation, the shop, the effective time, the command's fields."""
+    return {"op": op, "shop": shop, "at": at, **fields}
+
+
+STORY: list[dict[str, str]] = [
+    line("open", "tea-house", "2025-01-06T09:00:00+08:00", currency="CNY", required="2000"),
+    line("open", "sneaker-lab", "2025-01-06T10:00:00Z", currency="USD", required="500", site="us"),
+    line("pay", "tea-house", "2025-01-07T09:00:00Z", amount="2000", channel="alipay", ref="A1"),
+    line("pay", "sneaker-lab", "2025-01-07T10:00:00Z", amount="300", channel="wechat_pay", ref="W1", payer="lab@wx"),
+    line(
+        "deduct",
+        "sneaker-lab",
+        "2025-01-08T10:00:00Z",
+        amount="600",
+        reason="order_brushing",
+        case="OB-3",
+        note="two lines,\nand a comma",
+    ),
+    line(
+        "deduct",
+        "tea-house",
+        "2025-01-09T10:00:00Z",
+        amount="50",
+        reason="late_shipment",
+        case="LS-1",
+        actor="risk-bot",
+    ),
+    line("pay", "sneaker-lab", "2025-01-10T10:00:00Z", amount="700", channel="alipay", ref="A2"),
+    line("open", "flash-deals", "2025-01-10T11:00:00Z", currency="JPY", required="70000", site="JP"),
+    line("pay", "flash-deals", "2025-01-10T12:00:00Z", amount="70000", channel="alipay", ref="F1"),
+    line("close", "tea-house", "2025-01-11T09:00:00Z"),
+    line("force-close", "flash-deals", "2025-02-01T00:00:00Z", reason="repeated order brushing"),
+    line("refund", "tea-house", "2025-05-01T00:00:00Z", actor="finance"),
+]
+"""Three shops: a debt settled by the next payment, a refund after the window, a forced closure."""
+
+SHOPS = ("tea-house", "sneaker-lab", "flash-deals")
+
+
+def write_journal(path: Path, records: list[dict[str, Any]], file_format: JournalFormat) -> Path:
+    """Write ``records`` as a journal file: one JSON object per line, or CSV under a header of every field."""
+    with path.open("w", newline="", encoding="utf-8") as out:
+        if file_format == "jsonl":
+            for record in records:
+                out.write(json.dumps(record, ensure_ascii=False) + "\n")
+        else:
+            writer = csv.DictWriter(out, fieldnames=FIELDS)
+            writer.writeheader()
+            writer.writerows(records)
+    return path
+
+
+def books(ledger: DepositLedger, shops: tuple[str, ...] | list[str]) -> dict[str, Any]:
+    """Every shop's ``show`` and ``history`` as the CLI prints them, without the recording times."""
+    result: dict[str, Any] = {}
+    for shop in shops:
+        state = ledger.show(shop)
+        history = [event_json(event, state.currency) for event in ledger.history(shop)]
+        for entry in history:
+            del entry["recorded_at"]
+        result[shop] = {"show": state_json(state), "history": history}
+    return result
