@@ -453,8 +453,26 @@ class DepositLedger(Application[UUID]):
     # ------------------------------------------------------------------ helpers
 
     def save(self, *objs: Any, **kwargs: Any) -> Any:
-        """Save atomically; views not brought up to date inside the save catch up at once."""
-        recordings = super().save(*objs, **kwargs)
+        """Save atomically; views not brought up to date inside the save catch up at once.
+
+        The library's own ``save`` tells aggregates from events with ``isinstance``
+        against a runtime-checkable protocol, about 20 µs per object: a batch of
+        thousands of events would spend more there than in SQLite. The ledger's own
+        types are collected here directly; anything else goes the library's way.
+        """
+        processing_event: ProcessingEvent[UUID] = ProcessingEvent()
+        for obj in objs:
+            if isinstance(obj, ShopDeposit):
+                processing_event.events.extend(obj.collect_events())
+                processing_event.aggregates[obj.id] = obj
+            elif isinstance(obj, DepositEvent):
+                processing_event.events.append(obj)
+            else:
+                processing_event.collect_events(obj)
+        processing_event.saved_kwargs.update(kwargs)
+        recordings = self._record(processing_event)
+        self._take_snapshots(processing_event)
+        self._notify(recordings)
         if not self.views.current_after_insert:
             self._refresh_views()
         return recordings
