@@ -89,6 +89,10 @@ class LedgerSQLiteFactory(SQLiteFactory):
         unused.close()
 
 
+MAX_ROWID = 2**63 - 1
+"""SQLite's largest rowid; only once a table holds it does SQLite pick new rowids at random."""
+
+
 class LedgerRecorder(SQLiteApplicationRecorder):
     """SQLite: inserts events, extends the hash chain over them, lets current views follow."""
 
@@ -101,13 +105,37 @@ class LedgerRecorder(SQLiteApplicationRecorder):
     def _insert_events(
         self, c: SQLiteCursor, stored_events: Sequence[StoredEvent], **kwargs: Any
     ) -> Sequence[int] | None:
-        positions = super()._insert_events(c, stored_events, **kwargs)
-        if positions:
-            chain.extend(c, _chain_rows(positions, stored_events))
-            events = kwargs.get("deposit_events")
-            if self.after_insert is not None and events:
-                self.after_insert(c, positions, events)
+        if not stored_events:
+            return []
+        cursor = c.sqlite_cursor
+        positions = self._insert_rows(cursor, stored_events)
+        chain.extend(cursor, _chain_rows(positions, stored_events))
+        events = kwargs.get("deposit_events")
+        if self.after_insert is not None and events:
+            self.after_insert(cursor, positions, events)
         return positions
+
+    def _insert_rows(self, cursor: sqlite3.Cursor, stored_events: Sequence[StoredEvent]) -> list[int]:
+        # One executemany, where the library runs a statement per event to read each
+        # rowid. The insert comes first, so it takes the write lock as the library's
+        # would. SQLite gives each new row the rowid one above the largest, unless the
+        # largest is already the maximum possible; below that, the new rows are the
+        # ones numbered up to the new largest rowid.
+        cursor.executemany(
+            self.insert_events_statement,
+            [
+                (
+                    event.originator_id.hex if isinstance(event.originator_id, UUID) else event.originator_id,
+                    event.originator_version,
+                    event.topic,
+                    event.state,
+                )
+                for event in stored_events
+            ],
+        )
+        last = int(cursor.execute(self.select_max_notification_id_statement).fetchone()[0])
+        assert last < MAX_ROWID, "rowids exhausted: SQLite numbers new rows at random from here"
+        return list(range(last - len(stored_events) + 1, last + 1))
 
 
 class PostgresLedgerRecorder(PostgresApplicationRecorder):
