@@ -92,7 +92,9 @@ class AuditTrailView(View):
 
     def apply(self, cursor: Cursor, table: str, batch: Sequence[Positioned]) -> None:
         """Append one row per event, carrying each deposit's frozen balance forward."""
-        last: dict[UUID, tuple[str, str, int]] = {}
+        continued = {p.event.originator_id for p in batch if not isinstance(p.event, Opened)}
+        last = self._last_rows(cursor, table, continued)
+        times: dict[datetime, str] = {}
         rows = []
         for positioned in batch:
             event = positioned.event
@@ -100,27 +102,33 @@ class AuditTrailView(View):
             if isinstance(event, Opened):
                 shop_id, currency, frozen = event.shop_id, event.currency, 0
             else:
-                if deposit not in last:
-                    last[deposit] = self._last(cursor, table, deposit)
-                shop_id, currency, frozen = last[deposit]
+                try:
+                    shop_id, currency, frozen = last[deposit]
+                except KeyError:
+                    raise LookupError(f"no audit rows for deposit {deposit}") from None
                 frozen += frozen_change(event)
             last[deposit] = (shop_id, currency, frozen)
-            rows.append(_row(positioned.position, shop_id, currency, frozen, event))
+            rows.append(_row(positioned.position, shop_id, currency, frozen, event, times))
         cursor.executemany(
             f"INSERT INTO {table} ({_SELECT}) VALUES ({', '.join('?' * len(_COLUMNS))})",
             rows,
         )
 
-    def _last(self, cursor: Cursor, table: str, deposit: UUID) -> tuple[str, str, int]:
-        cursor.execute(
-            f"SELECT shop_id, currency, frozen_after_minor FROM {table} "
-            "WHERE deposit_id = ? ORDER BY position DESC LIMIT 1",
-            (deposit.hex,),
-        )
-        found = cursor.fetchone()
-        if found is None:
-            raise LookupError(f"no audit rows for deposit {deposit}")
-        return found[0], found[1], found[2]
+    def _last_rows(self, cursor: Cursor, table: str, deposits: set[UUID]) -> dict[UUID, tuple[str, str, int]]:
+        # Each deposit's latest row, a few hundred deposits a query rather than one each.
+        found: dict[UUID, tuple[str, str, int]] = {}
+        ids = sorted(deposit.hex for deposit in deposits)
+        for start in range(0, len(ids), 500):
+            chunk = ids[start : start + 500]
+            cursor.execute(
+                f"SELECT deposit_id, shop_id, currency, frozen_after_minor FROM {table} WHERE position IN "
+                f"(SELECT MAX(position) FROM {table} WHERE deposit_id IN ({', '.join('?' * len(chunk))}) "
+                "GROUP BY deposit_id)",
+                chunk,
+            )
+            for deposit_hex, shop_id, currency, frozen in cursor.fetchall():
+                found[UUID(deposit_hex)] = (shop_id, currency, frozen)
+        return found
 
     def expected_row(
         self, position: int, shop_id: str, currency: str, frozen_after_minor: int, event: DepositEvent
@@ -142,7 +150,14 @@ class AuditTrailView(View):
         return [_audit_row(row) for row in cursor.fetchall()]
 
 
-def _row(position: int, shop_id: str, currency: str, frozen_after: int, event: DepositEvent) -> tuple[Any, ...]:
+def _row(
+    position: int,
+    shop_id: str,
+    currency: str,
+    frozen_after: int,
+    event: DepositEvent,
+    times: dict[datetime, str] | None = None,
+) -> tuple[Any, ...]:
     amount: int | None = None
     channel = ref = reason = case = note = None
     if isinstance(event, Opened):
@@ -169,14 +184,24 @@ def _row(position: int, shop_id: str, currency: str, frozen_after: int, event: D
         amount,
         frozen_after,
         event.actor,
-        stored_time(event.effective_at),
-        stored_time(event.recorded_at),
+        _stored_time(event.effective_at, times),
+        _stored_time(event.recorded_at, times),
         channel,
         ref,
         reason,
         case,
         note or None,
     )
+
+
+def _stored_time(moment: datetime, times: dict[datetime, str] | None) -> str:
+    # The events of one command share their times: a batch formats each time once.
+    if times is None:
+        return stored_time(moment)
+    text = times.get(moment)
+    if text is None:
+        text = times[moment] = stored_time(moment)
+    return text
 
 
 def _audit_row(row: Sequence[Any]) -> AuditRow:
