@@ -405,6 +405,7 @@ def test_the_store_holds_a_snapshot_to_check(store: Path) -> None:
     [
         pytest.param(b'"frozen_minor":100000', b'"frozen_minor":100001', id="figure"),
         pytest.param(b'"trade_no":"MT-0007"', b'"trade_no":"MT-9007"', id="payment"),
+        pytest.param(b'{"shop_id"', b'["shop_id"', id="undecodable"),
     ],
 )
 def test_an_edited_snapshot_is_caught(store: Path, capsys: pytest.CaptureFixture[str], old: bytes, new: bytes) -> None:
@@ -420,6 +421,24 @@ def test_a_snapshot_moved_to_another_version_is_caught(store: Path, capsys: pyte
     with tampering(store) as db:
         db.execute("UPDATE stored_snapshots SET originator_version = 203")
     assert_caught(store, capsys, first=position_of(store, LONG_SHOP, 203), kind="snapshot")
+
+
+def test_a_snapshot_of_a_deposit_without_events_is_caught(store: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # Loading the shop would start from the snapshot: a deposit conjured out of nothing.
+    with tampering(store) as db:
+        state = bytes(db.execute("SELECT state FROM stored_snapshots").fetchone()[0])
+        db.execute(
+            "INSERT INTO stored_snapshots SELECT ?, originator_version, topic, ? FROM stored_snapshots",
+            (deposit_id("ghost-shop").hex, state.replace(LONG_SHOP.encode(), b"ghost-shop")),
+        )
+    report = Auditor(store).verify()
+    assert not report.ok
+    assert [(problem.position, problem.kind) for problem in report.problems] == [(None, "snapshot")]
+    assert deposit_id("ghost-shop").hex in report.problems[0].detail
+    outcome = run_cli(capsys, "--db", str(store), "verify", "--json")
+    assert outcome.code == 1
+    assert len(outcome.err_lines) == 1 and "snapshot" in outcome.err
+    assert json.loads(outcome.out)["problems"] == [problem.model_dump() for problem in report.problems]
 
 
 def test_deleted_snapshots_are_no_problem(store: Path) -> None:
