@@ -172,7 +172,10 @@ class Auditor:
         links = _stream(connection, "SELECT position, link FROM event_chain ORDER BY position")
         stored_previous = chain.GENESIS  # checks each link against the stored one before it
         recomputed = chain.GENESIS  # the chain rebuilt from today's events alone
-        reached_checkpoint = against is None
+        # Every history extends the empty one, whose head is the genesis link at position 0.
+        reached_checkpoint = against is None or against.position == 0
+        if against is not None and against.position == 0 and against.chain_hash != chain.GENESIS.hex():
+            report.add(0, None, "checkpoint", "the checkpoint at position 0 is not the empty history's")
         done = 0
         for position, event, stored in _merge_by_position(events, links):
             shop = shops.get(event[1]) if event else None

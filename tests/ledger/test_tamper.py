@@ -18,7 +18,7 @@ import pytest
 from domain import deposit_id
 from ledger import DepositLedger
 from ledger.audit import Auditor, VerifyReport
-from ledger.chain import Checkpoint
+from ledger.chain import GENESIS, Checkpoint
 from tests.ledger.audited_store import (
     LONG_SHOP,
     SNAPSHOT_VERSION,
@@ -558,6 +558,17 @@ def test_a_checkpoint_of_another_history_fails(store: Path, capsys: pytest.Captu
     theirs = Checkpoint(position=head(store), chain_hash="ab" * 32)
     report = assert_caught(store, capsys, first=theirs.position, kind="checkpoint", against=theirs)
     assert "rewritten" in report.problems[0].detail
+
+
+def test_a_checkpoint_of_an_empty_store_is_extended_by_any_history(tmp_path: Path, store: Path) -> None:
+    empty = tmp_path / "empty.db"
+    DepositLedger(str(empty), actor="risk-ops", clock=Clock(START)).close()
+    genesis = Auditor(empty).checkpoint()
+    assert genesis == Checkpoint(position=0, chain_hash=GENESIS.hex())
+    assert Auditor(empty).verify(genesis).ok
+    assert Auditor(store).verify(genesis).ok
+    not_genesis = Auditor(store).verify(Checkpoint(position=0, chain_hash="ab" * 32))
+    assert [(problem.position, problem.kind) for problem in not_genesis.problems] == [(0, "checkpoint")]
 
 
 @pytest.mark.parametrize(
