@@ -113,7 +113,8 @@ def parse_checkpoint(text_or_path: str) -> Checkpoint:
         raise MalformedInput("checkpoint must be JSON with an integer position and a hex chain_hash") from None
     if len(checkpoint.chain_hash) != 64 or checkpoint.position < 0:
         raise MalformedInput("checkpoint must be JSON with an integer position and a hex chain_hash")
-    return checkpoint
+    # Links print in lower case; a hash retyped in upper case names the same link.
+    return checkpoint.model_copy(update={"chain_hash": checkpoint.chain_hash.lower()})
 
 
 class Auditor:

@@ -17,7 +17,7 @@ import pytest
 
 from domain import deposit_id
 from ledger import DepositLedger
-from ledger.audit import Auditor, VerifyReport
+from ledger.audit import Auditor, VerifyReport, parse_checkpoint
 from ledger.chain import GENESIS, Checkpoint
 from tests.ledger.audited_store import (
     LONG_SHOP,
@@ -569,6 +569,13 @@ def test_a_checkpoint_of_an_empty_store_is_extended_by_any_history(tmp_path: Pat
     assert Auditor(store).verify(genesis).ok
     not_genesis = Auditor(store).verify(Checkpoint(position=0, chain_hash="ab" * 32))
     assert [(problem.position, problem.kind) for problem in not_genesis.problems] == [(0, "checkpoint")]
+
+
+def test_a_checkpoint_in_upper_case_hex_is_the_same_checkpoint(store: Path) -> None:
+    # Hashes get retyped and reformatted on their way through reports.
+    checkpoint = take_checkpoint(store)
+    shouted = checkpoint.model_dump_json().replace(checkpoint.chain_hash, checkpoint.chain_hash.upper())
+    assert Auditor(store).verify(parse_checkpoint(shouted)).ok
 
 
 @pytest.mark.parametrize(
