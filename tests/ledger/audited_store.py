@@ -23,6 +23,7 @@ from rich.console import Console
 
 from domain import deposit_id
 from ledger import DepositLedger, chain
+from ledger.audit import Auditor
 from ledger.cli import main
 from ledger.demo import run_demo
 
@@ -137,6 +138,17 @@ def scalar(path: Path, query: str, params: Any = ()) -> Any:
     """The single value a query returns."""
     with closing(sqlite3.connect(path)) as connection:
         return connection.execute(query, params).fetchone()[0]
+
+
+def auditor(path: Path) -> Auditor:
+    """The auditor of the store file: it reads the file as it is, without opening the ledger."""
+    return Auditor(path)
+
+
+def set_view_positions(connection: sqlite3.Connection, position: int, view: str | None = None) -> None:
+    """Move the tracking records of the views (or of one) to ``position``."""
+    pattern = f"DepositLedger.{view or '%'}"
+    connection.execute("UPDATE tracking SET notification_id = ? WHERE application_name LIKE ?", (position, pattern))
 
 
 def replace_in_state(connection: sqlite3.Connection, position: int, old: bytes, new: bytes) -> None:

@@ -17,13 +17,14 @@ import pytest
 
 from domain import deposit_id
 from ledger import DepositLedger
-from ledger.audit import Auditor, VerifyReport, parse_checkpoint
+from ledger.audit import VerifyReport, parse_checkpoint
 from ledger.chain import GENESIS, Checkpoint
 from tests.ledger.audited_store import (
     LONG_SHOP,
     SNAPSHOT_VERSION,
     START,
     Clock,
+    auditor,
     copy_store,
     head,
     position_of,
@@ -32,6 +33,7 @@ from tests.ledger.audited_store import (
     replace_in_state,
     run_cli,
     scalar,
+    set_view_positions,
     tampering,
     template_store,
 )
@@ -53,7 +55,7 @@ def kinds_at(report: VerifyReport, position: int) -> set[str]:
 
 
 def take_checkpoint(path: Path) -> Checkpoint:
-    return Auditor(path).checkpoint()
+    return auditor(path).checkpoint()
 
 
 def assert_caught(
@@ -65,7 +67,7 @@ def assert_caught(
     against: Checkpoint | None = None,
 ) -> VerifyReport:
     """``verify`` reports ``kind`` at ``first``, the first bad position, through the API and the CLI."""
-    report = Auditor(path).verify(against)
+    report = auditor(path).verify(against)
     assert not report.ok
     assert report.first_bad_position() == first, report.problems
     assert report.problems[0].position == first
@@ -91,7 +93,7 @@ def assert_caught(
 
 
 def test_an_untouched_store_verifies_clean(store: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    report = Auditor(store).verify()
+    report = auditor(store).verify()
     assert report.ok and report.problems == []
     assert report.events_checked == event_count(store) == head(store)
     assert report.deposits_checked == 6
@@ -113,7 +115,7 @@ def test_verify_only_reads_the_store(store: Path, capsys: pytest.CaptureFixture[
     kimono = position_of(store, "kimono-house", 4)
     with tampering(store) as db:
         db.execute("DELETE FROM audit_trail WHERE position = ?", (kimono,))
-        db.execute("UPDATE tracking SET notification_id = ? WHERE application_name LIKE '%.audit_trail'", (kimono - 1,))
+        set_view_positions(db, kimono - 1, "audit_trail")
     before = store.read_bytes()
     assert_caught(store, capsys, first=kimono, kind="audit_trail")
     assert store.read_bytes() == before
@@ -267,7 +269,7 @@ def test_dropped_newest_events_with_their_links_and_trail_are_caught_by_the_bala
         db.execute("DELETE FROM stored_events WHERE rowid > ?", (last - 3,))
         db.execute("DELETE FROM event_chain WHERE position > ?", (last - 3,))
         db.execute("DELETE FROM audit_trail WHERE position > ?", (last - 3,))
-        db.execute("UPDATE tracking SET notification_id = ? WHERE application_name LIKE 'DepositLedger.%'", (last - 3,))
+        set_view_positions(db, last - 3)
     report = assert_caught(store, capsys, first=last - 2, kind="balances")
     assert {problem.kind for problem in report.problems} == {"balances"}
     assert [problem.position for problem in report.problems] == [last - 2, last - 1, last]
@@ -279,7 +281,7 @@ def drop_newest_and_rebuild_views(path: Path, count: int) -> int:
     with tampering(path) as db:
         db.execute("DELETE FROM stored_events WHERE rowid > ?", (new_head,))
         db.execute("DELETE FROM event_chain WHERE position > ?", (new_head,))
-        db.execute("UPDATE tracking SET notification_id = ? WHERE application_name LIKE 'DepositLedger.%'", (new_head,))
+        set_view_positions(db, new_head)
     ledger = DepositLedger(str(path), actor="intruder", clock=Clock(START))
     try:
         for name in list(ledger.views.views):
@@ -295,7 +297,7 @@ def test_a_thoroughly_truncated_store_fails_only_against_an_older_checkpoint(
     before = take_checkpoint(store)
     new_head = drop_newest_and_rebuild_views(store, 3)
     # Everything left is consistent: without a checkpoint nothing can tell.
-    assert Auditor(store).verify().ok
+    assert auditor(store).verify().ok
     assert take_checkpoint(store).position == new_head
 
     report = assert_caught(store, capsys, first=before.position, kind="checkpoint", against=before)
@@ -316,7 +318,7 @@ def test_a_history_truncated_and_written_anew_fails_against_an_older_checkpoint(
     finally:
         ledger.close()
     assert head(store) >= before.position
-    assert Auditor(store).verify().ok
+    assert auditor(store).verify().ok
 
     report = assert_caught(store, capsys, first=before.position, kind="checkpoint", against=before)
     assert "rewritten" in report.problems[0].detail
@@ -431,7 +433,7 @@ def test_a_snapshot_of_a_deposit_without_events_is_caught(store: Path, capsys: p
             "INSERT INTO stored_snapshots SELECT ?, originator_version, topic, ? FROM stored_snapshots",
             (deposit_id("ghost-shop").hex, state.replace(LONG_SHOP.encode(), b"ghost-shop")),
         )
-    report = Auditor(store).verify()
+    report = auditor(store).verify()
     assert not report.ok
     assert [(problem.position, problem.kind) for problem in report.problems] == [(None, "snapshot")]
     assert deposit_id("ghost-shop").hex in report.problems[0].detail
@@ -445,7 +447,7 @@ def test_deleted_snapshots_are_no_problem(store: Path) -> None:
     # Snapshots are a cache of the events: losing them loses nothing.
     with tampering(store) as db:
         db.execute("DELETE FROM stored_snapshots")
-    assert Auditor(store).verify().ok
+    assert auditor(store).verify().ok
 
 
 # -------------------------------------------------------------- the chain
@@ -514,7 +516,7 @@ def test_a_rewrite_hidden_in_events_links_and_views_fails_only_against_a_checkpo
         relink_from(db, position)
         db.execute("UPDATE audit_trail SET note = 'no late orders' WHERE position = ?", (position,))
     # Consistent everywhere inside the file: plain verify cannot see it.
-    assert Auditor(store).verify().ok
+    assert auditor(store).verify().ok
     assert take_checkpoint(store) != before
 
     report = assert_caught(store, capsys, first=before.position, kind="checkpoint", against=before)
@@ -551,7 +553,7 @@ def test_a_store_that_only_grew_still_extends_an_older_checkpoint(store: Path) -
     finally:
         ledger.close()
     assert take_checkpoint(store).position > before.position
-    assert Auditor(store).verify(before).ok
+    assert auditor(store).verify(before).ok
 
 
 def test_a_checkpoint_of_another_history_fails(store: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -563,11 +565,11 @@ def test_a_checkpoint_of_another_history_fails(store: Path, capsys: pytest.Captu
 def test_a_checkpoint_of_an_empty_store_is_extended_by_any_history(tmp_path: Path, store: Path) -> None:
     empty = tmp_path / "empty.db"
     DepositLedger(str(empty), actor="risk-ops", clock=Clock(START)).close()
-    genesis = Auditor(empty).checkpoint()
+    genesis = auditor(empty).checkpoint()
     assert genesis == Checkpoint(position=0, chain_hash=GENESIS.hex())
-    assert Auditor(empty).verify(genesis).ok
-    assert Auditor(store).verify(genesis).ok
-    not_genesis = Auditor(store).verify(Checkpoint(position=0, chain_hash="ab" * 32))
+    assert auditor(empty).verify(genesis).ok
+    assert auditor(store).verify(genesis).ok
+    not_genesis = auditor(store).verify(Checkpoint(position=0, chain_hash="ab" * 32))
     assert [(problem.position, problem.kind) for problem in not_genesis.problems] == [(0, "checkpoint")]
 
 
@@ -575,7 +577,7 @@ def test_a_checkpoint_in_upper_case_hex_is_the_same_checkpoint(store: Path) -> N
     # Hashes get retyped and reformatted on their way through reports.
     checkpoint = take_checkpoint(store)
     shouted = checkpoint.model_dump_json().replace(checkpoint.chain_hash, checkpoint.chain_hash.upper())
-    assert Auditor(store).verify(parse_checkpoint(shouted)).ok
+    assert auditor(store).verify(parse_checkpoint(shouted)).ok
 
 
 @pytest.mark.parametrize(
