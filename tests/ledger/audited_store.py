@@ -26,6 +26,7 @@ from ledger import DepositLedger, chain
 from ledger.audit import Auditor
 from ledger.cli import main
 from ledger.demo import run_demo
+from tests.conftest import FakeClock
 
 START = datetime(2026, 3, 5, 9, 0, tzinfo=UTC)
 """When the demo runs; every event of the store is effective at or before it."""
@@ -36,16 +37,6 @@ LONG_SHOP = "marathon-teas"
 LONG_SHOP_PAYMENTS = 101
 SNAPSHOT_VERSION = 201
 DEMO_SHOPS = ("tea-house", "sneaker-lab", "kimono-house", "flash-deals", "uk-gadgets")
-
-
-class Clock:
-    """A clock that stands still unless moved."""
-
-    def __init__(self, now: datetime) -> None:
-        self.now = now
-
-    def __call__(self) -> datetime:
-        return self.now
 
 
 _templates: dict[Path, Path] = {}
@@ -63,7 +54,7 @@ def template_store(factory: pytest.TempPathFactory) -> Path:
 
 def build_store(path: Path) -> None:
     """Record the long shop, then the demo, in a fresh store at ``path``, and close it."""
-    ledger = DepositLedger(str(path), actor="risk-ops", clock=Clock(START))
+    ledger = DepositLedger(str(path), actor="risk-ops", clock=FakeClock(START))
     try:
         first = START - timedelta(days=200)
         ledger.open(LONG_SHOP, currency="CNY", required="1000", site="CN", at=first)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import contextlib
 import json
 import tempfile
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -20,41 +20,30 @@ from hypothesis import strategies as st
 from domain import DepositSnapshot, MalformedInput, Refused, ShopNotFound
 from ledger import DepositLedger
 from ledger.reports import state_json
+from tests.conftest import FakeClock
 from tests.ledger.audited_store import (
     LONG_SHOP,
     SNAPSHOT_VERSION,
     START,
-    Clock,
     copy_store,
     run_cli,
     tampering,
     template_store,
 )
 
-OPENED_AT = datetime.fromisoformat("2026-03-05T09:00:00+00:00")
+OPENED_AT = datetime(2026, 3, 5, 9, 0, tzinfo=UTC)
+"""When the shared ``clock`` fixture starts, and the deposit of these tests opens."""
 
 
-@pytest.fixture
-def clock() -> Clock:
-    return Clock(OPENED_AT)
-
-
-@pytest.fixture
-def ledger(tmp_path: Path, clock: Clock) -> Any:
-    app = DepositLedger(str(tmp_path / "deposits.db"), actor="risk-ops", clock=clock)
-    yield app
-    app.close()
-
-
-def record_a_month(ledger: DepositLedger, clock: Clock) -> dict[str, Any]:
+def record_two_weeks(ledger: DepositLedger, clock: FakeClock) -> dict[str, Any]:
     """Open, pay, deduct, pay again: the state after each step and when it happened."""
     states = {}
     states["opened"] = (clock.now, ledger.open("tea-house", currency="CNY", required="2000", site="CN").state)
-    clock.now += timedelta(days=1)
+    clock.advance(days=1)
     states["paid"] = (clock.now, ledger.pay("tea-house", "2000", channel="alipay", ref="A1").state)
-    clock.now += timedelta(days=7)
+    clock.advance(days=7)
     states["deducted"] = (clock.now, ledger.deduct("tea-house", "2500", reason="fake_listing", case="FL-1").state)
-    clock.now += timedelta(days=7)
+    clock.advance(days=7)
     states["settled"] = (clock.now, ledger.pay("tea-house", "1000", channel="wechat_pay", ref="W1").state)
     return states
 
@@ -62,15 +51,15 @@ def record_a_month(ledger: DepositLedger, clock: Clock) -> dict[str, Any]:
 # -------------------------------------------------------------- as of a time
 
 
-def test_replay_as_of_each_moment_gives_the_state_then(ledger: DepositLedger, clock: Clock) -> None:
-    states = record_a_month(ledger, clock)
+def test_replay_as_of_each_moment_gives_the_state_then(ledger: DepositLedger, clock: FakeClock) -> None:
+    states = record_two_weeks(ledger, clock)
     for moment, state in states.values():
         assert ledger.replay("tea-house", as_of=moment) == state
         assert ledger.replay("tea-house", as_of=moment + timedelta(hours=1)) == state
 
 
-def test_replay_as_of_a_time_between_events_gives_the_earlier_state(ledger: DepositLedger, clock: Clock) -> None:
-    states = record_a_month(ledger, clock)
+def test_replay_as_of_a_time_between_events_gives_the_earlier_state(ledger: DepositLedger, clock: FakeClock) -> None:
+    states = record_two_weeks(ledger, clock)
     paid_at, paid = states["paid"]
     deducted_at, _ = states["deducted"]
     between = paid_at + (deducted_at - paid_at) / 2
@@ -78,28 +67,28 @@ def test_replay_as_of_a_time_between_events_gives_the_earlier_state(ledger: Depo
     assert ledger.replay("tea-house", as_of=deducted_at - timedelta(microseconds=1)) == paid
 
 
-def test_replay_as_of_takes_the_time_in_any_zone(ledger: DepositLedger, clock: Clock) -> None:
-    states = record_a_month(ledger, clock)
+def test_replay_as_of_takes_the_time_in_any_zone(ledger: DepositLedger, clock: FakeClock) -> None:
+    states = record_two_weeks(ledger, clock)
     paid_at, paid = states["paid"]
     shanghai = (paid_at + timedelta(hours=8)).strftime("%Y-%m-%dT%H:%M:%S+08:00")
     assert ledger.replay("tea-house", as_of=shanghai) == paid
 
 
-def test_replay_never_stops_half_way_through_a_payment(ledger: DepositLedger, clock: Clock) -> None:
+def test_replay_never_stops_half_way_through_a_payment(ledger: DepositLedger, clock: FakeClock) -> None:
     # Paid and Frozen share their effective time: a moment sees both or neither.
-    states = record_a_month(ledger, clock)
+    states = record_two_weeks(ledger, clock)
     paid_at, paid = states["paid"]
     assert (paid.version, paid.paid_minor, paid.frozen_minor) == (3, 200000, 200000)
     assert ledger.replay("tea-house", as_of=paid_at - timedelta(microseconds=1)).paid_minor == 0
 
 
-def test_replay_as_of_after_the_last_event_is_the_current_state(ledger: DepositLedger, clock: Clock) -> None:
-    record_a_month(ledger, clock)
+def test_replay_as_of_after_the_last_event_is_the_current_state(ledger: DepositLedger, clock: FakeClock) -> None:
+    record_two_weeks(ledger, clock)
     assert ledger.replay("tea-house", as_of=clock.now + timedelta(days=365)) == ledger.show("tea-house")
 
 
-def test_replay_before_the_first_event_finds_no_deposit(ledger: DepositLedger, clock: Clock) -> None:
-    record_a_month(ledger, clock)
+def test_replay_before_the_first_event_finds_no_deposit(ledger: DepositLedger, clock: FakeClock) -> None:
+    record_two_weeks(ledger, clock)
     with pytest.raises(ShopNotFound):
         ledger.replay("tea-house", as_of=OPENED_AT - timedelta(microseconds=1))
     with pytest.raises(ShopNotFound):
@@ -114,8 +103,8 @@ def test_replay_of_an_unknown_shop_finds_no_deposit(ledger: DepositLedger) -> No
 
 
 @pytest.mark.parametrize("moment", ["yesterday", "2026-03-05T09:00:00", "2026-13-05T09:00:00Z", ""])
-def test_replay_refuses_a_malformed_time(ledger: DepositLedger, clock: Clock, moment: str) -> None:
-    record_a_month(ledger, clock)
+def test_replay_refuses_a_malformed_time(ledger: DepositLedger, clock: FakeClock, moment: str) -> None:
+    record_two_weeks(ledger, clock)
     with pytest.raises(MalformedInput):
         ledger.replay("tea-house", as_of=moment)
     with pytest.raises(MalformedInput):
@@ -125,8 +114,8 @@ def test_replay_refuses_a_malformed_time(ledger: DepositLedger, clock: Clock, mo
 # -------------------------------------------------------------- at a version
 
 
-def test_replay_at_each_version_follows_the_history(ledger: DepositLedger, clock: Clock) -> None:
-    states = record_a_month(ledger, clock)
+def test_replay_at_each_version_follows_the_history(ledger: DepositLedger, clock: FakeClock) -> None:
+    states = record_two_weeks(ledger, clock)
     for _, state in states.values():
         assert ledger.replay("tea-house", version=state.version) == state
     # Half way through the first payment: received, not yet frozen.
@@ -134,8 +123,8 @@ def test_replay_at_each_version_follows_the_history(ledger: DepositLedger, clock
     assert (half_paid.version, half_paid.paid_minor, half_paid.frozen_minor) == (2, 200000, 0)
 
 
-def test_replay_with_a_version_and_a_time_stops_at_the_earlier(ledger: DepositLedger, clock: Clock) -> None:
-    states = record_a_month(ledger, clock)
+def test_replay_with_a_version_and_a_time_stops_at_the_earlier(ledger: DepositLedger, clock: FakeClock) -> None:
+    states = record_two_weeks(ledger, clock)
     paid_at, paid = states["paid"]
     _, opened = states["opened"]
     assert ledger.replay("tea-house", as_of=paid_at, version=99) == paid
@@ -144,8 +133,8 @@ def test_replay_with_a_version_and_a_time_stops_at_the_earlier(ledger: DepositLe
 
 
 @pytest.mark.parametrize("version", [0, -1])
-def test_replay_at_version_zero_or_below_is_malformed(ledger: DepositLedger, clock: Clock, version: int) -> None:
-    record_a_month(ledger, clock)
+def test_replay_at_version_zero_or_below_is_malformed(ledger: DepositLedger, clock: FakeClock, version: int) -> None:
+    record_two_weeks(ledger, clock)
     with pytest.raises(MalformedInput):
         ledger.replay("tea-house", version=version)
 
@@ -153,8 +142,8 @@ def test_replay_at_version_zero_or_below_is_malformed(ledger: DepositLedger, clo
 # --------------------------------------------------------------- history
 
 
-def test_history_as_of_lists_the_events_effective_by_then(ledger: DepositLedger, clock: Clock) -> None:
-    states = record_a_month(ledger, clock)
+def test_history_as_of_lists_the_events_effective_by_then(ledger: DepositLedger, clock: FakeClock) -> None:
+    states = record_two_weeks(ledger, clock)
     everything = ledger.history("tea-house")
     for moment, state in states.values():
         events = ledger.history("tea-house", as_of=moment)
@@ -166,10 +155,10 @@ def test_history_as_of_lists_the_events_effective_by_then(ledger: DepositLedger,
 
 
 def test_the_cli_replays_and_lists_as_of_a_time(
-    tmp_path: Path, ledger: DepositLedger, clock: Clock, capsys: pytest.CaptureFixture[str]
+    db_path: Path, ledger: DepositLedger, clock: FakeClock, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    states = record_a_month(ledger, clock)
-    db = str(tmp_path / "deposits.db")
+    states = record_two_weeks(ledger, clock)
+    db = str(db_path)
     paid_at, paid = states["paid"]
     moment = paid_at.isoformat()
 
@@ -205,15 +194,15 @@ def test_the_cli_replays_and_lists_as_of_a_time(
     ],
 )
 def test_the_cli_refuses_replays_it_cannot_answer(
-    tmp_path: Path,
+    db_path: Path,
     ledger: DepositLedger,
-    clock: Clock,
+    clock: FakeClock,
     capsys: pytest.CaptureFixture[str],
     args: list[str],
     code: int,
 ) -> None:
-    record_a_month(ledger, clock)
-    outcome = run_cli(capsys, "--db", str(tmp_path / "deposits.db"), *args, "--json")
+    record_two_weeks(ledger, clock)
+    outcome = run_cli(capsys, "--db", str(db_path), *args, "--json")
     assert outcome.code == code
     assert outcome.out == ""
     assert len(outcome.err_lines) == 1
@@ -229,7 +218,7 @@ def long_store(tmp_path: Path, tmp_path_factory: pytest.TempPathFactory) -> Path
 
 def replays(path: Path, versions: list[int]) -> tuple[list[Any], list[Any], list[int]]:
     """The long shop replayed at each version and as of each event's time, and the snapshots loaded."""
-    ledger = DepositLedger(str(path), actor="auditor", clock=Clock(START))
+    ledger = DepositLedger(str(path), actor="auditor", clock=FakeClock(START))
     loaded: list[int] = []
     store = ledger.repository.snapshot_store
     assert store is not None
@@ -314,7 +303,7 @@ def run_command(ledger: DepositLedger, command: tuple[Any, ...]) -> None:
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(steps=st.lists(st.tuples(pauses, commands), min_size=1, max_size=20))
 def test_replay_as_of_any_moment_equals_what_show_printed_then(steps: list[tuple[timedelta, tuple[Any, ...]]]) -> None:
-    clock = Clock(OPENED_AT)
+    clock = FakeClock(OPENED_AT)
     seen: list[tuple[datetime, str, Any]] = []
     with tempfile.TemporaryDirectory() as folder:
         ledger = DepositLedger(

@@ -19,11 +19,11 @@ from domain import deposit_id
 from ledger import DepositLedger
 from ledger.audit import VerifyReport, parse_checkpoint
 from ledger.chain import GENESIS, Checkpoint
+from tests.conftest import FakeClock
 from tests.ledger.audited_store import (
     LONG_SHOP,
     SNAPSHOT_VERSION,
     START,
-    Clock,
     auditor,
     copy_store,
     head,
@@ -282,7 +282,7 @@ def drop_newest_and_rebuild_views(path: Path, count: int) -> int:
         db.execute("DELETE FROM stored_events WHERE rowid > ?", (new_head,))
         db.execute("DELETE FROM event_chain WHERE position > ?", (new_head,))
         set_view_positions(db, new_head)
-    ledger = DepositLedger(str(path), actor="intruder", clock=Clock(START))
+    ledger = DepositLedger(str(path), actor="intruder", clock=FakeClock(START))
     try:
         for name in list(ledger.views.views):
             ledger.views.rebuild(name)
@@ -311,7 +311,7 @@ def test_a_history_truncated_and_written_anew_fails_against_an_older_checkpoint(
     before = take_checkpoint(store)
     drop_newest_and_rebuild_views(store, 3)
     # New events up to the old head: the chain is whole again, but it is another chain.
-    ledger = DepositLedger(str(store), actor="intruder", clock=Clock(START))
+    ledger = DepositLedger(str(store), actor="intruder", clock=FakeClock(START))
     try:
         ledger.open("cover-story", currency="CNY", required="100", at=START)
         ledger.pay("cover-story", "100", channel="alipay", ref="CS-1", at=START)
@@ -547,7 +547,7 @@ def test_verify_against_takes_the_checkpoint_as_json_or_as_a_file(
 
 def test_a_store_that_only_grew_still_extends_an_older_checkpoint(store: Path) -> None:
     before = take_checkpoint(store)
-    ledger = DepositLedger(str(store), actor="risk-ops", clock=Clock(START))
+    ledger = DepositLedger(str(store), actor="risk-ops", clock=FakeClock(START))
     try:
         ledger.deduct("kimono-house", "1000", reason="late_shipment", case="kimono-house-LS-9", at=START)
     finally:
@@ -564,7 +564,7 @@ def test_a_checkpoint_of_another_history_fails(store: Path, capsys: pytest.Captu
 
 def test_a_checkpoint_of_an_empty_store_is_extended_by_any_history(tmp_path: Path, store: Path) -> None:
     empty = tmp_path / "empty.db"
-    DepositLedger(str(empty), actor="risk-ops", clock=Clock(START)).close()
+    DepositLedger(str(empty), actor="risk-ops", clock=FakeClock(START)).close()
     genesis = auditor(empty).checkpoint()
     assert genesis == Checkpoint(position=0, chain_hash=GENESIS.hex())
     assert auditor(empty).verify(genesis).ok
