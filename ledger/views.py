@@ -229,7 +229,10 @@ class SQLiteViews(BatchRecorder):
         tracking_name = self.tracking_name(view, rebuilding=True)
         with self._write() as cursor:
             cursor.execute(f"DROP TABLE IF EXISTS {building}")
-            for statement in view.create_statements(building):
+            # Indexed from the start: a view reads its own rows while it applies (the audit
+            # trail, each deposit's last row), and on an unindexed copy every such lookup
+            # scans the table, which makes the rebuild quadratic.
+            for statement in view.create_statements(building) + view.index_statements(building):
                 cursor.execute(statement)
             cursor.execute("DELETE FROM tracking WHERE application_name = ?", (tracking_name,))
         applied = self._follow(view, building, tracking_name, progress)
@@ -241,6 +244,13 @@ class SQLiteViews(BatchRecorder):
             applied += done
             position = self._position(cursor, tracking_name)
             cursor.execute(f"DROP TABLE IF EXISTS {view.table}")
+            # Index names follow the table's, and a renamed table keeps its indexes' names:
+            # drop the copy's, so that the live names (and the next rebuild's) stay free.
+            cursor.execute(
+                "SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = ? AND sql IS NOT NULL", (building,)
+            )
+            for (index,) in cursor.fetchall():
+                cursor.execute(f"DROP INDEX {index}")
             cursor.execute(f"ALTER TABLE {building} RENAME TO {view.table}")
             for statement in view.index_statements(view.table):
                 cursor.execute(statement)

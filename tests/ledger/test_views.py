@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sqlite3
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -186,6 +187,39 @@ def test_a_rebuild_equals_the_live_view_row_for_row(ledger: DepositLedger, clock
         indexes = {row[0] for row in connection.execute("SELECT name FROM sqlite_master WHERE type = 'index'")}
     assert not any(table.endswith("__rebuild") for table in tables)
     assert {"deposit_balances_shop", "deposit_balances_must_pay", "audit_trail_deposit"} <= indexes
+
+
+def test_the_copy_is_indexed_while_it_is_built_and_the_swapped_view_keeps_the_live_index_names(
+    ledger: DepositLedger, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The audit trail reads each deposit's last row as it applies a batch: unindexed, every
+    # lookup scans the copy and a rebuild of a store with many interleaved shops goes quadratic.
+    monkeypatch.setattr("ledger.views.CATCH_UP_BATCH", 10)
+    fill(ledger, 10, 2)
+    path = ledger.store.sqlite_path
+    with connect(path) as connection:
+        live_indexes = _indexes(connection)
+    plans: list[str] = []
+
+    def look_up_last_row(done: int, total: int) -> None:
+        with connect(path) as connection:
+            plan = connection.execute(
+                "EXPLAIN QUERY PLAN SELECT shop_id, currency, frozen_after_minor FROM audit_trail__rebuild "
+                "WHERE deposit_id = ? ORDER BY position DESC LIMIT 1",
+                ("0" * 32,),
+            ).fetchall()
+        plans.append(" ".join(str(step[-1]) for step in plan))
+
+    for _ in range(2):  # The second time proves the first swap left no index names in the way.
+        ledger.views.rebuild("audit_trail", progress=look_up_last_row)
+        with connect(path) as connection:
+            assert _indexes(connection) == live_indexes
+    assert plans and all("USING" in plan and "INDEX" in plan for plan in plans), plans
+
+
+def _indexes(connection: sqlite3.Connection) -> set[tuple[str, str]]:
+    rows = connection.execute("SELECT name, tbl_name FROM sqlite_master WHERE type = 'index' AND sql IS NOT NULL")
+    return set(rows.fetchall())
 
 
 def test_dropping_the_view_tables_and_running_projections_rebuild_restores_identical_rows(
