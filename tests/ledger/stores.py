@@ -19,6 +19,8 @@ from projections.audit_trail import AuditTrailView
 from projections.balances import BalancesView
 
 VIEW_TABLES = (BalancesView.table, AuditTrailView.table)
+BALANCES, AUDIT = "DepositLedger.balances", "DepositLedger.audit_trail"
+"""The views' tracking rows; a rebuild in progress tracks its copy under ``<name>.rebuild``."""
 START = datetime(2025, 6, 1, tzinfo=UTC)
 
 

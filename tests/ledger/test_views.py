@@ -17,9 +17,7 @@ from ledger.cli import main
 from ledger.views import ViewFailed
 from projections.view import Cursor, Positioned, View
 from tests.conftest import FakeClock
-from tests.ledger.stores import connect, drop_views, fill, fill_behind, tracking, view_rows
-
-BALANCES, AUDIT = "DepositLedger.balances", "DepositLedger.audit_trail"
+from tests.ledger.stores import AUDIT, BALANCES, connect, drop_views, fill, fill_behind, tracking, view_rows
 
 
 def _lags(ledger: DepositLedger) -> dict[str, int]:

@@ -17,10 +17,9 @@ import pytest
 
 from ledger import DepositLedger
 from ledger.application import AUTO_CATCH_UP_LIMIT
-from tests.ledger.stores import connect, copy_store, fill_behind, tracking, view_rows
+from tests.ledger.stores import AUDIT, BALANCES, connect, copy_store, fill_behind, tracking, view_rows
 
 ROOT = Path(__file__).resolve().parents[2]
-BALANCES, AUDIT = "DepositLedger.balances", "DepositLedger.audit_trail"
 KILL_WITHIN_S = 30.0
 
 
@@ -73,17 +72,15 @@ def _kill_early(process: subprocess.Popen[bytes], path: Path, name: str, head: i
     Early in the way, so that the process is still at it when the signal lands.
     """
     deadline = time.monotonic() + KILL_WITHIN_S
-    with connect(path) as connection:
-        while time.monotonic() < deadline:
-            assert process.poll() is None, "finished before it could be killed"
-            row = connection.execute("SELECT notification_id FROM tracking WHERE application_name = ?", (name,))
-            found = row.fetchone()
-            if found and 0 < found[0] < head // 2:
-                os.kill(process.pid, signal.SIGKILL)
-                process.wait()
-                assert process.returncode == -signal.SIGKILL
-                return int(found[0])
-            time.sleep(0.002)
+    while time.monotonic() < deadline:
+        assert process.poll() is None, "finished before it could be killed"
+        position = tracking(path).get(name, 0)
+        if 0 < position < head // 2:
+            os.kill(process.pid, signal.SIGKILL)
+            process.wait()
+            assert process.returncode == -signal.SIGKILL
+            return position
+        time.sleep(0.002)
     process.kill()
     raise AssertionError(f"{name} was never seen in the first half of the way")
 
