@@ -12,7 +12,7 @@ import contextlib
 import getpass
 import threading
 from collections import OrderedDict
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any, ClassVar, TypeVar
@@ -98,8 +98,13 @@ class Batch:
     as the batch last accepted it (:meth:`attempt`).
     """
 
-    def __init__(self, load: Callable[[str], ShopDeposit | None]) -> None:
+    def __init__(
+        self,
+        load: Callable[[str], ShopDeposit | None],
+        load_many: Callable[[list[str]], dict[str, ShopDeposit | None]],
+    ) -> None:
         self._load = load
+        self._load_many = load_many
         self.deposits: dict[str, ShopDeposit | None] = {}
         self.accepted_versions: dict[str, int] = {}
         self.changed: dict[str, ShopDeposit] = {}
@@ -109,13 +114,22 @@ class Batch:
     def find(self, shop_id: str) -> ShopDeposit | None:
         """The shop's deposit as the batch left it, loaded from the store on first use."""
         if shop_id not in self.deposits:
-            if len(self.deposits) >= MAX_BATCH_DEPOSITS:
-                raise LedgerError(f"a batch holds at most {MAX_BATCH_DEPOSITS} deposits: save it and start another")
-            deposit = self._load(shop_id)
-            self.deposits[shop_id] = deposit
-            self.accepted_versions[shop_id] = deposit.version if deposit is not None else 0
+            self._hold({shop_id: self._load(shop_id)})
         self._touched.append(shop_id)
         return self.deposits[shop_id]
+
+    def prefetch(self, shop_ids: Iterable[str]) -> None:
+        """Load the deposits of many shops at once, before the commands ask for them one by one."""
+        wanted = [shop_id for shop_id in dict.fromkeys(shop_ids) if shop_id not in self.deposits]
+        if wanted:
+            self._hold(self._load_many(wanted))
+
+    def _hold(self, loaded: dict[str, ShopDeposit | None]) -> None:
+        if len(self.deposits) + len(loaded) > MAX_BATCH_DEPOSITS:
+            raise LedgerError(f"a batch holds at most {MAX_BATCH_DEPOSITS} deposits: save it and start another")
+        for shop_id, deposit in loaded.items():
+            self.deposits[shop_id] = deposit
+            self.accepted_versions[shop_id] = deposit.version if deposit is not None else 0
 
     def accept(self, deposit: ShopDeposit) -> None:
         """Take the events a command recorded; they are saved with the batch."""
@@ -207,7 +221,7 @@ class DepositLedger(Application[UUID]):
         """
         if self._batch is not None:
             raise RuntimeError("batches do not nest")
-        batch = self._batch = Batch(self._take)
+        batch = self._batch = Batch(self._take, self._take_many)
         try:
             yield batch
         finally:
@@ -560,6 +574,30 @@ class DepositLedger(Application[UUID]):
             deposit = self._cache.pop(deposit_id(shop_id), None)
         if deposit is None:
             return self._load(shop_id)
+        return self._brought_up(deposit)
+
+    def _take_many(self, shop_ids: list[str]) -> dict[str, ShopDeposit | None]:
+        # A batch's deposits at once: one query per few hundred tells which exist and
+        # how far each has gone. Cached deposits that are current need nothing more,
+        # shops without a deposit need no load at all; only the rest are loaded.
+        assert isinstance(self.recorder, LedgerRecorder | PostgresLedgerRecorder)
+        ids = {shop_id: deposit_id(shop_id) for shop_id in shop_ids}
+        with self._cache_lock:
+            cached = {shop_id: self._cache.pop(key, None) for shop_id, key in ids.items()}
+        latest = self.recorder.latest_versions(list(ids.values()))
+        found: dict[str, ShopDeposit | None] = {}
+        for shop_id, key in ids.items():
+            version, deposit = latest.get(key), cached[shop_id]
+            if version is None:
+                found[shop_id] = None
+            elif deposit is not None and deposit.version <= version:
+                found[shop_id] = deposit if deposit.version == version else self._brought_up(deposit)
+            else:
+                found[shop_id] = self._load(shop_id)
+        return found
+
+    def _brought_up(self, deposit: ShopDeposit) -> ShopDeposit:
+        # A cached deposit with the events other processes saved since it was cached.
         newer = self.events.get(deposit.id, gt=deposit.version)
         brought_up = project_deposit(deposit, (event for event in newer if isinstance(event, DepositEvent)))
         assert brought_up is not None

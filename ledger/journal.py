@@ -70,7 +70,14 @@ from domain import (
     ShopNotFound,
 )
 from domain.money import format_minor, normalise_currency, to_minor
-from ledger.application import MAX_ATTEMPTS, CommandResult, ConcurrencyExhausted, DepositLedger, parse_time
+from ledger.application import (
+    MAX_ATTEMPTS,
+    CommandResult,
+    ConcurrencyExhausted,
+    DepositLedger,
+    parse_shop_id,
+    parse_time,
+)
 
 JournalFormat = Literal["jsonl", "csv"]
 JOURNAL_FORMATS: tuple[JournalFormat, ...] = ("jsonl", "csv")
@@ -422,11 +429,23 @@ def _apply_batch(ledger: DepositLedger, chunk: list[JournalLine]) -> tuple[list[
     for _ in range(MAX_ATTEMPTS):
         try:
             with ledger.batch() as batch:
+                batch.prefetch(_shops(chunk))
                 results = [_apply_line(ledger, line) for line in chunk]
             return results, len(batch.events)
         except IntegrityError:
             continue
     raise ConcurrencyExhausted(f"gave up after {MAX_ATTEMPTS} conflicting writes; the last batch was not written")
+
+
+def _shops(chunk: list[JournalLine]) -> Iterator[str]:
+    # The shops a batch's lines name, as far as they are valid: loaded together up front.
+    for line in chunk:
+        shop = line.fields.get("shop")
+        if line.error is None and shop is not None:
+            try:
+                yield parse_shop_id(shop)
+            except MalformedInput:
+                continue
 
 
 def _apply_line(ledger: DepositLedger, line: JournalLine) -> LineResult:

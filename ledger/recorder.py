@@ -25,6 +25,9 @@ from domain import DepositEvent
 from ledger import chain
 from ledger.store import QmarkCursor
 
+LOOKUP_CHUNK = 500
+"""Deposit ids per ``IN`` list: SQLite bounds the parameters of one statement."""
+
 AfterInsert = Callable[[Any, Sequence[int], Sequence[DepositEvent]], None]
 """Called inside the insert's transaction with a cursor, the new positions and their domain events."""
 
@@ -115,6 +118,20 @@ class LedgerRecorder(SQLiteApplicationRecorder):
             self.after_insert(cursor, positions, events)
         return positions
 
+    def latest_versions(self, originator_ids: Sequence[UUID]) -> dict[UUID, int]:
+        """Each deposit's latest version, a few hundred deposits a query; deposits without events are absent."""
+        found: dict[UUID, int] = {}
+        with self.datastore.transaction(commit=False) as cursor:
+            for start in range(0, len(originator_ids), LOOKUP_CHUNK):
+                chunk = [originator_id.hex for originator_id in originator_ids[start : start + LOOKUP_CHUNK]]
+                cursor.execute(
+                    f"SELECT originator_id, MAX(originator_version) FROM {self.events_table_name} "
+                    f"WHERE originator_id IN ({', '.join('?' * len(chunk))}) GROUP BY originator_id",
+                    chunk,
+                )
+                found.update((UUID(row[0]), int(row[1])) for row in cursor.fetchall())
+        return found
+
     def _insert_rows(self, cursor: sqlite3.Cursor, stored_events: Sequence[StoredEvent]) -> list[int]:
         # One executemany, where the library runs a statement per event to read each
         # rowid. The insert comes first, so it takes the write lock as the library's
@@ -151,6 +168,16 @@ class PostgresLedgerRecorder(PostgresApplicationRecorder):
                 schema=Identifier(self.datastore.schema)
             )
         )
+
+    def latest_versions(self, originator_ids: Sequence[UUID]) -> dict[UUID, int]:
+        """Each deposit's latest version; deposits without events are absent."""
+        statement = SQL(
+            "SELECT originator_id, MAX(originator_version) FROM {schema}.{table} "
+            "WHERE originator_id = ANY(%s) GROUP BY originator_id"
+        ).format(schema=Identifier(self.datastore.schema), table=Identifier(self.events_table_name))
+        with self.datastore.get_connection() as connection, connection.cursor(row_factory=tuple_row) as cursor:
+            cursor.execute(statement, [list(originator_ids)])
+            return {UUID(str(row[0])): int(row[1]) for row in cursor.fetchall()}
 
     @retry((InterfaceError, OperationalError), max_attempts=10, wait=0.2)
     def insert_events(self, stored_events: Sequence[StoredEvent], **kwargs: Any) -> Sequence[int] | None:

@@ -20,7 +20,7 @@ from ledger.journal import (
     import_journal,
 )
 from tests.conftest import FakeClock
-from tests.ledger.journals import SHOPS, STORY, books, write_journal
+from tests.ledger.journals import SHOPS, STORY, books, line, write_journal
 
 FORMATS: list[JournalFormat] = ["jsonl", "csv"]
 
@@ -258,28 +258,37 @@ def test_a_batch_is_one_transaction_and_a_failing_batch_writes_nothing(ledger: D
     assert ledger.balance("tea").paid_minor == 3000
 
 
-def test_each_deposit_is_loaded_once_per_batch(
+def test_a_batch_looks_its_deposits_up_together_not_line_by_line(
     ledger: DepositLedger, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    records = [{"op": "open", "shop": "tea", "at": "2025-01-01T00:00:00Z", "currency": "CNY", "required": "100"}]
+    ledger.open("old", currency="CNY", required="100", at="2024-12-01T00:00:00Z")
+    records = [line("open", "tea", "2025-01-01T00:00:00Z", currency="CNY", required="100")]
     records += [
-        {"op": "pay", "shop": "tea", "at": "2025-01-02T00:00:00Z", "amount": "1", "channel": "alipay", "ref": f"A{n}"}
+        line("pay", shop, "2025-01-02T00:00:00Z", amount="1", channel="alipay", ref=f"A{n}")
         for n in range(20)
+        for shop in ("tea", "old")
     ]
     path = write_journal(tmp_path / "many.jsonl", records, "jsonl")
     loads: list[str] = []
-    load = DepositLedger._load
+    lookups: list[int] = []
+    load, latest_versions = DepositLedger._load, type(ledger.recorder).latest_versions
 
-    def counting(self: DepositLedger, shop_id: str) -> ShopDeposit | None:
+    def counting_load(self: DepositLedger, shop_id: str) -> ShopDeposit | None:
         loads.append(shop_id)
         return load(self, shop_id)
 
-    monkeypatch.setattr(DepositLedger, "_load", counting)
+    def counting_lookup(self: Any, originator_ids: list[Any]) -> dict[Any, int]:
+        lookups.append(len(originator_ids))
+        return latest_versions(self, originator_ids)
 
-    summary, _ = run_import(ledger, path, "jsonl", batch_lines=7)
+    monkeypatch.setattr(DepositLedger, "_load", counting_load)
+    monkeypatch.setattr(type(ledger.recorder), "latest_versions", counting_lookup)
 
-    assert summary.applied == 21
-    assert loads == ["tea"], "later batches take the deposit from the command cache"
+    summary, _ = run_import(ledger, path, "jsonl", batch_lines=10)
+
+    assert summary.applied == 41
+    assert loads == ["old"], "a new shop needs no load; later batches take deposits from the command cache"
+    assert lookups == [2, 2, 2, 2, 1], "one lookup per batch, for all its shops"
 
 
 # ------------------------------------------------------------------- export
