@@ -31,6 +31,7 @@ from domain import (
     DepositState,
     LedgerError,
     MalformedInput,
+    Refused,
     ShopAlreadyOpen,
     ShopDeposit,
     ShopNotFound,
@@ -198,8 +199,7 @@ class DepositLedger(Application[UUID]):
         self.views = ViewKeeper(self.store, self.mapper, (BalancesView, AuditTrailView))
         self.recorder.after_insert = self.views.apply_inline
         self.views.ensure_tables()
-        if all(status.lag <= AUTO_CATCH_UP_LIMIT for status in self.views.status()):
-            self._refresh_views()
+        self._refresh_views()
 
     def close(self) -> None:
         """Close the store's connections (the views' included)."""
@@ -419,6 +419,8 @@ class DepositLedger(Application[UUID]):
             )
         except AggregateNotFoundError:
             raise ShopNotFound(f"shop {shop_id} has no deposit at that moment") from None
+        if version is not None and deposit.version < version:
+            raise Refused(f"shop {shop_id} has {deposit.version} events, not {version}")
         return deposit.state()
 
     def balance(self, shop_id: str) -> DepositState:
@@ -428,7 +430,9 @@ class DepositLedger(Application[UUID]):
         assert isinstance(found, BalancesView)
         row = found.get(self.views.read(), shop_id)
         if row is None:
-            raise ShopNotFound(f"shop {shop_id} has no deposit")
+            lag = sum(status.lag for status in self.views.status() if status.name == BalancesView.name)
+            behind = f" in the balances view, which lags {lag} events (projections catch-up)" if lag else ""
+            raise ShopNotFound(f"shop {shop_id} has no deposit{behind}")
         return row[0]
 
     def shops(
@@ -498,10 +502,14 @@ class DepositLedger(Application[UUID]):
         return super()._record(processing_event)
 
     def _refresh_views(self) -> None:
-        # A view stopped by a poison event stays stopped; `projections status` and
-        # `projections catch-up` report it. Commands and queries carry on.
-        with contextlib.suppress(ViewFailed):
-            self.views.catch_up()
+        # A short lag is caught up at once, so commands and queries never wait on a long
+        # replay: a longer one is `projections catch-up`'s (or a worker's) job, and the
+        # faces warn meanwhile. A view stopped by a poison event stays stopped, reported
+        # by `projections status`; commands and queries carry on.
+        lagging = [status.name for status in self.views.status() if 0 < status.lag <= AUTO_CATCH_UP_LIMIT]
+        if lagging:
+            with contextlib.suppress(ViewFailed):
+                self.views.catch_up(lagging)
 
     def _version_as_of(self, shop_id: str, moment: datetime) -> int:
         # Effective times never go backwards within a deposit (the rules refuse it), so

@@ -195,7 +195,8 @@ class Auditor:
             _, stored_originator, version, topic, state = event
             originator_id = stored_id(stored_originator)
             state = _stored_bytes(state)
-            recomputed = chain.link(recomputed, position, originator_id, version, topic, state)
+            if against is not None:
+                recomputed = chain.link(recomputed, position, originator_id, version, topic, state)
             if stored is None:
                 report.add(position, shop, "unchained_event", "the event has no link in the chain: inserted")
                 continue
@@ -268,7 +269,9 @@ class Auditor:
             if stored is None:
                 report.add(position, shop, "audit_trail", "the event has no audit-trail row")
             elif stored != expected:
-                report.add(position, shop, "audit_trail", _difference(expected, stored))
+                report.add(
+                    position, shop, "audit_trail", _difference(expected, stored, self.audit_trail.column_names())
+                )
             if deposit.version in snapshots:
                 snapshot = snapshots.pop(deposit.version)
                 if snapshot is None:

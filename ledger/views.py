@@ -277,7 +277,10 @@ class ViewKeeper(BatchRecorder):
             return self._apply_one_by_one(cursor, view, table, tracking_name, rows)
         cursor.execute("RELEASE SAVEPOINT view_batch")
         _track(cursor, tracking_name, rows[-1][0])
-        cursor.execute("DELETE FROM projection_errors WHERE name = ?", (view.name,))
+        if tracking_name == view.name:
+            # The live view got past whatever stopped it. A rebuild's copy getting past
+            # it proves nothing about the live view, which stays reported until the swap.
+            cursor.execute("DELETE FROM projection_errors WHERE name = ?", (view.name,))
         return len(rows), None
 
     def _apply_one_by_one(

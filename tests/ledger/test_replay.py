@@ -139,6 +139,15 @@ def test_replay_at_version_zero_or_below_is_malformed(ledger: DepositLedger, clo
         ledger.replay("tea-house", version=version)
 
 
+def test_replay_beyond_the_last_version_is_refused_not_answered_with_the_last(
+    ledger: DepositLedger, clock: FakeClock
+) -> None:
+    states = record_two_weeks(ledger, clock)
+    last = max(state.version for _, state in states.values())
+    with pytest.raises(Refused, match=f"has {last} events, not {last + 1}"):
+        ledger.replay("tea-house", version=last + 1)
+
+
 # --------------------------------------------------------------- history
 
 

@@ -365,7 +365,9 @@ def test_a_forged_balances_row_is_caught(store: Path, capsys: pytest.CaptureFixt
     ("statement", "detail"),
     [
         pytest.param("DELETE FROM audit_trail WHERE position = ?", "no audit-trail row", id="delete"),
-        pytest.param("UPDATE audit_trail SET amount_minor = 500 WHERE position = ?", "column 6", id="amount"),
+        pytest.param(
+            "UPDATE audit_trail SET amount_minor = 500 WHERE position = ?", "amount_minor is 500", id="amount"
+        ),
         pytest.param("UPDATE audit_trail SET actor = 'someone-else' WHERE position = ?", "someone-else", id="actor"),
     ],
 )
