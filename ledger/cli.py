@@ -491,9 +491,8 @@ def projections_rebuild_command(ctx: typer.Context, name: ViewName = None, as_js
     """Rebuild views from the first event beside the live ones, then switch over."""
     with open_ledger(ctx) as ledger:
         names = [_view_name(ledger, name)] if name else list(ledger.views.views)
-        for view_name in names:
-            with progress_bar(f"rebuilding {view_name}") as advance:
-                ledger.views.rebuild(view_name, progress=advance)
+        with progress_bar(f"rebuilding {', '.join(names)}") as advance:
+            ledger.views.rebuild(*names, progress=advance)
         statuses = ledger.projection_status()
     _report_views(statuses, as_json)
 

@@ -22,6 +22,7 @@ first, so concurrent workers take turns instead of colliding.
 
 from __future__ import annotations
 
+from bisect import bisect_right
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -47,6 +48,15 @@ class ViewFailed(LedgerError):
         self.view = view
         self.position = position
         self.reason = reason
+
+
+@dataclass(frozen=True)
+class _Copy:
+    """A view's copy being rebuilt: the view, the copy's table, the copy's tracking name."""
+
+    view: View
+    table: str
+    tracking_name: str
 
 
 @dataclass(frozen=True)
@@ -208,20 +218,56 @@ class ViewKeeper(BatchRecorder):
             raise failures[0]
         return applied
 
-    def rebuild(self, name: str, progress: Progress | None = None) -> int:
-        """Build ``name`` afresh from position 0 beside the live copy, then swap it in."""
-        view = self.view(name)
-        building = f"{view.table}__rebuild"
-        tracking_name = f"{view.name}.rebuild"
+    def rebuild(self, *names: str, progress: Progress | None = None) -> int:
+        """Build the named views (all by default) afresh from position 0 beside the live copies, then swap them in.
+
+        The copies are built together: each batch of events is read and decoded
+        once for all of them. Returns how many events each copy applied.
+        """
+        views = [self.view(name) for name in names or list(self.views)]
+        copies = [_Copy(view, f"{view.table}__rebuild", f"{view.name}.rebuild") for view in views]
         with self.store.write_transaction(self.connection) as cursor:
-            cursor.execute(f"DROP TABLE IF EXISTS {building}")
-            # Indexed from the start: a view reads its own rows while it applies (the audit
-            # trail, each deposit's last row), and on an unindexed copy every such lookup
-            # scans the table, which makes the rebuild quadratic.
-            for statement in view.create_statements(building) + view.index_statements(building):
-                cursor.execute(statement)
-            cursor.execute("DELETE FROM view_tracking WHERE name = ?", (tracking_name,))
-        applied = self._follow(view, building, tracking_name, progress)
+            for copy in copies:
+                cursor.execute(f"DROP TABLE IF EXISTS {copy.table}")
+                # Indexed from the start: a view reads its own rows while it applies (the audit
+                # trail, each deposit's last row), and on an unindexed copy every such lookup
+                # scans the table, which makes the rebuild quadratic.
+                for statement in copy.view.create_statements(copy.table) + copy.view.index_statements(copy.table):
+                    cursor.execute(statement)
+                cursor.execute("DELETE FROM view_tracking WHERE name = ?", (copy.tracking_name,))
+        applied = self._build(copies, progress)
+        arrived_since = [self._swap(copy) for copy in copies]
+        return applied + max(arrived_since)
+
+    def _build(self, copies: list[_Copy], progress: Progress | None) -> int:
+        # Like _follow, for several copies at once.
+        applied = 0
+        total = max(0, self.head() - min(self.max_tracking_id(copy.tracking_name) or 0 for copy in copies))
+        while True:
+            failure: ViewFailed | None = None
+            with self.store.write_transaction(self.connection) as cursor:
+                positions = [self._position(cursor, copy.tracking_name, lock=True) for copy in copies]
+                rows = self._rows_after(cursor, min(positions), CATCH_UP_BATCH)
+                try:
+                    decoded: list[Positioned] | None = [self._positioned(row) for row in rows]
+                except Exception:
+                    decoded = None  # a poison event: each copy finds it one by one
+                for copy, position in zip(copies, positions, strict=True):
+                    start = bisect_right(rows, position, key=lambda row: int(row[0]))
+                    mine = decoded[start:] if decoded is not None else None
+                    _, failed = self._apply_rows(cursor, copy.view, copy.table, copy.tracking_name, rows[start:], mine)
+                    failure = failure or failed
+            # Raised only now, after the events before the poison one were committed.
+            if failure is not None:
+                raise failure
+            if not rows:
+                return applied
+            applied += len(rows)
+            if progress is not None:
+                progress(applied, max(total, applied))
+
+    def _swap(self, copy: _Copy) -> int:
+        view, building, tracking_name = copy.view, copy.table, copy.tracking_name
         with self.store.write_transaction(self.connection) as cursor:
             # Lock the live view's position, then apply what arrived since the last batch
             # under the same transaction as the swap.
@@ -229,7 +275,6 @@ class ViewKeeper(BatchRecorder):
             done, failure = self._apply_pending(cursor, view, building, tracking_name, limit=None)
             if failure is not None:
                 raise failure
-            applied += done
             position = self._position(cursor, tracking_name)
             cursor.execute(f"DROP TABLE IF EXISTS {view.table}")
             # A renamed table keeps its indexes' names: drop the copy's, so that the live
@@ -241,7 +286,7 @@ class ViewKeeper(BatchRecorder):
             cursor.execute("DELETE FROM view_tracking WHERE name = ?", (tracking_name,))
             cursor.execute("UPDATE view_tracking SET position = ? WHERE name = ?", (position, view.name))
             cursor.execute("DELETE FROM projection_errors WHERE name = ?", (view.name,))
-        return applied
+        return done
 
     def _follow(self, view: View, table: str, tracking_name: str, progress: Progress | None) -> int:
         applied = 0
@@ -263,14 +308,29 @@ class ViewKeeper(BatchRecorder):
     ) -> tuple[int, ViewFailed | None]:
         # Inside a write transaction: lock and read the position, then the events after it.
         position = self._position(cursor, tracking_name, lock=True)
+        rows = self._rows_after(cursor, position, limit)
+        return self._apply_rows(cursor, view, table, tracking_name, rows, None)
+
+    def _rows_after(self, cursor: Cursor, position: int, limit: int | None) -> list[Any]:
         query = self._select_after if limit is None else f"{self._select_after} LIMIT {int(limit)}"
         cursor.execute(query, (position,))
-        rows = cursor.fetchall()
+        return list(cursor.fetchall())
+
+    def _apply_rows(
+        self,
+        cursor: Cursor,
+        view: View,
+        table: str,
+        tracking_name: str,
+        rows: list[Any],
+        decoded: list[Positioned] | None,
+    ) -> tuple[int, ViewFailed | None]:
+        # Apply the rows (decoded already, or not) as one batch; if that fails, one by one.
         if not rows:
             return 0, None
         cursor.execute("SAVEPOINT view_batch")
         try:
-            view.apply(cursor, table, [self._positioned(row) for row in rows])
+            view.apply(cursor, table, decoded if decoded is not None else [self._positioned(row) for row in rows])
         except Exception:
             cursor.execute("ROLLBACK TO SAVEPOINT view_batch")
             cursor.execute("RELEASE SAVEPOINT view_batch")
