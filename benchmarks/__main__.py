@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import tempfile
 import time
 from dataclasses import dataclass
@@ -19,10 +20,10 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from benchmarks import bulk, commands, replay
-from benchmarks.common import Figure, machine, note
+from benchmarks import balance_query, bulk, commands, replay
+from benchmarks.common import Figure, machine, note, run_python
 
-DEFAULT_OUTPUT = Path("benchmark-results.json")
+DEFAULT_OUTPUT = Path(__file__).parent / "results" / "suite.json"
 
 
 @dataclass(frozen=True)
@@ -35,12 +36,14 @@ class Sizes:
     command_rounds: int
     replay_events: int
     replay_rounds: int
+    long_history_calls: int
+    verify_events: int
 
 
 SIZES = {
-    "full": Sizes(1_000_000, 20_000, 1_000, 600, 100_000, 100),
-    "quick": Sizes(20_000, 2_000, 100, 60, 10_000, 20),
-    "smoke": Sizes(600, 50, 5, 5, 400, 3),
+    "full": Sizes(1_000_000, 20_000, 1_000, 600, 100_000, 100, 3_000, 100_000),
+    "quick": Sizes(20_000, 2_000, 100, 60, 10_000, 20, 300, 20_000),
+    "smoke": Sizes(600, 50, 5, 5, 400, 3, 20, 500),
 }
 
 
@@ -49,7 +52,58 @@ def run(sizes: Sizes, folder: Path) -> list[Figure]:
     figures = commands.measure(folder, sizes.command_shops, sizes.command_rounds)
     figures += bulk.measure(folder, sizes.bulk_events, sizes.balance_queries)
     figures += replay.measure(folder, sizes.replay_events, sizes.replay_rounds)
+    figures += _long_history(folder, sizes.long_history_calls)
+    figures += _verify(folder, sizes.verify_events)
     return figures
+
+
+def _long_history(folder: Path, calls: int) -> list[Figure]:
+    # benchmarks.balance_query: one shop of 10 events beside one of 10,000.
+    note("balance queries for a 10-event and a 10,000-event shop")
+    rows = {(row["query"], row["shop_events"]): row for row in balance_query.measure(folder, calls)}
+    short, long = balance_query.SHORT_EVENTS, balance_query.LONG_EVENTS
+    return [
+        Figure(
+            f"balance query p50, {events:,}-event shop",
+            rows["balance", events]["p50_us"],
+            "µs",
+            rows["sqlite3 PK", events]["p50_us"],
+            "bare SELECT by key",
+            detail={
+                "p99_us": rows["balance", events]["p99_us"],
+                "show_p50_us": rows["show", events]["p50_us"],
+                "calls": rows["balance", events]["calls"],
+            },
+        )
+        for events in (short, long)
+    ]
+
+
+def _verify(folder: Path, events: int) -> list[Figure]:
+    # benchmarks.verify_memory, driven from a small process of its own: a child's peak RSS
+    # starts from its parent's, and this process holds the whole suite.
+    note(f"verify over {events:,} events, and over an empty store")
+    driver = (
+        "import dataclasses, json, sys; from pathlib import Path; from benchmarks import verify_memory; "
+        "print(json.dumps([dataclasses.asdict(verify_memory.measure(Path(sys.argv[1]), int(size))) "
+        "for size in sys.argv[2:]]))"
+    )
+    empty, measured = run_python("-c", driver, str(folder), "0", str(events))
+    return [
+        Figure(
+            f"verify, {events:,} events",
+            measured["events_per_s"],
+            "events/s",
+            detail={"seconds": measured["verify_s"], "cpu_s": measured["verify_cpu_s"]},
+        ),
+        Figure(
+            f"verify peak RSS, {events:,} events",
+            measured["peak_rss_mib"],
+            "MiB",
+            empty["peak_rss_mib"],
+            "verify of an empty store",
+        ),
+    ]
 
 
 def table(figures: list[Figure], title: str) -> Table:
@@ -85,7 +139,9 @@ def main(argv: list[str] | None = None) -> None:
     size = parser.add_mutually_exclusive_group()
     size.add_argument("--quick", action="store_true", help="small sizes, under a minute (CI)")
     size.add_argument("--smoke", action="store_true", help="tiny sizes: only check that everything runs")
-    parser.add_argument("--output", type=Path, default=DEFAULT_OUTPUT, help=f"JSON file (default {DEFAULT_OUTPUT})")
+    parser.add_argument(
+        "--output", type=Path, default=DEFAULT_OUTPUT, help="JSON file (default benchmarks/results/suite.json)"
+    )
     parser.add_argument("--folder", type=Path, help="where to build the stores (default: a temporary folder)")
     options = parser.parse_args(argv)
     name = "quick" if options.quick else "smoke" if options.smoke else "full"
@@ -94,7 +150,9 @@ def main(argv: list[str] | None = None) -> None:
     with tempfile.TemporaryDirectory(dir=options.folder) as folder:
         figures = run(SIZES[name], Path(folder))
     elapsed_s = time.perf_counter() - started
-    Console().print(table(figures, f"deposit-ledger benchmarks ({name}, {elapsed_s:,.0f} s)"))
+    # A log or a file gets the whole table, not one cut to 80 columns.
+    console = Console() if sys.stdout.isatty() else Console(width=140)
+    console.print(table(figures, f"deposit-ledger benchmarks ({name}, {elapsed_s:,.0f} s)"))
     report = {
         "suite": name,
         "date": datetime.now(tz=UTC).isoformat(timespec="seconds"),

@@ -108,6 +108,10 @@ class _Floor:
     def __enter__(self) -> _Floor:
         return self
 
+    def __call__(self) -> None:
+        """One transaction."""
+        raise NotImplementedError
+
     def __exit__(self, *_: object) -> None:
         self.connection.close()
 

@@ -67,16 +67,19 @@ def peak_rss_mib() -> float:
 
 def run_child(module: str, *arguments: str) -> dict[str, Any]:
     """Run ``python -m module arguments`` and return the JSON object it printed last."""
+    result: dict[str, Any] = run_python("-m", module, *arguments)
+    return result
+
+
+def run_python(*arguments: str) -> Any:
+    """Run ``python arguments`` on this tree's code and return the JSON value it printed last."""
     environment = {key: value for key, value in os.environ.items() if not key.startswith("DEPOSIT_LEDGER_")}
     root = str(Path(__file__).resolve().parent.parent)
     environment["PYTHONPATH"] = os.pathsep.join(filter(None, (root, environment.get("PYTHONPATH"))))
-    done = subprocess.run(
-        [sys.executable, "-m", module, *arguments], capture_output=True, text=True, env=environment, check=False
-    )
+    done = subprocess.run([sys.executable, *arguments], capture_output=True, text=True, env=environment, check=False)
     if done.returncode:
-        raise RuntimeError(f"{module} {' '.join(arguments)} failed:\n{done.stderr[-2000:]}")
-    result: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
-    return result
+        raise RuntimeError(f"python {' '.join(arguments)} failed:\n{done.stderr[-2000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
 
 
 def machine() -> dict[str, Any]:
