@@ -42,7 +42,7 @@ from domain import (
     deposit_id,
     project_deposit,
 )
-from domain.events import CaseId, CategoryCode, ShopId
+from domain.events import Actor, CaseId, CategoryCode, ShopId
 from domain.money import normalise_currency, parse_decimal, to_minor
 from ledger.audit import Auditor
 from ledger.mapper import DepositMapper
@@ -70,6 +70,7 @@ Clock = Callable[[], datetime]
 _SHOP_ID: TypeAdapter[str] = TypeAdapter(ShopId)
 _CASE_ID: TypeAdapter[str] = TypeAdapter(CaseId)
 _CATEGORY: TypeAdapter[str] = TypeAdapter(CategoryCode)
+_ACTOR: TypeAdapter[str] = TypeAdapter(Actor)
 _Result = TypeVar("_Result")
 
 
@@ -685,7 +686,7 @@ class DepositLedger(Application[UUID]):
         return Stamp(
             effective_at=effective_at or recorded_at,
             recorded_at=recorded_at,
-            actor=actor or self.default_actor,
+            actor=parse_actor(actor or self.default_actor),
         )
 
     def _effective_at(self, at: datetime | str | None) -> datetime | None:
@@ -769,6 +770,14 @@ def parse_category(category: str) -> str:
         raise MalformedInput(
             f"category {category!r} must be 1-32 letters, digits, _ or -, starting with a letter or digit"
         ) from None
+
+
+def parse_actor(actor: str) -> str:
+    """A valid actor name, or ``MalformedInput``."""
+    try:
+        return _ACTOR.validate_python(actor)
+    except ValidationError:
+        raise MalformedInput(f"actor {actor!r} must be 1-64 characters without control characters") from None
 
 
 def parse_choice(choices: type[Channel] | type[DeductionReason] | type[Status], value: str, what: str) -> Any:

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -40,3 +41,26 @@ def ledger(db_path: Path, clock: FakeClock) -> Iterator[DepositLedger]:
     app = DepositLedger(str(db_path), actor="tester", clock=clock)
     yield app
     app.close()
+
+
+@pytest.fixture
+def reopen(db_path: Path, clock: FakeClock) -> Iterator[Callable[[], DepositLedger]]:
+    """Open another, fresh ledger on the same file: nothing shared with the first but the store."""
+    opened: list[DepositLedger] = []
+
+    def fresh() -> DepositLedger:
+        app = DepositLedger(str(db_path), actor="tester", clock=clock)
+        opened.append(app)
+        return app
+
+    yield fresh
+    for app in opened:
+        app.close()
+
+
+@contextmanager
+def writes_nothing(ledger: DepositLedger) -> Iterator[None]:
+    """Assert that the block leaves the store's notification log as it found it."""
+    before = ledger.recorder.max_notification_id()
+    yield
+    assert ledger.recorder.max_notification_id() == before
