@@ -36,6 +36,7 @@ from domain import (
     HoldPlaced,
     HoldReleased,
     Opened,
+    OutdatedSnapshot,
     Paid,
     Refunded,
     RefundLine,
@@ -419,3 +420,105 @@ def test_events_stored_by_an_older_release_are_upcast_when_the_ledger_reads_them
         versions = [json.loads(state).get("class_version", 1) for (state,) in rows]
     assert versions == [1, 2]
 
+
+# ------------------------------------------------- records of the first release
+
+V1_ROWS = [
+    (
+        1,
+        "ShopDeposit.Opened",
+        '{"effective_at":"2026-03-05T01:00:00Z","recorded_at":"2026-11-27T08:32:06.919323Z","actor":"risk-ops",'
+        '"shop_id":"tea-house","site":"CN","currency":"CNY","required_minor":200000}',
+    ),
+    (
+        2,
+        "ShopDeposit.Deducted",
+        '{"effective_at":"2026-03-05T01:45:00Z","recorded_at":"2026-11-27T08:32:07.560835Z","actor":"risk-ops",'
+        '"currency":"CNY","amount_collected_minor":0,"amount_owed_minor":5000,"reason":"late_shipment",'
+        '"case_id":"LS-1","note":"3 orders > 48h","settles_debt":false}',
+    ),
+    (
+        3,
+        "ShopDeposit.ClosureRequested",
+        '{"effective_at":"2026-03-06T01:00:03Z","recorded_at":"2026-11-27T08:32:08.288000Z","actor":"risk-ops",'
+        '"settlement_due":"2026-06-04T01:00:03Z"}',
+    ),
+]
+"""Events exactly as the first release stored them (docs/events.md), before policies existed."""
+
+
+def test_events_stored_before_policies_load_with_empty_policy_fields(plain_mapper: DepositMapper) -> None:
+    tea_house = deposit_id("tea-house")
+    opened, deducted, closing = (
+        plain_mapper.to_domain_event(StoredEvent(tea_house, version, topic, state.encode()))
+        for version, topic, state in V1_ROWS
+    )
+    assert isinstance(opened, Opened)
+    assert (opened.required_minor, opened.categories, opened.policy_version) == (200_000, (), None)
+    assert isinstance(deducted, Deducted)
+    assert (deducted.amount_owed_minor, deducted.collected_from_hold_minor, deducted.rule) == (5_000, 0, None)
+    assert (deducted.order_value_minor, deducted.policy_version, deducted.top_up_due) == (None, None, None)
+    assert isinstance(closing, ClosureRequested)
+    assert (closing.settlement_due, closing.policy_version) == (datetime(2026, 6, 4, 1, 0, 3, tzinfo=UTC), None)
+
+
+def test_the_bumped_events_are_stored_as_version_2(plain_mapper: DepositMapper) -> None:
+    opened, _, _, deducted, closing = sample_records()[:5]
+    for record in (opened, deducted, closing):
+        assert stored_json(plain_mapper.to_stored_event(record))["class_version"] == 2
+
+
+def test_a_ledger_replays_a_history_stored_before_policies(db_path: Path, clock: FakeClock) -> None:
+    with DepositLedger(str(db_path), actor="tester", clock=clock):
+        pass  # creates the tables
+    with sqlite3.connect(db_path) as connection:
+        for version, topic, state in V1_ROWS:
+            connection.execute(
+                "INSERT INTO stored_events (originator_id, originator_version, topic, state) VALUES (?, ?, ?, ?)",
+                (deposit_id("tea-house").hex, version, topic, state.encode()),
+            )
+    with DepositLedger(str(db_path), actor="tester", clock=clock) as ledger:
+        state = ledger.show("tea-house")
+        assert (state.status, state.owed_minor, state.categories, state.policy_version) == ("closing", 5_000, (), None)
+        assert ledger.balance("tea-house") == state
+
+
+def test_a_snapshot_of_the_first_release_is_not_trusted_and_the_events_are_replayed(
+    ledger: DepositLedger, clock: FakeClock, db_path: Path, plain_mapper: DepositMapper
+) -> None:
+    ledger.open("tea-house", currency="CNY", required="2000", site="CN")
+    ledger.pay("tea-house", "2000", channel="alipay", ref="A1")
+    ledger.deduct("tea-house", "50", reason="late_shipment", case="LS-1")
+    v1_snapshot = {
+        "shop_id": "tea-house",
+        "site": "CN",
+        "currency": "CNY",
+        "required_minor": 200000,
+        "phase": "open",
+        "paid_minor": 200000,
+        "frozen_minor": 195000,
+        "deducted_minor": 5000,
+        "refunded_minor": 0,
+        "forfeited_minor": 0,
+        "owed_minor": 0,
+        "settlement_due": None,
+        "last_effective_at": "2026-03-05T09:00:00Z",
+        "payments": [{"channel": "alipay", "trade_no": "A1", "amount_minor": 200000}],
+        "cases": [{"case_id": "LS-1", "reason": "late_shipment", "amount_minor": 5000, "owed_minor": 0}],
+    }
+    stored = StoredEvent(deposit_id("tea-house"), 4, DepositSnapshot.TOPIC, json.dumps(v1_snapshot).encode())
+    with pytest.raises(OutdatedSnapshot):
+        plain_mapper.to_domain_event(stored)
+    with sqlite3.connect(db_path) as connection:
+        connection.execute(
+            "INSERT INTO stored_snapshots (originator_id, originator_version, topic, state) VALUES (?, ?, ?, ?)",
+            (deposit_id("tea-house").hex, 4, stored.topic, stored.state),
+        )
+    clock.advance(days=1)
+    fresh = DepositLedger(str(db_path), actor="tester", clock=clock)
+    try:
+        appealed = fresh.appeal("tea-house", case="LS-1")  # needs the case's time, which v1 never kept
+        assert appealed.state.version == 5
+        assert fresh.replay("tea-house", version=4).deducted_minor == 5_000
+    finally:
+        fresh.close()
