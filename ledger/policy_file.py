@@ -195,12 +195,12 @@ def _is_zero(value: Any) -> bool:
         return False  # to_minor names what is wrong with it
 
 
-_PATTERN_WORDS = {
-    "^[a-z0-9]": "a category is 1-32 lower-case letters, digits, _ or -",
-    "^[A-Z0-9]": "a site code is 1-16 upper-case letters, digits, _ or -",
-    "^[A-Za-z0-9]": "a version is 1-32 letters, digits or _ . : -, starting with a letter or digit",
-}
-"""What the names of a policy may look like, keyed by how their patterns start."""
+_PATTERN_WORDS = (
+    ("^[A-Za-z0-9]", "a version is 1-32 letters, digits or _ . : -, starting with a letter or digit"),
+    ("^[a-z0-9]", "a category is 1-32 lower-case letters, digits, _ or -"),
+    ("^[A-Z0-9]", "a site code is 1-16 upper-case letters, digits, _ or -"),
+)
+"""What the names of a policy may look like, by how their patterns start (the first match wins)."""
 
 
 def _pydantic_mistakes(error: ValidationError) -> list[str]:
@@ -208,14 +208,13 @@ def _pydantic_mistakes(error: ValidationError) -> list[str]:
     for problem in error.errors():
         where = ".".join(str(part) for part in problem["loc"] if part != "[key]")
         pattern = str(problem.get("ctx", {}).get("pattern", ""))
+        words = [words for start, words in _PATTERN_WORDS if pattern.startswith(start)]
         if problem["type"] == "extra_forbidden":
             message = "unknown key"
         elif problem["type"] == "missing":
             message = "missing"
-        elif problem["type"] == "string_pattern_mismatch" and pattern[:11] in _PATTERN_WORDS:
-            message = _PATTERN_WORDS[pattern[:11]]
-        elif problem["type"] == "string_pattern_mismatch" and pattern[:10] in _PATTERN_WORDS:
-            message = _PATTERN_WORDS[pattern[:10]]
+        elif problem["type"] == "string_pattern_mismatch" and words:
+            message = words[0]
         else:
             message = problem["msg"].removeprefix("Value error, ")
             message = message[:1].lower() + message[1:]
