@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import textwrap
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -540,3 +541,30 @@ def test_a_broken_policy_does_not_stop_commands_that_need_none(cli: Run, tmp_pat
     ok(cli(f"--policy {path} open tea-house --currency CNY --required 10 --at {at()} --json"))
     ok(cli(f"--policy {path} pay tea-house 10 --channel alipay --ref A1 --json"))
     assert ok(cli(f"--policy {path} show tea-house --json"))["status"] == "active"
+
+
+# ----------------------------------------------------------------------------------- demo
+
+
+def test_demo_shows_a_category_change_with_its_top_up_a_hold_and_appeals_both_ways(
+    run: Run, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    output = ok_text(run("demo"))
+    shops = [state["shop_id"] for state in ok(run("shops --json"))]
+    events = [event for shop in shops for event in ok(run(f"history {shop} --json"))]
+    types = [event["type"] for event in events]
+    assert {"RequirementChanged", "HoldPlaced", "AppealFiled", "AppealRejected", "DeductionReversed"} <= set(types)
+    raised = next(event for event in events if event["type"] == "RequirementChanged")
+    assert Decimal(raised["new_required"]) > Decimal(raised["old_required"]) and raised["top_up_due"] is not None
+    assert any(event["type"] == "Deducted" and Decimal(event["collected_from_hold"]) > 0 for event in events)
+    assert any(event["type"] == "Deducted" and event["rule"] for event in events), "a penalty priced by the policy"
+    overdue = ok(run("shops --overdue --json"))
+    assert [state["status"] for state in overdue] == ["restricted"]
+    assert f"{overdue[0]['shop_id']} is restricted" in output
+
+
+def ok_text(result: Outcome) -> str:
+    """What a successful command printed."""
+    assert result.code == 0, result.err
+    return result.out
