@@ -160,7 +160,7 @@ def history_table(events: list[DepositEvent], currency: str, *, title: str) -> T
     table = Table(title=title, title_justify="left")
     table.add_column("v", justify="right")
     table.add_column("effective", no_wrap=True)
-    table.add_column("event")
+    table.add_column("event", overflow="fold")
     table.add_column("details", overflow="fold")
     table.add_column("actor")
     for event in events:
