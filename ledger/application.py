@@ -34,6 +34,7 @@ from domain import (
     LedgerError,
     MalformedInput,
     OutdatedSnapshot,
+    Refused,
     ShopAlreadyOpen,
     ShopDeposit,
     ShopNotFound,
@@ -131,8 +132,7 @@ class DepositLedger(Application[UUID]):
         self.views = ViewKeeper(self.store, self.mapper, (BalancesView, AuditTrailView))
         self.recorder.after_insert = self.views.apply_inline
         self.views.ensure_tables()
-        if all(status.lag <= AUTO_CATCH_UP_LIMIT for status in self.views.status()):
-            self._refresh_views()
+        self._refresh_views()
 
     def close(self) -> None:
         """Close the store's connections (the views' included)."""
@@ -493,7 +493,8 @@ class DepositLedger(Application[UUID]):
 
         Never reads the views; uses the latest snapshot at or before the version
         when there is one. Before the first event there is nothing to show:
-        ``ShopNotFound``.
+        ``ShopNotFound``. The status is the one of that moment (or of the
+        version's last event), so a top-up overdue then reads ``restricted``.
         """
         shop_id = parse_shop_id(shop_id)
         if version is not None and version < 1:
@@ -505,8 +506,13 @@ class DepositLedger(Application[UUID]):
         deposit = self._load(deposit_id(shop_id), version)
         if deposit is None:
             raise ShopNotFound(f"shop {shop_id} has no deposit at that moment")
-        # The status as of the moment asked about: restricted then, perhaps, though topped up since.
-        return deposit.state(moment or self.clock())
+        if version is not None and deposit.version < version:
+            raise Refused(f"shop {shop_id} has {deposit.version} events, not {version}")
+        # The status as it stood then, at the moment asked about (or at the version's last
+        # event): restricted then, perhaps, though topped up since. A moment still to come
+        # is answered as of now: a replay tells history, not what may happen.
+        then = deposit.last_effective_at if moment is None else min(moment, self.clock())
+        return deposit.state(then)
 
     def balance(self, shop_id: str) -> DepositState:
         """The shop's figures from the balances view: one indexed row, however long its history."""
@@ -515,7 +521,9 @@ class DepositLedger(Application[UUID]):
         assert isinstance(found, BalancesView)
         row = found.get(self.views.read(), shop_id, now=self.clock())
         if row is None:
-            raise ShopNotFound(f"shop {shop_id} has no deposit")
+            lag = sum(status.lag for status in self.views.status() if status.name == BalancesView.name)
+            behind = f" in the balances view, which lags {lag} events (projections catch-up)" if lag else ""
+            raise ShopNotFound(f"shop {shop_id} has no deposit{behind}")
         return row[0]
 
     def shops(
@@ -580,10 +588,14 @@ class DepositLedger(Application[UUID]):
         return super()._record(processing_event)
 
     def _refresh_views(self) -> None:
-        # A view stopped by a poison event stays stopped; `projections status` and
-        # `projections catch-up` report it. Commands and queries carry on.
-        with contextlib.suppress(ViewFailed):
-            self.views.catch_up()
+        # A short lag is caught up at once, so commands and queries never wait on a long
+        # replay: a longer one is `projections catch-up`'s (or a worker's) job, and the
+        # faces warn meanwhile. A view stopped by a poison event stays stopped, reported
+        # by `projections status`; commands and queries carry on.
+        lagging = [status.name for status in self.views.status() if 0 < status.lag <= AUTO_CATCH_UP_LIMIT]
+        if lagging:
+            with contextlib.suppress(ViewFailed):
+                self.views.catch_up(lagging)
 
     def _version_as_of(self, shop_id: str, moment: datetime) -> int:
         # Effective times never go backwards within a deposit (the rules refuse it), so

@@ -187,6 +187,20 @@ class Store:
             )
         return tuple(str(row[0]) for row in cursor.fetchall())
 
+    def drop_indexes(self, cursor: Any, table: str) -> None:
+        """Drop the secondary indexes of ``table`` (its primary key stays)."""
+        if self.kind == "sqlite":
+            cursor.execute(
+                "SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = ? AND sql IS NOT NULL", (table,)
+            )
+        else:
+            cursor.execute(
+                "SELECT indexname FROM pg_indexes WHERE schemaname = ? AND tablename = ? AND indexname != ?",
+                (self.schema, table, f"{table}_pkey"),
+            )
+        for (index,) in cursor.fetchall():
+            cursor.execute(f"DROP INDEX {index}")
+
     def rename_table(self, cursor: Any, old: str, new: str) -> None:
         """Rename a table, and on PostgreSQL its primary-key index, so the old name is free again."""
         cursor.execute(f"ALTER TABLE {old} RENAME TO {new}")
