@@ -203,10 +203,24 @@ _PATTERN_WORDS = (
 """What the names of a policy may look like, by how their patterns start (the first match wins)."""
 
 
+_FILE_KEYS = {"rate": "share", "floor_minor": "floor", "cap_minor": "cap", "amount_minor": "fixed"}
+"""The domain's field names of a penalty, as the file spells them."""
+
+
+def _file_key(location: tuple[int | str, ...]) -> str:
+    # Name a mistake as the file's key: drop pydantic's "[key]" marker and the domain's
+    # "penalty.<kind>" level, and use the file's spelling of the field.
+    parts = [str(part) for part in location if part != "[key]"]
+    if "penalty" in parts:
+        at = parts.index("penalty")
+        parts[at:] = [_FILE_KEYS.get(part, part) for part in parts[at + 2 :]]
+    return ".".join(part.removesuffix("_minor") for part in parts)
+
+
 def _pydantic_mistakes(error: ValidationError) -> list[str]:
     mistakes = []
     for problem in error.errors():
-        where = ".".join(str(part) for part in problem["loc"] if part != "[key]")
+        where = _file_key(problem["loc"])
         pattern = str(problem.get("ctx", {}).get("pattern", ""))
         words = [words for start, words in _PATTERN_WORDS if pattern.startswith(start)]
         if problem["type"] == "extra_forbidden":

@@ -485,10 +485,14 @@ BAD_POLICIES = [
         id="two-kinds",
     ),
     pytest.param(
-        GOOD_POLICY.replace("share_bp = 500", "share = 1.5"), "rate: input should be less than or equal to 1", id="rate"
+        GOOD_POLICY.replace("share_bp = 500", "share = 1.5"),
+        "sites.CN.violations.late_shipment.share: input should be less than or equal to 1",
+        id="rate",
     ),
     pytest.param(
-        GOOD_POLICY.replace("floor = 0, cap = 50", "floor = 60, cap = 50"), "the floor is above the cap", id="floor-cap"
+        GOOD_POLICY.replace("floor = 0, cap = 50", "floor = 60, cap = 50"),
+        "sites.CN.violations.late_shipment: the floor is above the cap",
+        id="floor-cap",
     ),
     pytest.param(
         GOOD_POLICY.replace("general = 3000", 'general = "lots"'),
