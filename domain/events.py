@@ -201,7 +201,7 @@ class ClosureRequested(DepositEvent):
     """The merchant closes the shop; the refund may follow once settlement is due.
 
     Version 2 added the ``policy_version`` whose settlement window set the due time
-    (empty when the window was configured by hand).
+    (empty in closures recorded before policies).
     """
 
     TOPIC: ClassVar[str] = "ShopDeposit.ClosureRequested"
