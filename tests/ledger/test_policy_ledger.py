@@ -15,7 +15,9 @@ import pytest
 
 from domain import HISTORY_EVENTS, DepositState, Status
 from ledger import DepositLedger
+from ledger.audit import Auditor
 from ledger.policy_file import load_policy
+from ledger.store import resolve_store
 from tests.conftest import FakeClock
 from tests.domain.policy_fixtures import policy
 
@@ -180,6 +182,17 @@ def old_balances_table(ledger: DepositLedger, db_path: Path) -> Iterator[list[De
         connection.execute("DROP TABLE deposit_balances")
         connection.execute("ALTER TABLE old_balances RENAME TO deposit_balances")
     yield before
+
+
+def test_verify_on_a_balances_table_of_an_older_release_says_so_instead_of_failing(
+    old_balances_table: list[DepositState], db_path: Path
+) -> None:
+    # The auditor never writes: the table stays as the older release left it until a command runs.
+    report = Auditor(resolve_store(str(db_path))).verify()
+    assert [(problem.kind, problem.detail) for problem in report.problems] == [
+        ("balances", "the balances view has another release's columns: run deposit-ledger projections rebuild")
+    ]
+    assert report.events_checked == 3
 
 
 def test_a_balances_table_of_an_older_release_is_rebuilt_from_the_events(
