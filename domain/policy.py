@@ -23,7 +23,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from domain.errors import MalformedInput
+from domain.errors import MalformedInput, Refused
 from domain.events import (
     AmountMinor,
     CategoryCode,
@@ -165,9 +165,10 @@ def price_violation(
 ) -> Pricing:
     """Price one violation by ``rule``, given what the rule already charged the shop today.
 
-    Refuses (``MalformedInput``) a share rule without an order value, and a
-    violation the daily cap leaves nothing to charge for or that prices at zero:
-    a deduction always takes something.
+    A share rule without an order value is ``MalformedInput`` (the request
+    lacks what the rule needs); a violation the daily cap leaves nothing to
+    charge for, or that prices at zero, is ``Refused``: a deduction always
+    takes something, and the rule says nothing more is due.
     """
     amount = rule.penalty.amount_for(order_value_minor)
     words = f"{reason.value}: {rule.describe(currency)}"
@@ -178,7 +179,7 @@ def price_violation(
             already = format_minor(charged_today_minor, currency)
             words += f"; cut to {format_minor(amount, currency)} by the daily cap ({already} charged today)"
     if amount <= 0:
-        raise MalformedInput(f"{words}: nothing left to charge; give the amount to deduct anyway")
+        raise Refused(f"{words}: nothing left to charge; give the amount to deduct anyway")
     return Pricing(amount_minor=amount, rule=words)
 
 

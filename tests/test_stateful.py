@@ -259,7 +259,7 @@ class ModelShop:
         else:
             return MalformedInput  # no rule for the reason, or no order value for a share
         if amount <= 0:
-            return MalformedInput
+            return Refused  # the daily cap is used up
         self.take(case_id, reason, amount, at)
         self.cases[case_id].priced, self.cases[case_id].order_value = True, order_value
         return False

@@ -200,7 +200,7 @@ def test_the_daily_cap_limits_what_the_catalogue_charges_a_shop_in_one_utc_day(c
     day = at(days=2)
     for number in range(10):
         ok(cli(f"deduct {food_shop} --reason fake_listing --case FL-{number} --at {day} --json"))
-    failed(cli(f"deduct {food_shop} --reason fake_listing --case FL-10 --at {day}"), MALFORMED, "daily cap")
+    failed(cli(f"deduct {food_shop} --reason fake_listing --case FL-10 --at {day}"), REFUSED, "daily cap")
     next_day = ok(cli(f"deduct {food_shop} --reason fake_listing --case FL-10 --at {at(days=3)} --json"))
     assert (next_day["deducted"], next_day["owed"]) == ("4000.00", "1500.00")  # 11 × ¥500 against ¥4,000 frozen
 

@@ -290,7 +290,7 @@ def test_the_daily_cap_counts_priced_deductions_of_the_reason_per_utc_day() -> N
     third = deposit.collect_events()[-1]
     assert isinstance(third, Deducted) and third.amount_collected_minor == 20_000
     assert third.rule is not None and "cut to 200.00 by the daily cap (1000.00 charged today)" in third.rule
-    with pytest.raises(MalformedInput, match="nothing left to charge"):
+    with pytest.raises(Refused, match="nothing left to charge"):
         deduct_by_policy(deposit, "FL-4", hours=5)
     # T0 is 09:00 UTC: 15 hours later is the next calendar day in UTC.
     deduct_by_policy(deposit, "FL-4", hours=15)

@@ -15,6 +15,7 @@ from domain import (
     DepositPolicy,
     FixedPenalty,
     MalformedInput,
+    Refused,
     SharePenalty,
     SitePolicy,
     ViolationRule,
@@ -120,13 +121,13 @@ def test_the_daily_cap_cuts_the_penalty_to_what_is_left_today() -> None:
 
 def test_nothing_is_deducted_once_the_daily_cap_is_used_up() -> None:
     rule = ViolationRule(penalty=FixedPenalty(amount_minor=50_000), daily_cap_minor=100_000)
-    with pytest.raises(MalformedInput, match="nothing left to charge; give the amount to deduct anyway"):
+    with pytest.raises(Refused, match="nothing left to charge; give the amount to deduct anyway"):
         price(rule, charged_today_minor=100_000)
 
 
 def test_a_share_that_prices_at_zero_is_refused_rather_than_recorded() -> None:
     rule = ViolationRule(penalty=SharePenalty(rate=Decimal("0.01")))
-    with pytest.raises(MalformedInput, match="nothing left to charge"):
+    with pytest.raises(Refused, match="nothing left to charge"):
         price(rule, 99)
 
 
