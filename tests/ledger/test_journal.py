@@ -5,10 +5,11 @@ from __future__ import annotations
 import io
 from pathlib import Path
 from typing import Any
+from uuid import UUID
 
 import pytest
 
-from domain import MalformedInput, Refused, ShopDeposit
+from domain import MalformedInput, Refused, ShopDeposit, deposit_id
 from ledger import DepositLedger
 from ledger.journal import (
     ImportSummary,
@@ -269,13 +270,13 @@ def test_a_batch_looks_its_deposits_up_together_not_line_by_line(
         for shop in ("tea", "old")
     ]
     path = write_journal(tmp_path / "many.jsonl", records, "jsonl")
-    loads: list[str] = []
+    loads: list[UUID] = []
     lookups: list[int] = []
     load, latest_versions = DepositLedger._load, type(ledger.recorder).latest_versions
 
-    def counting_load(self: DepositLedger, shop_id: str) -> ShopDeposit | None:
-        loads.append(shop_id)
-        return load(self, shop_id)
+    def counting_load(self: DepositLedger, deposit: UUID, version: int | None = None) -> ShopDeposit | None:
+        loads.append(deposit)
+        return load(self, deposit, version)
 
     def counting_lookup(self: Any, originator_ids: list[Any]) -> dict[Any, int]:
         lookups.append(len(originator_ids))
@@ -287,7 +288,7 @@ def test_a_batch_looks_its_deposits_up_together_not_line_by_line(
     summary, _ = run_import(ledger, path, "jsonl", batch_lines=10)
 
     assert summary.applied == 41
-    assert loads == ["old"], "a new shop needs no load; later batches take deposits from the command cache"
+    assert loads == [deposit_id("old")], "a new shop needs no load; later batches take deposits from the cache"
     assert lookups == [2, 2, 2, 2, 1], "one lookup per batch, for all its shops"
 
 
