@@ -68,6 +68,9 @@ from domain.policy import STANDARD_TERMS, DepositPolicy, DepositTerms, price_vio
 SHOP_NAMESPACE = UUID("5c0b2f6e-6f0e-4d55-9a8a-3f4f3c1d0b7e")
 """Namespace of the name-based (version 5) UUIDs that identify deposits by shop id."""
 
+FORCED_CLOSURE_RELEASE = "released by the forced closure"
+"""The note of the ``HoldReleased`` events a forced closure records before it forfeits."""
+
 
 def deposit_id(shop_id: str) -> UUID:
     """The aggregate id of a shop's deposit: derived from the shop id, so no index is needed."""
@@ -538,7 +541,7 @@ class ShopDeposit:
         self._require_in_order(stamp)
         for case_id, hold in list(self.holds.items()):
             if hold.held_minor:
-                self._release(case_id, hold, "released by the forced closure", stamp)
+                self._release(case_id, hold, FORCED_CLOSURE_RELEASE, stamp)
         self._record(Forfeited, stamp, currency=self.currency, amount_minor=self.frozen_minor, reason=reason)
         self.check_invariants()
 

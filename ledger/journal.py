@@ -2,41 +2,56 @@
 
 A journal holds one operation per line: a JSON object per line (``jsonl``) or a
 CSV row under a header row (``csv``). Fields are named like the command line's:
-``op`` (``open``, ``pay``, ``deduct``, ``close``, ``refund``, ``force-close``),
-``shop``, ``at`` (ISO-8601 with a zone; required in a journal), ``actor``, and the
-command's own options: ``currency``, ``required``, ``site``, ``amount``,
-``channel``, ``ref``, ``payer``, ``reason``, ``case``, ``note``. An empty CSV cell
-or a JSON ``null`` is a field left out; amounts may be JSON numbers (read
-exactly, never as floats) or strings.
+``op`` (any write command: ``open``, ``pay``, ``deduct``, ``hold``, ``release``,
+``appeal``, ``resolve-appeal``, ``categories``, ``apply-policy``,
+``refund-excess``, ``close``, ``refund``, ``force-close``), ``shop``, ``at``
+(ISO-8601 with a zone; required in a journal), ``actor``, and the command's own
+options: ``currency``, ``required``, ``site``, ``category``, ``amount``,
+``order_value``, ``channel``, ``ref``, ``payer``, ``reason``, ``case``, ``add``,
+``remove``, ``note``, and ``outcome`` (``upheld`` or ``rejected``: the
+``--upheld``/``--rejected`` flags of ``resolve-appeal``). ``category``, ``add``
+and ``remove`` may name several categories, separated by commas (or, in JSON, as
+an array). An empty CSV cell or a JSON ``null`` is a field left out; amounts may
+be JSON numbers (read exactly, never as floats) or strings.
 
 **Import** applies the lines in file order, many per transaction
-(:meth:`DepositLedger.batch`): each deposit of a batch is loaded once, each line
-runs the very command the command line runs, and a line that is malformed or
-refused leaves no trace. It is reported with its line number and the reason,
-and the other lines go on.
+(:meth:`DepositLedger.batch`): the deposits a batch names are looked up
+together and loaded once, each line runs the very command the command line
+runs, and a line that is malformed or refused leaves no trace. It is reported
+with its line number and the reason, and the other lines go on.
 
 **Idempotency.** Every operation is recognised by a natural key, so importing a
 journal again, or again after a run was killed half way, applies nothing twice:
 
-- ``pay``: channel and ``ref``; ``deduct``: ``case``. As on the command line, the
-  same figures again are a duplicate and other figures a conflict (rejected).
+- ``pay``: channel and ``ref``; ``deduct``, ``hold``, ``release``,
+  ``resolve-appeal``: ``case``. As on the command line, the same line again is a
+  duplicate and one with other figures a conflict (rejected).
+- ``appeal``: ``case``; a case is appealed once, so a repeat is a duplicate even
+  after the appeal was resolved.
 - ``open``: the shop. A repeat is a duplicate when the deposit was opened at the
-  same effective time with the same currency, required amount and site;
-  otherwise it is refused (the shop already has a deposit).
-- ``close``, ``refund``, ``force-close``: the shop and the effective time. A
-  repeat is a duplicate when the deposit's history already holds the event the
-  line records (``ClosureRequested``, ``Refunded``, or ``Forfeited`` with the same
-  reason) at that same effective time, even if later lines have moved the
-  deposit on since; otherwise the usual refusal stands.
+  same effective time with the same site and categories (and the same currency
+  and required amount, where the line gives them); otherwise it is refused (the
+  shop already has a deposit).
+- ``close``, ``refund``, ``force-close``, ``refund-excess``, ``categories``,
+  ``apply-policy``: the shop and the effective time. A repeat is a duplicate when
+  the deposit's history already holds the event the line records
+  (``ClosureRequested``, ``Refunded``, ``Forfeited`` with the same reason,
+  ``ExcessRefunded``, ``RequirementChanged`` agreeing with the line) at that same
+  effective time, even if later lines have moved the deposit on since; otherwise
+  the command's own answer stands (a ``categories`` or ``apply-policy`` line that
+  changes nothing is a duplicate already).
 
 A line rejected on the first run is tried again on the next; it may succeed if
 the store changed meanwhile (a ``pay`` placed before its shop's ``open`` line, say).
 
 **Export** writes the store back as a journal: one line per original command in
 the order the commands were recorded (a payment's ``Paid``, ``Frozen`` and any
-debt-settling ``Deducted`` are one ``pay`` line). Importing it into an empty store
-reproduces the same balances and histories, recording times aside; ``close``
-lines take the settlement window of the importing ledger.
+debt-settling ``Deducted`` are one ``pay`` line; the holds a forced closure
+releases belong to its ``force-close``). Importing it into an empty store
+reproduces the same balances and histories, recording times aside, provided
+the importing ledger runs the same deposit policy: lines the policy priced or
+derived (a deduction by the catalogue, a requirement from categories, a
+closure's settlement window) are priced again on import.
 """
 
 from __future__ import annotations
@@ -56,25 +71,35 @@ from eventsourcing.persistence import IntegrityError
 from pydantic import BaseModel, ConfigDict
 
 from domain import (
+    AppealFiled,
+    AppealRejected,
     ClosureRequested,
     Deducted,
+    DeductionReversed,
     DepositEvent,
+    ExcessRefunded,
     Forfeited,
     Frozen,
+    HoldPlaced,
+    HoldReleased,
     LedgerError,
     MalformedInput,
     Opened,
     Paid,
+    Phase,
     Refunded,
     Refused,
+    RequirementChanged,
     ShopNotFound,
 )
+from domain.deposit import FORCED_CLOSURE_RELEASE
 from domain.money import format_minor, normalise_currency, to_minor
 from ledger.application import (
     MAX_ATTEMPTS,
     CommandResult,
     ConcurrencyExhausted,
     DepositLedger,
+    parse_category,
     parse_shop_id,
     parse_time,
 )
@@ -90,18 +115,25 @@ FIELDS = (
     "currency",
     "required",
     "site",
+    "category",
     "amount",
+    "order_value",
     "channel",
     "ref",
     "payer",
     "reason",
     "case",
+    "outcome",
+    "add",
+    "remove",
     "note",
 )
 """Every field a journal line may have, in the order an export writes them."""
 
 _ENVELOPE = ("op", "shop", "at", "actor")
-_AMOUNTS = frozenset({"amount", "required"})
+_AMOUNTS = frozenset({"amount", "required", "order_value"})
+_LISTS = frozenset({"category", "add", "remove"})
+_OUTCOMES = {"upheld": True, "rejected": False}
 
 IMPORT_BATCH_LINES = 2_000
 """Lines applied per transaction: large enough to spread a commit over thousands of
@@ -199,6 +231,8 @@ def _json_fields(record: dict[str, Any]) -> tuple[dict[str, str], str | None]:
             fields[key] = value
         elif key in _AMOUNTS and isinstance(value, int | Decimal) and not isinstance(value, bool):
             fields[key] = str(value)
+        elif key in _LISTS and isinstance(value, list) and all(isinstance(item, str) for item in value):
+            fields[key] = ",".join(value)
         else:
             return fields, f"field {key!r} must be a string"
     return fields, None
@@ -221,16 +255,23 @@ class Operation:
     """For operations without a key of their own: whether a history event is what the line records."""
 
 
+def _names(fields: Mapping[str, str], field: str) -> list[str]:
+    # A list field: categories separated by commas.
+    return [name.strip() for name in fields.get(field, "").split(",") if name.strip()]
+
+
 def _opened_alike(fields: Mapping[str, str], event: DepositEvent) -> bool:
     if not isinstance(event, Opened) or event.effective_at != parse_time(fields["at"]):
         return False
-    currency = normalise_currency(fields["currency"])
     site = fields.get("site")
-    return (
-        event.currency == currency
-        and event.required_minor == to_minor(fields["required"], currency)
-        and event.site == (site.strip().upper() if site is not None else None)
+    same = (
+        event.site == (site.strip().upper() if site is not None else None)
+        and event.categories == tuple(sorted({parse_category(name) for name in _names(fields, "category")}))
+        and ("currency" not in fields or event.currency == normalise_currency(fields["currency"]))
     )
+    if "required" in fields:
+        return same and event.required_minor == to_minor(fields["required"], event.currency)
+    return same and event.policy_version is not None
 
 
 def _recorded(event_type: type[DepositEvent]) -> Repeats:
@@ -241,22 +282,38 @@ def _recorded(event_type: type[DepositEvent]) -> Repeats:
 
 
 def _forfeited_alike(fields: Mapping[str, str], event: DepositEvent) -> bool:
-    return (
-        isinstance(event, Forfeited)
-        and event.effective_at == parse_time(fields["at"])
-        and event.reason == fields["reason"]
-    )
+    return _recorded(Forfeited)(fields, event) and isinstance(event, Forfeited) and event.reason == fields["reason"]
+
+
+def _categories_alike(fields: Mapping[str, str], event: DepositEvent) -> bool:
+    if not _recorded(RequirementChanged)(fields, event) or not isinstance(event, RequirementChanged):
+        return False
+    added = {parse_category(name) for name in _names(fields, "add")}
+    removed = {parse_category(name) for name in _names(fields, "remove")}
+    return added <= set(event.categories) and not removed & set(event.categories)
+
+
+def _appealed(fields: Mapping[str, str], event: DepositEvent) -> bool:
+    return isinstance(event, AppealFiled) and event.case_id == fields["case"]
+
+
+def _outcome(fields: Mapping[str, str]) -> bool:
+    try:
+        return _OUTCOMES[fields["outcome"].strip().lower()]
+    except KeyError:
+        raise MalformedInput(f"unknown outcome {fields['outcome']!r}: expected upheld or rejected") from None
 
 
 OPERATIONS: dict[str, Operation] = {
     "open": Operation(
-        required=("currency", "required"),
-        optional=("site",),
+        required=(),
+        optional=("currency", "required", "site", "category"),
         run=lambda ledger, f: ledger.open(
             f["shop"],
-            currency=f["currency"],
-            required=f["required"],
+            currency=f.get("currency"),
+            required=f.get("required"),
             site=f.get("site"),
+            categories=_names(f, "category"),
             at=f["at"],
             actor=f.get("actor"),
         ),
@@ -276,17 +333,67 @@ OPERATIONS: dict[str, Operation] = {
         ),
     ),
     "deduct": Operation(
-        required=("amount", "reason", "case"),
-        optional=("note",),
+        required=("reason", "case"),
+        optional=("amount", "order_value", "note"),
         run=lambda ledger, f: ledger.deduct(
             f["shop"],
-            f["amount"],
+            f.get("amount"),
             reason=f["reason"],
             case=f["case"],
             note=f.get("note", ""),
+            order_value=f.get("order_value"),
             at=f["at"],
             actor=f.get("actor"),
         ),
+    ),
+    "hold": Operation(
+        required=("amount", "case"),
+        optional=("note",),
+        run=lambda ledger, f: ledger.hold(
+            f["shop"], f["amount"], case=f["case"], note=f.get("note", ""), at=f["at"], actor=f.get("actor")
+        ),
+    ),
+    "release": Operation(
+        required=("case",),
+        optional=("note",),
+        run=lambda ledger, f: ledger.release(
+            f["shop"], case=f["case"], note=f.get("note", ""), at=f["at"], actor=f.get("actor")
+        ),
+    ),
+    "appeal": Operation(
+        required=("case",),
+        optional=("note",),
+        run=lambda ledger, f: ledger.appeal(
+            f["shop"], case=f["case"], note=f.get("note", ""), at=f["at"], actor=f.get("actor")
+        ),
+        repeats=_appealed,
+    ),
+    "resolve-appeal": Operation(
+        required=("case", "outcome"),
+        optional=("note",),
+        run=lambda ledger, f: ledger.resolve_appeal(
+            f["shop"], case=f["case"], upheld=_outcome(f), note=f.get("note", ""), at=f["at"], actor=f.get("actor")
+        ),
+    ),
+    "categories": Operation(
+        required=(),
+        optional=("add", "remove"),
+        run=lambda ledger, f: ledger.change_categories(
+            f["shop"], add=_names(f, "add"), remove=_names(f, "remove"), at=f["at"], actor=f.get("actor")
+        ),
+        repeats=_categories_alike,
+    ),
+    "apply-policy": Operation(
+        required=(),
+        optional=(),
+        run=lambda ledger, f: ledger.apply_policy(f["shop"], at=f["at"], actor=f.get("actor")),
+        repeats=_recorded(RequirementChanged),
+    ),
+    "refund-excess": Operation(
+        required=(),
+        optional=(),
+        run=lambda ledger, f: ledger.refund_excess(f["shop"], at=f["at"], actor=f.get("actor")),
+        repeats=_recorded(ExcessRefunded),
     ),
     "close": Operation(
         required=(),
@@ -307,7 +414,7 @@ OPERATIONS: dict[str, Operation] = {
         repeats=_forfeited_alike,
     ),
 }
-"""Every operation a journal may hold, by its ``op``: the command line's commands."""
+"""Every operation a journal may hold, by its ``op``: the command line's write commands."""
 
 
 def _operation(fields: Mapping[str, str]) -> Operation:
@@ -481,59 +588,162 @@ def export_journal(ledger: DepositLedger, out: IO[str], *, file_format: JournalF
     writer = csv.DictWriter(out, fieldnames=FIELDS) if file_format == "csv" else None
     if writer is not None:
         writer.writeheader()
-    shops: dict[UUID, str] = {}
+    commands = _Commands()
     count = 0
-    for event in _events_in_order(ledger):
-        if isinstance(event, Opened):
-            shops[event.originator_id] = event.shop_id
-        fields = journal_fields(event, shops[event.originator_id])
-        if fields is None:
-            continue
-        if writer is not None:
-            writer.writerow(fields)
-        else:
-            out.write(json.dumps(fields, ensure_ascii=False) + "\n")
-        count += 1
+    for event in [*_events_in_order(ledger), None]:
+        for fields in commands.feed(event):
+            if writer is not None:
+                writer.writerow(fields)
+            else:
+                out.write(json.dumps(fields, ensure_ascii=False) + "\n")
+            count += 1
     return count
 
 
-def journal_fields(event: DepositEvent, shop_id: str) -> dict[str, str] | None:
-    """The journal line of the command that recorded ``event``; None for an event that follows from another.
+class _Commands:
+    """Turns the event log back into commands, one journal line each.
 
-    ``Frozen`` and a debt-settling ``Deducted`` are part of the ``pay`` whose ``Paid`` came first.
+    A command's events are contiguous in the log and share one stamp (effective
+    time, recording time, actor), so events are gathered by deposit and stamp,
+    and each gathering is read as a sequence of commands: every command starts
+    with an event of its own, followed by the events it caused.
     """
-    line = {"op": "", "shop": shop_id, "at": _journal_time(event.effective_at), "actor": event.actor}
-    if isinstance(event, Opened):
-        line.update(op="open", currency=event.currency, required=format_minor(event.required_minor, event.currency))
-        if event.site is not None:
-            line["site"] = event.site
-    elif isinstance(event, Paid):
-        line.update(
-            op="pay",
-            amount=format_minor(event.amount_minor, event.currency),
-            channel=event.channel.value,
-            ref=event.trade_no,
+
+    def __init__(self) -> None:
+        self._shops: dict[UUID, str] = {}
+        self._phases: dict[UUID, Phase] = {}
+        self._categories: dict[UUID, tuple[str, ...]] = {}
+        self._gathered: list[DepositEvent] = []
+
+    def feed(self, event: DepositEvent | None) -> list[dict[str, str]]:
+        """Take the next event (None at the end); return the lines of the commands now complete."""
+        gathered = self._gathered
+        if gathered and event is not None and _same_command_stamp(gathered[-1], event):
+            gathered.append(event)
+            return []
+        lines = self._lines(gathered) if gathered else []
+        self._gathered = [event] if event is not None else []
+        return lines
+
+    def _lines(self, events: list[DepositEvent]) -> list[dict[str, str]]:
+        lines: list[dict[str, str]] = []
+        start = 0
+        while start < len(events):
+            command = events[start]
+            if isinstance(command, Opened):
+                self._shops[command.originator_id] = command.shop_id
+            phase = self._phases.get(command.originator_id, Phase.OPEN)
+            end = start + 1
+            while end < len(events) and _caused(command, events[end], phase):
+                end += 1
+            line = self._line(command, phase)
+            for event in events[start:end]:
+                self._follow(event)
+            if line is not None:
+                lines.append(line)
+            start = end
+        return lines
+
+    def _follow(self, event: DepositEvent) -> None:
+        # What reading later commands needs: each deposit's phase and categories.
+        deposit = event.originator_id
+        if isinstance(event, Opened):
+            self._phases[deposit] = Phase.OPEN
+            self._categories[deposit] = event.categories
+        elif isinstance(event, ClosureRequested):
+            self._phases[deposit] = Phase.CLOSING
+        elif isinstance(event, Refunded):
+            self._phases[deposit] = Phase.CLOSED
+        elif isinstance(event, Forfeited):
+            self._phases[deposit] = Phase.FORFEITED
+        elif isinstance(event, RequirementChanged):
+            self._categories[deposit] = event.categories
+
+    def _line(self, event: DepositEvent, phase: Phase) -> dict[str, str] | None:
+        shop_id = self._shops[event.originator_id]
+        line = {"op": "", "shop": shop_id, "at": _journal_time(event.effective_at), "actor": event.actor}
+        if isinstance(event, Opened):
+            line.update(op="open")
+            if event.policy_version is None:
+                line.update(currency=event.currency, required=format_minor(event.required_minor, event.currency))
+            if event.site is not None:
+                line["site"] = event.site
+            if event.categories:
+                line["category"] = ",".join(event.categories)
+        elif isinstance(event, Paid):
+            line.update(
+                op="pay",
+                amount=format_minor(event.amount_minor, event.currency),
+                channel=event.channel.value,
+                ref=event.trade_no,
+            )
+            if event.payer is not None:
+                line["payer"] = event.payer
+        elif isinstance(event, Deducted):
+            line.update(op="deduct", reason=event.reason.value, case=event.case_id)
+            if event.rule is None:
+                line["amount"] = format_minor(event.amount_collected_minor + event.amount_owed_minor, event.currency)
+            elif event.order_value_minor is not None:
+                line["order_value"] = format_minor(event.order_value_minor, event.currency)
+        elif isinstance(event, HoldPlaced):
+            line.update(op="hold", amount=format_minor(event.amount_minor, event.currency), case=event.case_id)
+        elif isinstance(event, HoldReleased):
+            if event.note == FORCED_CLOSURE_RELEASE:
+                return None  # the forced closure that follows releases it again
+            line.update(op="release", case=event.case_id)
+        elif isinstance(event, AppealFiled):
+            line.update(op="appeal", case=event.case_id)
+        elif isinstance(event, AppealRejected | DeductionReversed):
+            outcome = "upheld" if isinstance(event, DeductionReversed) else "rejected"
+            line.update(op="resolve-appeal", case=event.case_id, outcome=outcome)
+        elif isinstance(event, RequirementChanged):
+            before, after = set(self._categories[event.originator_id]), set(event.categories)
+            if before == after:
+                line["op"] = "apply-policy"
+            else:
+                line["op"] = "categories"
+                if after - before:
+                    line["add"] = ",".join(sorted(after - before))
+                if before - after:
+                    line["remove"] = ",".join(sorted(before - after))
+        elif isinstance(event, ClosureRequested):
+            line["op"] = "close"
+        elif isinstance(event, Refunded):
+            line["op"] = "refund"
+        elif isinstance(event, ExcessRefunded):
+            line["op"] = "refund-excess"
+        elif isinstance(event, Forfeited):
+            line.update(op="force-close", reason=event.reason)
+        else:
+            # Never skip silently: an export that dropped events would not import back the same.
+            raise AssertionError(f"the journal does not know {event.type_name} as the start of a command")
+        note = getattr(event, "note", "")
+        if note:
+            line["note"] = note
+        return {field: line[field] for field in FIELDS if field in line}
+
+
+def _same_command_stamp(before: DepositEvent, after: DepositEvent) -> bool:
+    return (
+        after.originator_id == before.originator_id
+        and after.originator_version == before.originator_version + 1
+        and after.effective_at == before.effective_at
+        and after.recorded_at == before.recorded_at
+        and after.actor == before.actor
+    )
+
+
+def _caused(command: DepositEvent, event: DepositEvent, phase: Phase) -> bool:
+    # Whether ``event``, recorded after ``command`` under the same stamp, is part of that command.
+    if isinstance(event, Frozen) or (isinstance(event, Deducted) and event.settles_debt):
+        return True
+    if isinstance(command, Deducted) and isinstance(event, HoldReleased):
+        return event.case_id == command.case_id
+    if isinstance(command, DeductionReversed):
+        return (isinstance(event, Refunded) and phase is Phase.CLOSED) or (
+            isinstance(event, Forfeited) and phase is Phase.FORFEITED
         )
-        if event.payer is not None:
-            line["payer"] = event.payer
-    elif isinstance(event, Frozen) or (isinstance(event, Deducted) and event.settles_debt):
-        return None
-    elif isinstance(event, Deducted):
-        asked = event.amount_collected_minor + event.amount_owed_minor
-        line.update(op="deduct", amount=format_minor(asked, event.currency), reason=event.reason.value)
-        line["case"] = event.case_id
-        if event.note:
-            line["note"] = event.note
-    elif isinstance(event, ClosureRequested):
-        line["op"] = "close"
-    elif isinstance(event, Refunded):
-        line["op"] = "refund"
-    elif isinstance(event, Forfeited):
-        line.update(op="force-close", reason=event.reason)
-    else:
-        # Never skip silently: an export that dropped events would not import back the same.
-        raise AssertionError(f"the journal does not know {event.type_name}")
-    return {field: line[field] for field in FIELDS if field in line}
+    return False
 
 
 def _journal_time(moment: datetime) -> str:

@@ -75,3 +75,35 @@ def books(ledger: DepositLedger, shops: tuple[str, ...] | list[str]) -> dict[str
             del entry["recorded_at"]
         result[shop] = {"show": state_json(state), "history": history}
     return result
+
+
+POLICY_STORY: list[dict[str, str]] = [
+    line("open", "beauty-bar", "2025-01-06T09:00:00Z", site="CN", category="apparel"),
+    line("pay", "beauty-bar", "2025-01-06T10:00:00Z", amount="2000", channel="alipay", ref="A1"),
+    line("categories", "beauty-bar", "2025-01-07T09:00:00Z", add="beauty"),
+    line("pay", "beauty-bar", "2025-01-08T09:00:00Z", amount="2000", channel="wechat_pay", ref="W1"),
+    line("hold", "beauty-bar", "2025-01-09T09:00:00Z", amount="300", case="H-1", note="buyer complaint"),
+    line("deduct", "beauty-bar", "2025-01-10T09:00:00Z", reason="late_shipment", case="H-1", order_value="2000"),
+    line("deduct", "beauty-bar", "2025-01-11T09:00:00Z", amount="500", reason="fake_listing", case="F-1"),
+    line("appeal", "beauty-bar", "2025-01-12T09:00:00Z", case="F-1", note="the listing was genuine"),
+    line("resolve-appeal", "beauty-bar", "2025-01-13T09:00:00Z", case="F-1", outcome="upheld"),
+    line("deduct", "beauty-bar", "2025-01-14T09:00:00Z", reason="order_brushing", case="OB-1"),
+    line("appeal", "beauty-bar", "2025-01-15T09:00:00Z", case="OB-1"),
+    line("resolve-appeal", "beauty-bar", "2025-01-16T09:00:00Z", case="OB-1", outcome="rejected", note="proven"),
+    line("pay", "beauty-bar", "2025-01-17T09:00:00Z", amount="4000", channel="alipay", ref="A2"),
+    line("categories", "beauty-bar", "2025-01-18T09:00:00Z", remove="beauty"),
+    line("refund-excess", "beauty-bar", "2025-01-19T09:00:00Z"),
+    line("hold", "beauty-bar", "2025-01-20T09:00:00Z", amount="100", case="H-2"),
+    line("force-close", "beauty-bar", "2025-01-21T09:00:00Z", reason="counterfeit goods"),
+    line("open", "late-appeal", "2025-02-01T00:00:00Z", site="UK", category="beauty,apparel"),
+    line("pay", "late-appeal", "2025-02-01T01:00:00Z", amount="2000", channel="alipay", ref="L1"),
+    line("close", "late-appeal", "2025-02-02T00:00:00Z"),
+    line("deduct", "late-appeal", "2025-04-20T00:00:00Z", amount="150", reason="other", case="X-1"),
+    line("refund", "late-appeal", "2025-05-04T00:00:00Z"),
+    line("appeal", "late-appeal", "2025-05-10T00:00:00Z", case="X-1"),
+    line("resolve-appeal", "late-appeal", "2025-05-12T00:00:00Z", case="X-1", outcome="upheld"),
+]
+"""The policy's commands: categories, holds, priced deductions, appeals both ways, an excess refund, a forced
+closure over a hold, and an appeal upheld after the refund (its money refunded by the same command)."""
+
+POLICY_SHOPS = ("beauty-bar", "late-appeal")

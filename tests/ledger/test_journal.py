@@ -21,7 +21,7 @@ from ledger.journal import (
     import_journal,
 )
 from tests.conftest import FakeClock
-from tests.ledger.journals import SHOPS, STORY, books, line, write_journal
+from tests.ledger.journals import POLICY_SHOPS, POLICY_STORY, SHOPS, STORY, books, line, write_journal
 
 FORMATS: list[JournalFormat] = ["jsonl", "csv"]
 
@@ -96,7 +96,7 @@ def test_rejected_lines_carry_their_line_number_and_reason_and_the_rest_go_on(
     assert found[first + 5] == "shop tea is underfunded and cannot be refunded"
     assert found[first + 6] == "field 'amount' does not apply to close"
     assert found[first + 7] == "deduct needs the field 'case'"
-    assert found[first + 8] == "unknown op 'levy': expected one of open, pay, deduct, close, refund, force-close"
+    assert found[first + 8].startswith("unknown op 'levy': expected one of open, pay, deduct, hold, release, ")
     assert "before shop tea's last event" in found[first + 9]
     assert "lies in the future" in found[first + 10]
     assert "is not ISO-8601" in found[first + 11]
@@ -331,3 +331,70 @@ def test_an_export_is_one_line_per_command(ledger: DepositLedger, tmp_path: Path
         '"amount": "700.00", "channel": "alipay", "ref": "A2"}'
     )
     assert lines[0].startswith('{"op": "open", "shop": "tea-house", "at": "2025-01-06T01:00:00Z"')
+
+
+# ------------------------------------------------------------------- the policy's commands
+
+
+@pytest.mark.parametrize("file_format", FORMATS)
+def test_the_policy_commands_import_rerun_and_export_back(
+    ledger: DepositLedger, tmp_path: Path, clock: FakeClock, file_format: JournalFormat
+) -> None:
+    path = write_journal(tmp_path / f"policy.{file_format}", POLICY_STORY, file_format)
+
+    first, rejected = run_import(ledger, path, file_format)
+    again, rejected_again = run_import(ledger, path, file_format, batch_lines=4)
+
+    assert (rejected, rejected_again) == ([], [])
+    assert (first.applied, first.duplicates) == (len(POLICY_STORY), 0)
+    assert (again.applied, again.duplicates, again.events) == (0, len(POLICY_STORY), 0)
+    types = [event.type_name for event in ledger.history("late-appeal")]
+    assert types[-3:] == ["DeductionReversed", "Frozen", "Refunded"], "the money given back follows the refund"
+    assert ledger.show("beauty-bar").status == "forfeited"
+
+    exported = io.StringIO()
+    assert export_journal(ledger, exported, file_format=file_format) == len(POLICY_STORY)
+    copy = DepositLedger(str(tmp_path / "copy.db"), actor="someone-else", clock=clock)
+    try:
+        source = io.StringIO(exported.getvalue(), newline="")
+        summary = import_journal(copy, JournalReader(source, file_format))
+        assert (summary.applied, summary.rejected) == (len(POLICY_STORY), 0)
+        assert books(copy, POLICY_SHOPS) == books(ledger, POLICY_SHOPS)
+        again_exported = io.StringIO()
+        export_journal(copy, again_exported, file_format=file_format)
+        assert again_exported.getvalue() == exported.getvalue()
+    finally:
+        copy.close()
+
+
+def test_policy_lines_are_checked_like_their_commands(ledger: DepositLedger, tmp_path: Path) -> None:
+    path = tmp_path / "policy.jsonl"
+    path.write_text(
+        "\n".join(
+            [
+                '{"op":"open","shop":"tea","at":"2025-01-01T00:00:00Z","site":"CN","category":["apparel","food"]}',
+                '{"op":"resolve-appeal","shop":"tea","at":"2025-01-02T00:00:00Z","case":"C1","outcome":"maybe"}',
+                '{"op":"appeal","shop":"tea","at":"2025-01-02T00:00:00Z","case":"C1"}',
+                '{"op":"categories","shop":"tea","at":"2025-01-02T00:00:00Z"}',
+                '{"op":"apply-policy","shop":"tea","at":"2025-01-02T00:00:00Z"}',
+                '{"op":"deduct","shop":"tea","at":"2025-01-02T00:00:00Z","reason":"fake_listing","case":"F1",'
+                '"amount":"1","order_value":"2"}',
+                '{"op":"hold","shop":"tea","at":"2025-01-02T00:00:00Z","case":"H1"}',
+            ]
+        )
+        + "\n",
+        encoding="utf-8",
+    )
+
+    summary, rejected = run_import(ledger, path, "jsonl")
+
+    assert reasons(rejected) == {
+        2: "unknown outcome 'maybe': expected upheld or rejected",
+        3: "shop tea has no deduction on case C1 to appeal",
+        4: "give --add CATEGORY or --remove CATEGORY",
+        6: "give AMOUNT or --order-value, not both: the order value prices by the policy",
+        7: "hold needs the field 'amount'",
+    }
+    assert (summary.applied, summary.duplicates) == (1, 1), "a policy already applied is a duplicate"
+    state = ledger.show("tea")
+    assert (state.categories, state.required_minor, state.currency) == (("apparel", "food"), 400000, "CNY")
