@@ -29,7 +29,7 @@ from enum import StrEnum
 from typing import Any, ClassVar, TypeVar
 from uuid import UUID
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, ValidationError
+from pydantic import AwareDatetime, BaseModel, ConfigDict, TypeAdapter, ValidationError
 
 from domain.balance import Balance, DepositState, Phase, Status
 from domain.errors import (
@@ -897,42 +897,41 @@ class OutdatedSnapshot(ValueError):
     """A snapshot taken by an older ledger lacks what the rules now keep: replay the events instead."""
 
 
-class PaymentRecord(BaseModel):
-    """A payment as a snapshot keeps it."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    channel: Channel
-    trade_no: str
-    amount_minor: int
-    refunded_minor: int
-
-
-class CaseRecord(BaseModel):
-    """A deduction case as a snapshot keeps it."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    case_id: str
-    reason: DeductionReason
-    amount_minor: int
-    owed_minor: int
-    collected_minor: int
-    deducted_at: AwareDatetime
-    order_value_minor: int | None
-    priced: bool
-    appeal: AppealStage | None
-    appealed_while_closing: bool
+_PAYMENT_ROWS: TypeAdapter[tuple[tuple[Channel, str, int, int], ...]] = TypeAdapter(
+    tuple[tuple[Channel, str, int, int], ...]
+)
+_CASE_ROWS: TypeAdapter[
+    tuple[tuple[str, DeductionReason, int, int, int, AwareDatetime, int | None, bool, AppealStage | None, bool], ...]
+] = TypeAdapter(
+    tuple[tuple[str, DeductionReason, int, int, int, AwareDatetime, int | None, bool, AppealStage | None, bool], ...]
+)
+_HOLD_ROWS: TypeAdapter[tuple[tuple[str, int, int], ...]] = TypeAdapter(tuple[tuple[str, int, int], ...])
 
 
-class HoldRecord(BaseModel):
-    """A hold as a snapshot keeps it."""
+def _rows(rows: list[list[Any]]) -> str:
+    # Bookkeeping as a snapshot keeps it: an entry per payment, case or hold, separated by
+    # ";", its fields by spaces ("-" for none, 1 and 0 for yes and no). No field can hold
+    # either separator (ids, trade numbers, enum values, integers, ISO times), and nothing
+    # needs escaping inside the snapshot's JSON.
+    return ";".join(" ".join(_field_text(field) for field in row) for row in rows)
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
 
-    case_id: str
-    amount_minor: int
-    held_minor: int
+def _field_text(field: Any) -> str:
+    if field is None:
+        return "-"
+    if isinstance(field, bool):
+        return "1" if field else "0"
+    text = str(field)
+    assert text and " " not in text and ";" not in text and text != "-", f"{text!r} cannot be kept as a field"
+    return text
+
+
+def _split(text: str) -> list[list[str | None]]:
+    return [[None if field == "-" else field for field in row.split(" ")] for row in text.split(";")] if text else []
+
+
+def _time_text(moment: datetime) -> str:
+    return moment.astimezone(UTC).isoformat()
 
 
 class DepositSnapshot(BaseModel):
@@ -943,12 +942,18 @@ class DepositSnapshot(BaseModel):
     added holds, appeals, case times, per-payment refunds and the policy figures;
     a version-1 snapshot cannot supply them, so reading one raises
     :class:`OutdatedSnapshot` and the ledger replays the events instead.
+
+    Version 3 keeps the bookkeeping (``payments``, ``cases``, ``holds``) as
+    compact text, entries separated by ``;`` and their fields by spaces, parsed
+    and validated only when the deposit is restored (:meth:`bookkeeping`): a
+    deposit with a long history holds tens of thousands of payments, and its
+    figures (:meth:`figures`) are all a query of its state needs.
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     TOPIC: ClassVar[str] = "ShopDeposit.Snapshot"
-    class_version: ClassVar[int] = 2
+    class_version: ClassVar[int] = 3
 
     originator_id: UUID
     originator_version: int
@@ -970,14 +975,43 @@ class DepositSnapshot(BaseModel):
     policy_version: str | None
     categories: tuple[str, ...]
     last_effective_at: AwareDatetime
-    payments: tuple[PaymentRecord, ...]
-    cases: tuple[CaseRecord, ...]
-    holds: tuple[HoldRecord, ...]
+    payments: str
+    """``channel trade_no amount_minor refunded_minor`` per payment, oldest first."""
+    cases: str
+    """``case_id reason amount_minor owed_minor collected_minor deducted_at order_value_minor
+    priced appeal appealed_while_closing`` per case, oldest first."""
+    holds: str
+    """``case_id amount_minor held_minor`` per hold."""
 
     @staticmethod
     def upcast_v1_v2(state: dict[str, Any]) -> None:
         """Version 1 kept neither case times nor holds: it cannot be brought up to date."""
         raise OutdatedSnapshot(f"snapshot of version 1 at deposit version {state.get('originator_version')}")
+
+    @staticmethod
+    def upcast_v2_v3(state: dict[str, Any]) -> None:
+        """Version 2 kept the bookkeeping as objects: the same entries, as the arrays of version 3."""
+        state["payments"] = _rows(
+            [[p["channel"], p["trade_no"], p["amount_minor"], p["refunded_minor"]] for p in state["payments"]]
+        )
+        state["cases"] = _rows(
+            [
+                [
+                    c["case_id"],
+                    c["reason"],
+                    c["amount_minor"],
+                    c["owed_minor"],
+                    c["collected_minor"],
+                    _time_text(datetime.fromisoformat(c["deducted_at"])),
+                    c["order_value_minor"],
+                    c["priced"],
+                    c["appeal"],
+                    c["appealed_while_closing"],
+                ]
+                for c in state["cases"]
+            ]
+        )
+        state["holds"] = _rows([[h["case_id"], h["amount_minor"], h["held_minor"]] for h in state["holds"]])
 
     @classmethod
     def take(cls, deposit: ShopDeposit) -> DepositSnapshot:
@@ -1005,37 +1039,32 @@ class DepositSnapshot(BaseModel):
             policy_version=balance.policy_version,
             categories=balance.categories,
             last_effective_at=balance.last_effective_at,
-            payments=tuple(
-                PaymentRecord(
-                    channel=p.channel, trade_no=p.trade_no, amount_minor=p.amount_minor, refunded_minor=p.refunded_minor
-                )
-                for p in deposit.payments.values()
+            payments=_rows(
+                [[p.channel.value, p.trade_no, p.amount_minor, p.refunded_minor] for p in deposit.payments.values()]
             ),
-            cases=tuple(
-                CaseRecord(
-                    case_id=case_id,
-                    reason=c.reason,
-                    amount_minor=c.amount_minor,
-                    owed_minor=c.owed_minor,
-                    collected_minor=c.collected_minor,
-                    deducted_at=c.deducted_at,
-                    order_value_minor=c.order_value_minor,
-                    priced=c.priced,
-                    appeal=c.appeal,
-                    appealed_while_closing=c.appealed_while_closing,
-                )
-                for case_id, c in deposit.cases.items()
+            cases=_rows(
+                [
+                    [
+                        case_id,
+                        c.reason.value,
+                        c.amount_minor,
+                        c.owed_minor,
+                        c.collected_minor,
+                        _time_text(c.deducted_at),
+                        c.order_value_minor,
+                        c.priced,
+                        c.appeal.value if c.appeal is not None else None,
+                        c.appealed_while_closing,
+                    ]
+                    for case_id, c in deposit.cases.items()
+                ]
             ),
-            holds=tuple(
-                HoldRecord(case_id=case_id, amount_minor=h.amount_minor, held_minor=h.held_minor)
-                for case_id, h in deposit.holds.items()
-            ),
+            holds=_rows([[case_id, h.amount_minor, h.held_minor] for case_id, h in deposit.holds.items()]),
         )
 
-    def restore(self) -> ShopDeposit:
-        """The deposit as it stood when the snapshot was taken."""
-        deposit = ShopDeposit.__new__(ShopDeposit)
-        deposit.balance = Balance(
+    def figures(self) -> Balance:
+        """The deposit's figures at the snapshot's version: all a query of its state needs."""
+        return Balance(
             deposit_id=self.originator_id,
             shop_id=self.shop_id,
             site=self.site,
@@ -1058,25 +1087,49 @@ class DepositSnapshot(BaseModel):
             policy_version=self.policy_version,
             categories=self.categories,
         )
-        deposit.payments = {
-            (p.channel, p.trade_no): Payment(p.channel, p.trade_no, p.amount_minor, p.refunded_minor)
-            for p in self.payments
+
+    def bookkeeping(self) -> tuple[dict[tuple[Channel, str], Payment], dict[str, Case], dict[str, Hold]]:
+        """The payments, cases and holds: what the rules need besides the figures.
+
+        ``OutdatedSnapshot`` if they cannot be read: the events are replayed instead.
+        """
+        try:
+            return self._bookkeeping()
+        except ValueError as error:  # pydantic's ValidationError included
+            first_line = str(error).splitlines()[0]
+            raise OutdatedSnapshot(
+                f"snapshot at version {self.originator_version} of {self.shop_id}: {first_line}"
+            ) from None
+
+    def _bookkeeping(self) -> tuple[dict[tuple[Channel, str], Payment], dict[str, Case], dict[str, Hold]]:
+        payments = {
+            (channel, trade_no): Payment(channel, trade_no, amount, refunded)
+            for channel, trade_no, amount, refunded in _PAYMENT_ROWS.validate_python(_split(self.payments))
         }
-        deposit.cases = {
-            c.case_id: Case(
-                reason=c.reason,
-                amount_minor=c.amount_minor,
-                owed_minor=c.owed_minor,
-                collected_minor=c.collected_minor,
-                deducted_at=c.deducted_at,
-                order_value_minor=c.order_value_minor,
-                priced=c.priced,
-                appeal=c.appeal,
-                appealed_while_closing=c.appealed_while_closing,
+        cases = {
+            row[0]: Case(
+                reason=row[1],
+                amount_minor=row[2],
+                owed_minor=row[3],
+                collected_minor=row[4],
+                deducted_at=row[5],
+                order_value_minor=row[6],
+                priced=row[7],
+                appeal=row[8],
+                appealed_while_closing=row[9],
             )
-            for c in self.cases
+            for row in _CASE_ROWS.validate_python(_split(self.cases))
         }
-        deposit.holds = {h.case_id: Hold(amount_minor=h.amount_minor, held_minor=h.held_minor) for h in self.holds}
+        holds = {
+            case_id: Hold(amount, held) for case_id, amount, held in _HOLD_ROWS.validate_python(_split(self.holds))
+        }
+        return payments, cases, holds
+
+    def restore(self) -> ShopDeposit:
+        """The deposit as it stood when the snapshot was taken."""
+        deposit = ShopDeposit.__new__(ShopDeposit)
+        deposit.balance = self.figures()
+        deposit.payments, deposit.cases, deposit.holds = self.bookkeeping()
         deposit._pending = []
         deposit.check_invariants()
         return deposit

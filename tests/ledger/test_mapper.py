@@ -43,7 +43,7 @@ from domain import (
     RequirementChanged,
     deposit_id,
 )
-from domain.deposit import CaseRecord, HoldRecord, PaymentRecord, Phase
+from domain.deposit import Phase
 from ledger import DepositLedger
 from ledger.audit import Auditor
 from ledger.mapper import DepositMapper
@@ -129,22 +129,9 @@ def sample_records() -> list[Any]:
             policy_version="2026.1",
             categories=("general",),
             last_effective_at=AT,
-            payments=(PaymentRecord(channel=Channel.ALIPAY, trade_no="A1", amount_minor=1_000, refunded_minor=0),),
-            cases=(
-                CaseRecord(
-                    case_id="C1",
-                    reason=DeductionReason.OTHER,
-                    amount_minor=450,
-                    owed_minor=0,
-                    collected_minor=400,
-                    deducted_at=AT,
-                    order_value_minor=None,
-                    priced=False,
-                    appeal=AppealStage.PENDING,
-                    appealed_while_closing=True,
-                ),
-            ),
-            holds=(HoldRecord(case_id="H1", amount_minor=100, held_minor=100),),
+            payments="alipay A1 1000 0;wechat_pay 4200001 500 0",
+            cases=f"C1 other 450 0 400 {AT.isoformat()} - 0 {AppealStage.PENDING.value} 1",
+            holds="H1 100 100",
         ),
         RequirementChanged(
             originator_version=9,
