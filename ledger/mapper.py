@@ -10,9 +10,10 @@ Both directions stay in pydantic's compiled core where they can: events are
 written with the model's JSON serializer (the same bytes ``json.dumps`` of
 ``model_dump`` gives, four times faster), and a record of the current class
 version is validated straight from its bytes, with the two column fields
-spliced in front and its version key taken off the end. Every stored event is still fully validated when read; anything unusual
-(an older class version, a cipher, a record that does not validate) takes the
-general path, which gives the same events and the same errors.
+spliced in front and its version key taken off the end. Every stored event is
+still fully validated when read; anything unusual (an older class version, a
+cipher, a record that does not validate) takes the general path, which gives
+the same events and the same errors.
 """
 
 from __future__ import annotations
@@ -57,18 +58,23 @@ class DepositMapper(Mapper[UUID]):
         """Decode a stored event, upcasting an older class version first."""
         stored_state = stored_event.state
         cls = STORED_TYPES.get(stored_event.topic)
-        fields = self._current_fields(cls, stored_state)
-        if cls is not None and fields:
+        end = self._current_fields_end(cls, stored_state)
+        if cls is not None and end:
             # A plain record of the current class version: validate its bytes directly,
-            # with the column fields in front. Whatever does not validate takes the
-            # general path below, which reports it.
+            # with the column fields in front (one copy, however large the record).
+            # Whatever does not validate takes the general path below, which reports it.
             originator_id = stored_event.originator_id
             hex_id = originator_id.hex if type(originator_id) is UUID else str(originator_id)
-            try:
-                return cls.__pydantic_validator__.validate_json(  # type: ignore[no-any-return]
-                    b'{"originator_id":"%s","originator_version":%d,%s'
-                    % (hex_id.encode(), stored_event.originator_version, fields)
+            record = b"".join(
+                (
+                    b'{"originator_id":"%s","originator_version":%d,'
+                    % (hex_id.encode(), stored_event.originator_version),
+                    memoryview(stored_state)[1:end],
+                    b"}",
                 )
+            )
+            try:
+                return cls.__pydantic_validator__.validate_json(record)  # type: ignore[no-any-return]
             except ValidationError:
                 pass
         if cls is None:
@@ -103,20 +109,22 @@ class DepositMapper(Mapper[UUID]):
             field = ".".join(str(part) for part in first["loc"])
             raise MapperDeserialisationError(f"{where} does not hold a valid event: {field}: {first['msg']}") from None
 
-    def _current_fields(self, cls: type[BaseModel] | None, state: Any) -> bytes:
-        # The fields of a plain record written by this class version, after its opening
-        # brace and without the version key; empty when the record needs the general path.
+    def _current_fields_end(self, cls: type[BaseModel] | None, state: Any) -> int:
+        # Where the fields of a plain record written by this class version end (after its
+        # opening brace, before its version key and closing brace); 0 when the record needs
+        # the general path.
         if cls is None or self.cipher or self.compressor or type(state) is not bytes or state[:1] != b"{":
-            return b""
+            return 0
+        end = len(state) - 1
         class_version: int = getattr(cls, "class_version", 1)
         if class_version > 1:
-            key = _version_key(class_version)
-            if not state.endswith(b"," + key):
-                return b""
-            state = state[: -len(key) - 1] + b"}"
-        if state == b"{}" or b'"class_version"' in state or b'"originator_' in state:
-            return b""
-        return bytes(state[1:])
+            key = b"," + _version_key(class_version)
+            if not state.endswith(key):
+                return 0
+            end = len(state) - len(key)
+        if end <= 1 or state.find(b'"class_version"', 0, end) >= 0 or state.find(b'"originator_', 0, end) >= 0:
+            return 0
+        return end
 
 
 def _version_key(class_version: int) -> bytes:
