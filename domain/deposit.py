@@ -124,6 +124,26 @@ class Hold:
     held_minor: int
 
 
+@dataclass(slots=True)
+class BookkeepingTotals:
+    """What the cases still owe, the holds still hold and the payments have had back, in sum."""
+
+    owed_minor: int = 0
+    held_minor: int = 0
+    refunded_minor: int = 0
+
+    @classmethod
+    def count(
+        cls, payments: dict[tuple[Channel, str], Payment], cases: dict[str, Case], holds: dict[str, Hold]
+    ) -> BookkeepingTotals:
+        """The totals summed afresh, a pass over every payment, case and hold."""
+        return cls(
+            owed_minor=sum(case.owed_minor for case in cases.values()),
+            held_minor=sum(hold.held_minor for hold in holds.values()),
+            refunded_minor=sum(payment.refunded_minor for payment in payments.values()),
+        )
+
+
 _Event = TypeVar("_Event", bound=DepositEvent)
 
 
@@ -136,6 +156,7 @@ class ShopDeposit:
         self.payments: dict[tuple[Channel, str], Payment] = {}
         self.cases: dict[str, Case] = {}
         self.holds: dict[str, Hold] = {}
+        self.totals = BookkeepingTotals()
         self._pending: list[DepositEvent] = []
 
     # ----------------------------------------------------------------- commands
@@ -643,14 +664,19 @@ class ShopDeposit:
         """
         self.balance.assert_balanced()
         assert self.balance.unfrozen_minor == 0, f"money left unfrozen in {self.shop_id}"
-        assert self.balance.owed_minor == sum(case.owed_minor for case in self.cases.values()), (
-            f"owed figure and open cases disagree in {self.shop_id}"
+        # Against running totals: summing every case, hold and payment after each command
+        # would make a command's cost grow with the deposit's history. recount() checks
+        # the totals themselves whenever a deposit is restored or snapshot.
+        totals = self.totals
+        assert self.balance.owed_minor == totals.owed_minor, f"owed figure and open cases disagree in {self.shop_id}"
+        assert self.balance.held_minor == totals.held_minor, f"held figure and holds disagree in {self.shop_id}"
+        assert self.balance.refunded_minor == totals.refunded_minor, f"refunds and payments disagree in {self.shop_id}"
+
+    def recount(self) -> None:
+        """Assert that the running totals are the sums of the cases, holds and payments (costs a pass over them)."""
+        assert self.totals == BookkeepingTotals.count(self.payments, self.cases, self.holds), (
+            f"running totals and bookkeeping disagree in {self.shop_id}"
         )
-        assert self.balance.held_minor == sum(hold.held_minor for hold in self.holds.values()), (
-            f"held figure and holds disagree in {self.shop_id}"
-        )
-        refunded = sum(payment.refunded_minor for payment in self.payments.values())
-        assert self.balance.refunded_minor == refunded, f"refunds and payments disagree in {self.shop_id}"
 
     # ------------------------------------------------------------------- events
 
@@ -666,10 +692,13 @@ class ShopDeposit:
         elif isinstance(event, Refunded | ExcessRefunded):
             for line in event.lines:
                 self.payments[(line.channel, line.trade_no)].refunded_minor += line.amount_minor
+                self.totals.refunded_minor += line.amount_minor
         elif isinstance(event, HoldPlaced):
             self.holds[event.case_id] = Hold(amount_minor=event.amount_minor, held_minor=event.amount_minor)
+            self.totals.held_minor += event.amount_minor
         elif isinstance(event, HoldReleased):
             self.holds[event.case_id].held_minor -= event.amount_minor
+            self.totals.held_minor -= event.amount_minor
         elif isinstance(event, AppealFiled):
             self.cases[event.case_id].appeal = AppealStage.PENDING
             self.cases[event.case_id].appealed_while_closing = closing
@@ -680,10 +709,12 @@ class ShopDeposit:
             case.appeal = AppealStage.UPHELD
             case.collected_minor -= event.amount_restored_minor
             case.owed_minor -= event.amount_cancelled_minor
+            self.totals.owed_minor -= event.amount_cancelled_minor
 
     def _apply_deducted(self, event: Deducted) -> None:
         if event.settles_debt:
             case = self.cases[event.case_id]
+            self.totals.owed_minor += event.amount_owed_minor - case.owed_minor
             case.owed_minor = event.amount_owed_minor
             case.collected_minor += event.amount_collected_minor
             return
@@ -696,8 +727,10 @@ class ShopDeposit:
             order_value_minor=event.order_value_minor,
             priced=event.rule is not None,
         )
+        self.totals.owed_minor += event.amount_owed_minor
         if event.collected_from_hold_minor:
             self.holds[event.case_id].held_minor -= event.collected_from_hold_minor
+            self.totals.held_minor -= event.collected_from_hold_minor
 
     # ------------------------------------------------------------------ helpers
 
@@ -1017,6 +1050,7 @@ class DepositSnapshot(BaseModel):
     def take(cls, deposit: ShopDeposit) -> DepositSnapshot:
         """Capture a deposit whose last command has finished."""
         deposit.check_invariants()
+        deposit.recount()
         balance = deposit.balance
         return cls(
             originator_id=balance.deposit_id,
@@ -1130,6 +1164,7 @@ class DepositSnapshot(BaseModel):
         deposit = ShopDeposit.__new__(ShopDeposit)
         deposit.balance = self.figures()
         deposit.payments, deposit.cases, deposit.holds = self.bookkeeping()
+        deposit.totals = BookkeepingTotals.count(deposit.payments, deposit.cases, deposit.holds)
         deposit._pending = []
         deposit.check_invariants()
         return deposit
