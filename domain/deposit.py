@@ -739,7 +739,9 @@ class ShopDeposit:
             event_class,
             originator_id=self.id,
             originator_version=self.version + 1,
-            **stamp.model_dump(),
+            effective_at=stamp.effective_at,
+            recorded_at=stamp.recorded_at,
+            actor=stamp.actor,
             **fields,
         )
         self.apply(event)
