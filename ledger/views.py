@@ -160,23 +160,50 @@ class ViewKeeper(BatchRecorder):
     def apply_inline(self, cursor: Cursor, positions: Sequence[int], events: Sequence[DepositEvent]) -> None:
         """Apply just-inserted events to every view that was current, inside the insert's transaction."""
         batch = [Positioned(position, event) for position, event in zip(positions, events, strict=True)]
-        self._current_after_insert = True
-        for view in self.views.values():
-            # Lock order everywhere: the events (held by the insert), then a view's tracking
-            # row, then its tables; catch-ups and rebuilds never wait on the events' lock.
-            if self._position(cursor, view.name, lock=True) != positions[0] - 1:
-                self._current_after_insert = False
-                continue
+        # Lock order everywhere: the events (held by the insert), then the views' tracking
+        # rows, then their tables; catch-ups and rebuilds never wait on the events' lock.
+        current = self._views_at(cursor, positions[0] - 1)
+        self._current_after_insert = len(current) == len(self.views)
+        if not current:
+            return
+        # Every current view under one savepoint, tracked in one statement: a command pays
+        # a few statements for its views, not six per view.
+        cursor.execute("SAVEPOINT inline_views")
+        try:
+            for view in current:
+                view.apply(cursor, view.table, batch)
+            _track_together(cursor, [view.name for view in current], positions[0] - 1, positions[-1])
+        except Exception:
+            cursor.execute("ROLLBACK TO SAVEPOINT inline_views")
+            cursor.execute("RELEASE SAVEPOINT inline_views")
+            self._apply_inline_one_by_one(cursor, current, batch)
+            return
+        cursor.execute("RELEASE SAVEPOINT inline_views")
+
+    def _apply_inline_one_by_one(self, cursor: Cursor, views: list[View], batch: list[Positioned]) -> None:
+        # One view could not follow: let each view that can apply the events, alone.
+        for view in views:
             cursor.execute("SAVEPOINT inline_view")
             try:
                 view.apply(cursor, view.table, batch)
-                _track(cursor, view.name, positions[-1])
+                _track(cursor, view.name, batch[-1].position)
             except Exception:
                 # The command must not fail because a read model cannot follow:
                 # undo this view's part, let it fall behind, and let catch-up report why.
                 cursor.execute("ROLLBACK TO SAVEPOINT inline_view")
                 self._current_after_insert = False
             cursor.execute("RELEASE SAVEPOINT inline_view")
+
+    def _views_at(self, cursor: Cursor, position: int) -> list[View]:
+        # The views whose tracking row is at ``position``, their rows locked (on PostgreSQL).
+        names = list(self.views)
+        cursor.execute(
+            f"SELECT name, position FROM view_tracking WHERE name IN ({', '.join('?' * len(names))})"
+            f"{self.store.for_update()}",
+            names,
+        )
+        at = {name for name, tracked in cursor.fetchall() if int(tracked) == position}
+        return [view for name, view in self.views.items() if name in at]
 
     @property
     def current_after_insert(self) -> bool:
@@ -395,6 +422,17 @@ class ViewKeeper(BatchRecorder):
         """A cursor for queries; each statement reads a committed, consistent state."""
         cursor: Cursor = self.connection.cursor()
         return cursor
+
+
+def _track_together(cursor: Cursor, names: list[str], before: int, position: int) -> None:
+    # The tracking rows of views that were all at ``before``, moved on to ``position`` at once.
+    cursor.execute(
+        f"UPDATE view_tracking SET position = ? WHERE name IN ({', '.join('?' * len(names))}) AND position = ? "
+        "RETURNING name",
+        (position, *names, before),
+    )
+    if len(cursor.fetchall()) != len(names):
+        raise IntegrityError(f"views {', '.join(names)} are no longer at position {before}")
 
 
 def _track(cursor: Cursor, name: str, position: int) -> None:
