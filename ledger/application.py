@@ -106,7 +106,8 @@ class DepositLedger(Application[UUID]):
         self.default_actor = actor or _os_user()
         self.clock = clock
         self.settlement_window = settlement_window
-        super().__init__(env={**self.store.environment(), **(env or {})})
+        with self.store.creating_tables():
+            super().__init__(env={**self.store.environment(), **(env or {})})
         assert isinstance(self.recorder, LedgerRecorder | PostgresLedgerRecorder)
         self.views = ViewKeeper(self.store, self.mapper, (BalancesView, AuditTrailView))
         self.recorder.after_insert = self.views.apply_inline

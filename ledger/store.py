@@ -24,6 +24,9 @@ from typing import Any, Literal
 from urllib.parse import parse_qs, unquote, urlsplit
 from uuid import UUID
 
+import psycopg
+from eventsourcing.persistence import InterfaceError, OperationalError
+
 from domain import LedgerError, MalformedInput
 
 DEFAULT_SQLITE_FILE = "deposits.db"
@@ -41,6 +44,18 @@ _SCHEMA_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 
 class StoreUnavailable(LedgerError):
     """The store cannot be reached or opened: a bad URL, a server down, a wrong password."""
+
+
+UNAVAILABLE: tuple[type[BaseException], ...] = (
+    StoreUnavailable,
+    psycopg.OperationalError,
+    psycopg.InterfaceError,
+    OperationalError,
+    InterfaceError,
+    sqlite3.OperationalError,
+)
+"""Errors that mean the store cannot be reached just now (a server restarting, a locked file):
+a long-lived process drops its connections and tries again later."""
 
 
 @dataclass(frozen=True)
@@ -184,15 +199,37 @@ class Store:
     def serialise_schema_changes(self, cursor: Any) -> None:
         """Inside a transaction: wait for any other process creating tables in this store."""
         if self.kind == "postgresql":
-            cursor.execute("SELECT pg_advisory_xact_lock(hashtext(?))", (f"deposit-ledger:{self.schema}",))
+            cursor.execute("SELECT pg_advisory_xact_lock(hashtext(?))", (self._schema_lock_key,))
+
+    @contextmanager
+    def creating_tables(self) -> Iterator[None]:
+        """While held, no other process creates tables in this store.
+
+        The library creates its tables in transactions of its own, and replaces
+        its insert function each time (``CREATE OR REPLACE FUNCTION``): on
+        PostgreSQL two processes doing that at once fail with "tuple concurrently
+        updated". SQLite serialises schema changes itself.
+        """
+        if self.kind == "sqlite":
+            yield
+            return
+        connection = self.connect()
+        try:
+            connection.execute("SELECT pg_advisory_lock(hashtext(?))", (self._schema_lock_key,))
+            yield
+        finally:
+            # Ending the session releases its advisory lock.
+            connection.close()
+
+    @property
+    def _schema_lock_key(self) -> str:
+        return f"deposit-ledger:{self.schema}"
 
 
 class _PostgresConnection:
     """A psycopg connection whose cursors accept ``?`` placeholders and return tuples."""
 
     def __init__(self, store: Store) -> None:
-        import psycopg
-
         try:
             self._connection = psycopg.connect(
                 host=store.host,
