@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import getpass
+import os
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -57,6 +58,14 @@ AUTO_CATCH_UP_LIMIT = 10_000
 """Views lagging by at most this many events catch up when the ledger opens; more waits for
 ``projections catch-up``, so that opening a store never stalls on a long replay."""
 
+INLINE_VIEWS_ENV_VAR = "DEPOSIT_LEDGER_INLINE_VIEWS"
+"""``0`` leaves the views to projection workers (``projections run --follow``); default ``1``."""
+
+_SWITCH_VALUES = {
+    **dict.fromkeys(("1", "on", "true", "yes"), True),
+    **dict.fromkeys(("0", "off", "false", "no"), False),
+}
+
 Clock = Callable[[], datetime]
 _SHOP_ID: TypeAdapter[str] = TypeAdapter(ShopId)
 _Result = TypeVar("_Result")
@@ -95,14 +104,23 @@ class DepositLedger(Application[UUID]):
         clock: Clock = utc_now,
         settlement_window: timedelta = DEFAULT_SETTLEMENT_WINDOW,
         env: dict[str, str] | None = None,
+        inline_views: bool | None = None,
     ) -> None:
         """Open the ledger on ``store`` (a :class:`Store`, a path or URL; default ``deposits.db``).
 
         ``actor`` names who the commands are recorded for unless a command says
         otherwise (default: the operating-system user); ``clock`` supplies the
         recording time and the default effective time.
+
+        ``inline_views`` (default: ``$DEPOSIT_LEDGER_INLINE_VIEWS``, else on) keeps
+        the views current inside each command's transaction, so a command's
+        writes are in the views when it returns. Off, a command returns once its
+        events are committed, opening the ledger catches nothing up, and the
+        views are the projection workers' job: they lag until a worker applies
+        the new events.
         """
         self.store = store if isinstance(store, Store) else resolve_store(store)
+        self.inline_views = inline_views_setting() if inline_views is None else inline_views
         self.default_actor = actor or _os_user()
         self.clock = clock
         self.settlement_window = settlement_window
@@ -110,10 +128,11 @@ class DepositLedger(Application[UUID]):
             super().__init__(env={**self.store.environment(), **(env or {})})
         assert isinstance(self.recorder, LedgerRecorder | PostgresLedgerRecorder)
         self.views = ViewKeeper(self.store, self.mapper, (BalancesView, AuditTrailView))
-        self.recorder.after_insert = self.views.apply_inline
         self.views.ensure_tables()
-        if all(status.lag <= AUTO_CATCH_UP_LIMIT for status in self.views.status()):
-            self._refresh_views()
+        if self.inline_views:
+            self.recorder.after_insert = self.views.apply_inline
+            if all(status.lag <= AUTO_CATCH_UP_LIMIT for status in self.views.status()):
+                self._refresh_views()
 
     def close(self) -> None:
         """Close the store's connections (the views' included)."""
@@ -353,7 +372,7 @@ class DepositLedger(Application[UUID]):
     def save(self, *objs: Any, **kwargs: Any) -> Any:
         """Save atomically; views not brought up to date inside the save catch up at once."""
         recordings = super().save(*objs, **kwargs)
-        if not self.views.current_after_insert:
+        if self.inline_views and not self.views.current_after_insert:
             self._refresh_views()
         return recordings
 
@@ -450,6 +469,17 @@ class DepositLedger(Application[UUID]):
             first = min(e.originator_version for e in processing_event.events if e.originator_id == aggregate.id)
             if (first - 1) // SNAPSHOT_INTERVAL != aggregate.version // SNAPSHOT_INTERVAL:
                 self.snapshots.put([DepositSnapshot.take(aggregate)])
+
+
+def inline_views_setting() -> bool:
+    """Whether commands keep the views current themselves: ``$DEPOSIT_LEDGER_INLINE_VIEWS``, default on."""
+    value = os.environ.get(INLINE_VIEWS_ENV_VAR, "").strip().lower()
+    if not value:
+        return True
+    try:
+        return _SWITCH_VALUES[value]
+    except KeyError:
+        raise MalformedInput(f"{INLINE_VIEWS_ENV_VAR}={value!r}: expected 1 or 0 (on or off)") from None
 
 
 def _os_user() -> str:

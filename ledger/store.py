@@ -226,23 +226,57 @@ class Store:
         return f"deposit-ledger:{self.schema}"
 
 
+def _psycopg_connect(store: Store) -> Any:
+    # In autocommit mode: our transactions are explicit; a LISTEN takes effect at once.
+    try:
+        return psycopg.connect(
+            host=store.host,
+            port=store.port,
+            user=store.user,
+            password=store.password,
+            dbname=store.dbname,
+            connect_timeout=CONNECT_TIMEOUT_S,
+            autocommit=True,
+            options=f"-c search_path={store.schema} -c lock_timeout={LOCK_TIMEOUT_S * 1000}",
+        )
+    except psycopg.OperationalError as error:
+        raise StoreUnavailable(f"cannot reach {store.describe()}: {_first_line(error)}") from None
+
+
+class NotifyListener:
+    """A PostgreSQL session that LISTENs on one channel: it wakes a worker when events commit.
+
+    The library's recorder sends ``NOTIFY`` on its channel inside every insert
+    transaction; PostgreSQL delivers it when that transaction commits.
+    """
+
+    def __init__(self, store: Store, channel: str) -> None:
+        """Connect and start listening at once: nothing committed from now on goes unnoticed."""
+        from psycopg import sql
+
+        assert store.kind == "postgresql"
+        self._connection = _psycopg_connect(store)
+        self._connection.execute(sql.SQL("LISTEN {}").format(sql.Identifier(channel)))
+
+    def wait(self, timeout_s: float) -> bool:
+        """Wait up to ``timeout_s`` for a notification; True if one (or more) arrived."""
+        notified = any(True for _ in self._connection.notifies(timeout=timeout_s, stop_after=1))
+        if notified:
+            # Many commits, one wake-up: the catch-up that follows reads them all.
+            for _ in self._connection.notifies(timeout=0):
+                pass
+        return notified
+
+    def close(self) -> None:
+        """Stop listening and close the session."""
+        self._connection.close()
+
+
 class _PostgresConnection:
     """A psycopg connection whose cursors accept ``?`` placeholders and return tuples."""
 
     def __init__(self, store: Store) -> None:
-        try:
-            self._connection = psycopg.connect(
-                host=store.host,
-                port=store.port,
-                user=store.user,
-                password=store.password,
-                dbname=store.dbname,
-                connect_timeout=CONNECT_TIMEOUT_S,
-                autocommit=True,
-                options=f"-c search_path={store.schema} -c lock_timeout={LOCK_TIMEOUT_S * 1000}",
-            )
-        except psycopg.OperationalError as error:
-            raise StoreUnavailable(f"cannot reach {store.describe()}: {_first_line(error)}") from None
+        self._connection = _psycopg_connect(store)
 
     def cursor(self, name: str | None = None) -> QmarkCursor:
         """A cursor; a named one streams its rows from the server."""

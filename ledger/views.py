@@ -38,6 +38,9 @@ CATCH_UP_BATCH = 1000
 Progress = Callable[[int, int], None]
 """Called with (events done, events to do) after each batch."""
 
+StopRequested = Callable[[], bool]
+"""Asked after each committed batch: True ends a catch-up there (the rest stays pending)."""
+
 
 class ViewFailed(LedgerError):
     """A view cannot apply an event (a poison event): it stops there, nothing is skipped."""
@@ -190,18 +193,26 @@ class ViewKeeper(BatchRecorder):
             for view in self.views.values()
         ]
 
-    def catch_up(self, names: Sequence[str] | None = None, progress: Progress | None = None) -> int:
+    def catch_up(
+        self,
+        names: Sequence[str] | None = None,
+        progress: Progress | None = None,
+        stop_requested: StopRequested | None = None,
+    ) -> int:
         """Apply every pending event to the named views (all by default); return how many.
 
         Every view is tried; if any hit a poison event, the first failure is raised
-        after the others have caught up.
+        after the others have caught up. ``stop_requested`` is asked after each
+        committed batch, so a worker asked to stop ends between batches.
         """
         applied = 0
         failures: list[ViewFailed] = []
         for name in names or list(self.views):
             view = self.view(name)
+            if stop_requested is not None and stop_requested():
+                break
             try:
-                applied += self._follow(view, view.table, view.name, progress)
+                applied += self._follow(view, view.table, view.name, progress, stop_requested)
             except ViewFailed as failure:
                 failures.append(failure)
         if failures:
@@ -237,7 +248,14 @@ class ViewKeeper(BatchRecorder):
             cursor.execute("DELETE FROM projection_errors WHERE name = ?", (view.name,))
         return applied
 
-    def _follow(self, view: View, table: str, tracking_name: str, progress: Progress | None) -> int:
+    def _follow(
+        self,
+        view: View,
+        table: str,
+        tracking_name: str,
+        progress: Progress | None,
+        stop_requested: StopRequested | None = None,
+    ) -> int:
         applied = 0
         total = max(0, self.head() - (self.max_tracking_id(tracking_name) or 0))
         while True:
@@ -251,6 +269,8 @@ class ViewKeeper(BatchRecorder):
             applied += done
             if progress is not None:
                 progress(applied, max(total, applied))
+            if stop_requested is not None and stop_requested():
+                return applied
 
     def _apply_pending(
         self, cursor: Cursor, view: View, table: str, tracking_name: str, *, limit: int | None
