@@ -17,8 +17,9 @@ from domain import DepositEvent
 from ledger import chain
 from ledger.store import QmarkCursor
 
-AfterInsert = Callable[[Any, Sequence[int], Sequence[DepositEvent]], None]
-"""Called inside the insert's transaction with a cursor, the new positions and their domain events."""
+AfterInsert = Callable[[Any, int, Sequence[int], Sequence[DepositEvent]], None]
+"""Called inside the insert's transaction with a cursor, the position of the event before the new
+ones (the head as it was), the new positions and their domain events."""
 
 
 def _chain_rows(
@@ -49,10 +50,10 @@ class LedgerRecorder(SQLiteApplicationRecorder):
     ) -> Sequence[int] | None:
         positions = super()._insert_events(c, stored_events, **kwargs)
         if positions:
-            chain.extend(c, _chain_rows(positions, stored_events))
+            previous_head = chain.extend(c, _chain_rows(positions, stored_events))
             events = kwargs.get("deposit_events")
             if self.after_insert is not None and events:
-                self.after_insert(c, positions, events)
+                self.after_insert(c, previous_head, positions, events)
         return positions
 
 
@@ -82,8 +83,8 @@ class PostgresLedgerRecorder(PostgresApplicationRecorder):
             with connection.cursor(row_factory=tuple_row) as raw:
                 raw.execute(SQL("SET LOCAL search_path TO {0}").format(Identifier(self.datastore.schema)))
                 cursor = QmarkCursor(raw)
-                chain.extend(cursor, _chain_rows(positions, stored_events))
+                previous_head = chain.extend(cursor, _chain_rows(positions, stored_events))
                 events = kwargs.get("deposit_events")
                 if self.after_insert is not None and events:
-                    self.after_insert(cursor, positions, events)
+                    self.after_insert(cursor, previous_head, positions, events)
         return positions

@@ -143,14 +143,21 @@ class ViewKeeper(BatchRecorder):
 
     # ------------------------------------------------------------------ inline
 
-    def apply_inline(self, cursor: Cursor, positions: Sequence[int], events: Sequence[DepositEvent]) -> None:
-        """Apply just-inserted events to every view that was current, inside the insert's transaction."""
+    def apply_inline(
+        self, cursor: Cursor, previous_head: int, positions: Sequence[int], events: Sequence[DepositEvent]
+    ) -> None:
+        """Apply just-inserted events to every view that was current, inside the insert's transaction.
+
+        A view was current if it had applied the event before these, ``previous_head``:
+        not necessarily ``positions[0] - 1``, since PostgreSQL's numbering skips the
+        numbers of inserts that were rolled back.
+        """
         batch = [Positioned(position, event) for position, event in zip(positions, events, strict=True)]
         self._current_after_insert = True
         for view in self.views.values():
             # Lock order everywhere: the events (held by the insert), then a view's tracking
             # row, then its tables; catch-ups and rebuilds never wait on the events' lock.
-            if self._position(cursor, view.name, lock=True) != positions[0] - 1:
+            if self._position(cursor, view.name, lock=True) != previous_head:
                 self._current_after_insert = False
                 continue
             cursor.execute("SAVEPOINT inline_view")

@@ -36,11 +36,9 @@ def postgres_url() -> str | None:
     return os.environ.get(POSTGRES_ENV_VAR) or None
 
 
-requires_postgres = pytest.mark.skipif(
-    postgres_url() is None,
-    reason=f"PostgreSQL runs need {POSTGRES_ENV_VAR}=postgresql://USER@HOST:PORT/DBNAME (.ci/run sets it)",
-)
-"""Mark a test that only makes sense on PostgreSQL (LISTEN/NOTIFY, a server restart)."""
+POSTGRES_SKIP_REASON = f"PostgreSQL runs need {POSTGRES_ENV_VAR}=postgresql://USER@HOST:PORT/DBNAME (.ci/run sets it)"
+
+requires_postgres = pytest.mark.skipif(postgres_url() is None, reason=POSTGRES_SKIP_REASON)
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
@@ -95,6 +93,15 @@ def store_url(backend: str, db_path: Path) -> Iterator[str]:
     if backend == "sqlite":
         yield str(db_path)
         return
+    with fresh_schema() as url:
+        yield url
+
+
+@pytest.fixture
+def postgres_store_url() -> Iterator[str]:
+    """A fresh PostgreSQL schema, for a test about PostgreSQL alone (skipped without the test database)."""
+    if postgres_url() is None:
+        pytest.skip(POSTGRES_SKIP_REASON)
     with fresh_schema() as url:
         yield url
 
