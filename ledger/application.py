@@ -11,6 +11,8 @@ from __future__ import annotations
 import contextlib
 import getpass
 import os
+import random
+import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -50,6 +52,10 @@ from projections.balances import BalancesView
 
 MAX_ATTEMPTS = 8
 """How many times a command is tried when another writer saved the same deposit first."""
+
+RETRY_PAUSE_FIRST_S = 0.01
+"""The longest random pause before the second try; it doubles before each further try (1.28 s before the
+eighth), so that a command gives up only after contention lasting a few seconds."""
 
 SNAPSHOT_INTERVAL = 200
 """A snapshot every this many events keeps loading a deposit cheap whatever its history."""
@@ -176,7 +182,7 @@ class DepositLedger(Application[UUID]):
             self.save(deposit)
             return CommandResult(state=deposit.state())
 
-        return self._retrying(attempt)
+        return self._retrying(shop_id, attempt)
 
     def pay(
         self,
@@ -431,15 +437,22 @@ class DepositLedger(Application[UUID]):
                 self.save(deposit)
             return CommandResult(state=deposit.state(), duplicate=not changed)
 
-        return self._retrying(attempt)
+        return self._retrying(shop_id, attempt)
 
-    def _retrying(self, attempt: Callable[[], _Result]) -> _Result:
-        for _ in range(MAX_ATTEMPTS):
+    def _retrying(self, shop_id: str, attempt: Callable[[], _Result]) -> _Result:
+        with self.store.deposit_lock(self.views.connection, deposit_id(shop_id).hex):
+            return self._retried(attempt)
+
+    def _retried(self, attempt: Callable[[], _Result]) -> _Result:
+        for number in range(1, MAX_ATTEMPTS + 1):
             try:
                 return attempt()
             except IntegrityError:
-                # Another writer saved this deposit's next version first: reload and decide again.
-                continue
+                # Another writer saved this deposit's next version first: reload and decide again,
+                # after a random pause that doubles each time, so that writers who collided do not
+                # collide again in step.
+                if number < MAX_ATTEMPTS:
+                    time.sleep(random.uniform(0, RETRY_PAUSE_FIRST_S * 2 ** (number - 1)))
         raise ConcurrencyExhausted(f"gave up after {MAX_ATTEMPTS} conflicting writes; nothing was written")
 
     def _stamp(self, effective_at: datetime | None, actor: str | None) -> Stamp:

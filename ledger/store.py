@@ -17,7 +17,7 @@ import os
 import re
 import sqlite3
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -220,6 +220,28 @@ class Store:
         finally:
             # Ending the session releases its advisory lock.
             connection.close()
+
+    @contextmanager
+    def deposit_lock(self, connection: Any, deposit_hex: str) -> Iterator[None]:
+        """While held on ``connection``, other processes' commands on this deposit wait (PostgreSQL).
+
+        Writers of one deposit then take turns instead of loading the same version
+        and all but one losing the write: under contention, wasted loads and
+        retries were most of the work. The optimistic check stays the guarantee;
+        this only makes it rarely needed. SQLite writers take turns on the file's
+        lock already. A session lock, so a command may span several transactions;
+        a dropped connection releases it.
+        """
+        if self.kind == "sqlite":
+            yield
+            return
+        key = (self._schema_lock_key, deposit_hex)
+        connection.execute("SELECT pg_advisory_lock(hashtext(?), hashtext(?))", key)
+        try:
+            yield
+        finally:
+            with suppress(*UNAVAILABLE):
+                connection.execute("SELECT pg_advisory_unlock(hashtext(?), hashtext(?))", key)
 
     @property
     def _schema_lock_key(self) -> str:
