@@ -6,8 +6,11 @@ data (``CNY`` has 2, ``JPY`` has 0, ``BHD`` has 3), not from a hand-written tabl
 
 from __future__ import annotations
 
+import re
 from decimal import Decimal, InvalidOperation
+from functools import cache
 
+from babel.core import get_global
 from babel.numbers import get_currency_precision, is_currency
 
 from domain.errors import MalformedInput
@@ -23,11 +26,30 @@ such amounts stay exact in a 64-bit SQL integer column.
 MAX_AMOUNT_TEXT_LENGTH = 40
 """Longer amount texts are refused before ``Decimal`` parses them."""
 
+# ASCII digits only: Decimal alone would also take "1_000" and full-width or Arabic-Indic
+# digits. The special values pass here so that the refusal can name them.
+_DECIMAL_TEXT = re.compile(
+    r"^[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?$|^[+-]?(s?nan|inf|infinity)$", re.ASCII | re.IGNORECASE
+)
+
+
+@cache
+def _legal_tender() -> frozenset[str]:
+    # Currencies some territory uses as legal tender today, per CLDR: this keeps out
+    # ISO codes that are not money a shop can pay with (XAU gold, XTS testing, XXX none).
+    territories = get_global("territory_currencies")
+    return frozenset(
+        code
+        for currencies in territories.values()
+        for code, _start, end, tender in currencies
+        if tender and end is None
+    )
+
 
 def normalise_currency(code: str) -> str:
     """Return the ISO 4217 code in upper case, or raise ``MalformedInput``."""
     candidate = code.strip().upper()
-    if len(candidate) != 3 or not candidate.isalpha() or not is_currency(candidate):
+    if len(candidate) != 3 or not is_currency(candidate) or candidate not in _legal_tender():
         raise MalformedInput(f"unknown currency {code!r}: expected an ISO 4217 code such as CNY, USD or JPY")
     return candidate
 
@@ -49,8 +71,8 @@ def parse_decimal(text: str | Decimal) -> Decimal:
         if not isinstance(text, str):
             raise MalformedInput(f"amount {text!r} is not a decimal number")
         cleaned = text.strip()
-        if not cleaned or len(cleaned) > MAX_AMOUNT_TEXT_LENGTH:
-            raise MalformedInput(f"amount {text!r} is not a decimal number")
+        if len(cleaned) > MAX_AMOUNT_TEXT_LENGTH or not _DECIMAL_TEXT.match(cleaned):
+            raise MalformedInput(f"amount {text[:MAX_AMOUNT_TEXT_LENGTH]!r} is not a decimal number")
         try:
             value = Decimal(cleaned)
         except InvalidOperation:
@@ -70,14 +92,23 @@ def to_minor(amount: str | Decimal, currency: str) -> int:
     """
     value = parse_decimal(amount)
     digits = minor_digits(currency)
-    scaled = value.scaleb(digits)
-    # Compare before converting: int() of a huge exponent would be slow and pointless.
-    if scaled > MAX_AMOUNT_MINOR:
-        limit = format_minor(MAX_AMOUNT_MINOR, currency)
-        raise MalformedInput(f"amount {amount} exceeds the limit of {limit} {currency}")
-    if scaled != scaled.to_integral_value():
-        raise MalformedInput(f"amount {amount} has more decimals than {currency} allows ({digits})")
-    return int(scaled)
+    too_large = f"amount {amount} exceeds the limit of {format_minor(MAX_AMOUNT_MINOR, currency)} {currency}"
+    too_precise = f"amount {amount} has more decimals than {currency} allows ({digits})"
+    # Work on the digits and the exponent, never with Decimal arithmetic: the default
+    # context rounds past 28 digits (1.000...0001 would become 1) and overflows on
+    # huge exponents (1e999999).
+    _, coefficient_digits, exponent = value.as_tuple()
+    assert isinstance(exponent, int), "parse_decimal admits only finite amounts"
+    leading_power = value.adjusted() + digits  # power of ten of the leading digit, in minor units
+    if leading_power >= len(str(MAX_AMOUNT_MINOR)):
+        raise MalformedInput(too_large)
+    whole_digits = coefficient_digits[: leading_power + 1]
+    if leading_power < 0 or any(coefficient_digits[leading_power + 1 :]):
+        raise MalformedInput(too_precise)
+    amount_minor: int = int("".join(map(str, whole_digits))) * 10 ** max(exponent + digits, 0)
+    if amount_minor > MAX_AMOUNT_MINOR:
+        raise MalformedInput(too_large)
+    return amount_minor
 
 
 def to_decimal(amount_minor: int, currency: str) -> Decimal:

@@ -12,7 +12,9 @@ import contextlib
 import getpass
 import os
 import random
+import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -32,6 +34,7 @@ from domain import (
     DepositState,
     LedgerError,
     MalformedInput,
+    Refused,
     ShopAlreadyOpen,
     ShopDeposit,
     ShopNotFound,
@@ -40,7 +43,7 @@ from domain import (
     deposit_id,
     project_deposit,
 )
-from domain.events import ShopId
+from domain.events import Actor, ShopId
 from domain.money import normalise_currency, parse_decimal, to_minor
 from ledger.audit import Auditor
 from ledger.mapper import DepositMapper
@@ -56,6 +59,9 @@ MAX_ATTEMPTS = 8
 RETRY_PAUSE_FIRST_S = 0.01
 """The longest random pause before the second try; it doubles before each further try (1.28 s before the
 eighth), so that a command gives up only after contention lasting a few seconds."""
+
+DEPOSIT_CACHE_SIZE = 2_000
+"""Deposits kept in memory between commands; each is checked for newer events before use."""
 
 SNAPSHOT_INTERVAL = 200
 """A snapshot every this many events keeps loading a deposit cheap whatever its history."""
@@ -74,6 +80,7 @@ _SWITCH_VALUES = {
 
 Clock = Callable[[], datetime]
 _SHOP_ID: TypeAdapter[str] = TypeAdapter(ShopId)
+_ACTOR: TypeAdapter[str] = TypeAdapter(Actor)
 _Result = TypeVar("_Result")
 
 
@@ -130,6 +137,8 @@ class DepositLedger(Application[UUID]):
         self.default_actor = actor or _os_user()
         self.clock = clock
         self.settlement_window = settlement_window
+        self._cache: OrderedDict[UUID, ShopDeposit] = OrderedDict()
+        self._cache_lock = threading.Lock()
         with self.store.creating_tables():
             super().__init__(env={**self.store.environment(), **(env or {})})
         assert isinstance(self.recorder, LedgerRecorder | PostgresLedgerRecorder)
@@ -137,8 +146,7 @@ class DepositLedger(Application[UUID]):
         self.views.ensure_tables()
         if self.inline_views:
             self.recorder.after_insert = self.views.apply_inline
-            if all(status.lag <= AUTO_CATCH_UP_LIMIT for status in self.views.status()):
-                self._refresh_views()
+            self._refresh_views()
 
     def close(self) -> None:
         """Close the store's connections (the views' included)."""
@@ -328,6 +336,8 @@ class DepositLedger(Application[UUID]):
             )
         except AggregateNotFoundError:
             raise ShopNotFound(f"shop {shop_id} has no deposit at that moment") from None
+        if version is not None and deposit.version < version:
+            raise Refused(f"shop {shop_id} has {deposit.version} events, not {version}")
         return deposit.state()
 
     def balance(self, shop_id: str) -> DepositState:
@@ -337,7 +347,9 @@ class DepositLedger(Application[UUID]):
         assert isinstance(found, BalancesView)
         row = found.get(self.views.read(), shop_id)
         if row is None:
-            raise ShopNotFound(f"shop {shop_id} has no deposit")
+            lag = sum(status.lag for status in self.views.status() if status.name == BalancesView.name)
+            behind = f" in the balances view, which lags {lag} events (projections catch-up)" if lag else ""
+            raise ShopNotFound(f"shop {shop_id} has no deposit{behind}")
         return row[0]
 
     def shops(
@@ -389,10 +401,14 @@ class DepositLedger(Application[UUID]):
         return super()._record(processing_event)
 
     def _refresh_views(self) -> None:
-        # A view stopped by a poison event stays stopped; `projections status` and
-        # `projections catch-up` report it. Commands and queries carry on.
-        with contextlib.suppress(ViewFailed):
-            self.views.catch_up()
+        # A short lag is caught up at once, so commands and queries never wait on a long
+        # replay: a longer one is `projections catch-up`'s (or a worker's) job, and the
+        # faces warn meanwhile. A view stopped by a poison event stays stopped, reported
+        # by `projections status`; commands and queries carry on.
+        lagging = [status.name for status in self.views.status() if 0 < status.lag <= AUTO_CATCH_UP_LIMIT]
+        if lagging:
+            with contextlib.suppress(ViewFailed):
+                self.views.catch_up(lagging)
 
     def _version_as_of(self, shop_id: str, moment: datetime) -> int:
         # Effective times never go backwards within a deposit (the rules refuse it), so
@@ -429,15 +445,38 @@ class DepositLedger(Application[UUID]):
         actor: str | None,
     ) -> CommandResult:
         def attempt() -> CommandResult:
-            deposit = self._find(shop_id)
-            if deposit is None:
-                raise ShopNotFound(f"shop {shop_id} has no deposit")
+            deposit = self._checkout(shop_id)
             changed = command(deposit, self._stamp(effective_at, actor))
             if changed:
                 self.save(deposit)
+            self._checkin(deposit)
             return CommandResult(state=deposit.state(), duplicate=not changed)
 
         return self._retrying(shop_id, attempt)
+
+    def _checkout(self, shop_id: str) -> ShopDeposit:
+        # A command takes the deposit out of the cache for its own exclusive use and
+        # brings it up to date with any events other processes saved since. If the
+        # command fails half way, the deposit is simply not checked back in, so a
+        # half-changed object can never serve the next command.
+        with self._cache_lock:
+            deposit = self._cache.pop(deposit_id(shop_id), None)
+        if deposit is None:
+            found = self._find(shop_id)
+            if found is None:
+                raise ShopNotFound(f"shop {shop_id} has no deposit")
+            return found
+        newer = self.events.get(deposit.id, gt=deposit.version)
+        brought_up = project_deposit(deposit, (event for event in newer if isinstance(event, DepositEvent)))
+        assert brought_up is not None
+        return brought_up
+
+    def _checkin(self, deposit: ShopDeposit) -> None:
+        with self._cache_lock:
+            self._cache[deposit.id] = deposit
+            self._cache.move_to_end(deposit.id)
+            while len(self._cache) > DEPOSIT_CACHE_SIZE:
+                self._cache.popitem(last=False)
 
     def _retrying(self, shop_id: str, attempt: Callable[[], _Result]) -> _Result:
         with self.store.deposit_lock(self.views.connection, deposit_id(shop_id).hex):
@@ -460,7 +499,7 @@ class DepositLedger(Application[UUID]):
         return Stamp(
             effective_at=effective_at or recorded_at,
             recorded_at=recorded_at,
-            actor=actor or self.default_actor,
+            actor=parse_actor(actor or self.default_actor),
         )
 
     def _effective_at(self, at: datetime | str | None) -> datetime | None:
@@ -535,6 +574,14 @@ def parse_shop_id(shop_id: str) -> str:
         raise MalformedInput(
             f"shop id {shop_id!r} must be 1-64 letters, digits or _ . : -, starting with a letter or digit"
         ) from None
+
+
+def parse_actor(actor: str) -> str:
+    """A valid actor name, or ``MalformedInput``."""
+    try:
+        return _ACTOR.validate_python(actor)
+    except ValidationError:
+        raise MalformedInput(f"actor {actor!r} must be 1-64 characters without control characters") from None
 
 
 def parse_choice(choices: type[Channel] | type[DeductionReason] | type[Status], value: str, what: str) -> Any:

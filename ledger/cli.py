@@ -39,6 +39,7 @@ from ledger.reports import (
     worker_status_line,
 )
 from ledger.store import StoreUnavailable, resolve_store
+from ledger.views import ViewStatus
 from ledger.workers import POLL_INTERVAL_S, ProjectionWorker, stopping_on_signals
 
 EXIT_REFUSED = 1
@@ -379,10 +380,7 @@ def projections_status_command(ctx: typer.Context, name: ViewName = None, as_jso
     """Each view's position, the head of the event log, and the lag between them."""
     with open_ledger(ctx) as ledger:
         statuses = [s for s in ledger.projection_status() if name is None or s.name == _view_name(ledger, name)]
-    if as_json:
-        _print_json([projection_json(status) for status in statuses])
-    else:
-        Console().print(projections_table(statuses))
+    _report_views(statuses, as_json)
 
 
 @projections_app.command("catch-up")
@@ -393,10 +391,7 @@ def projections_catch_up_command(ctx: typer.Context, name: ViewName = None, as_j
         with progress_bar("catching up") as advance:
             ledger.views.catch_up(names, progress=advance)
         statuses = ledger.projection_status()
-    if as_json:
-        _print_json([projection_json(status) for status in statuses])
-    else:
-        Console().print(projections_table(statuses))
+    _report_views(statuses, as_json)
 
 
 @projections_app.command("rebuild")
@@ -408,6 +403,10 @@ def projections_rebuild_command(ctx: typer.Context, name: ViewName = None, as_js
             with progress_bar(f"rebuilding {view_name}") as advance:
                 ledger.views.rebuild(view_name, progress=advance)
         statuses = ledger.projection_status()
+    _report_views(statuses, as_json)
+
+
+def _report_views(statuses: list[ViewStatus], as_json: bool) -> None:
     if as_json:
         _print_json([projection_json(status) for status in statuses])
     else:

@@ -15,7 +15,7 @@ from uuid import UUID
 
 from eventsourcing.domain import DomainEventProtocol
 from eventsourcing.persistence import Mapper, MapperDeserialisationError, StoredEvent
-from pydantic import BaseModel
+from pydantic import BaseModel, ValidationError
 
 from domain import STORED_TYPES
 
@@ -65,9 +65,19 @@ class DepositMapper(Mapper[UUID]):
             ) from error
         from_version = state.pop("class_version", 1)
         class_version: int = getattr(cls, "class_version", 1)
+        where = f"{stored_event.topic} version {stored_event.originator_version} of {stored_event.originator_id}"
+        if from_version > class_version:
+            raise MapperDeserialisationError(
+                f"{where} was written as class version {from_version}, newer than this code ({class_version})"
+            )
         while from_version < class_version:
             getattr(cls, f"upcast_v{from_version}_v{from_version + 1}")(state)
             from_version += 1
         state["originator_id"] = stored_event.originator_id
         state["originator_version"] = stored_event.originator_version
-        return cast(DomainEventProtocol[UUID], cls.model_validate(state))
+        try:
+            return cast(DomainEventProtocol[UUID], cls.model_validate(state))
+        except ValidationError as error:
+            first = error.errors()[0]
+            field = ".".join(str(part) for part in first["loc"])
+            raise MapperDeserialisationError(f"{where} does not hold a valid event: {field}: {first['msg']}") from None

@@ -2,14 +2,22 @@
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Callable, Sequence
 from typing import Any
 from uuid import UUID
 
 from eventsourcing.persistence import InterfaceError, OperationalError, StoredEvent
 from eventsourcing.postgres import PostgresApplicationRecorder, PostgresDatastore
-from eventsourcing.sqlite import SQLiteApplicationRecorder, SQLiteCursor
-from eventsourcing.utils import retry
+from eventsourcing.sqlite import (
+    SQLITE3_DEFAULT_LOCK_TIMEOUT,
+    SQLiteApplicationRecorder,
+    SQLiteConnection,
+    SQLiteConnectionPool,
+    SQLiteCursor,
+    SQLiteFactory,
+)
+from eventsourcing.utils import Environment, EnvType, retry
 from psycopg.rows import tuple_row
 from psycopg.sql import SQL, Identifier
 
@@ -34,6 +42,52 @@ def _chain_rows(
 def stored_id(originator_id: UUID | str) -> str:
     """A deposit id as the chain hashes it: 32 hex digits, whatever column type holds it."""
     return originator_id.hex if isinstance(originator_id, UUID) else UUID(originator_id).hex
+
+
+STATEMENT_CACHE_SIZE = 256
+"""Prepared statements kept per SQLite connection; a command runs about twenty."""
+
+
+class StatementCachingPool(SQLiteConnectionPool):
+    """The library's SQLite pool, with a real prepared-statement cache.
+
+    The library opens connections with ``cached_statements=True``, which Python
+    reads as a cache of one statement: every statement of a command was parsed
+    again each time. Otherwise the connection is set up exactly as the library does.
+    """
+
+    def _create_connection(self) -> SQLiteConnection:
+        try:
+            connection = sqlite3.connect(
+                database=self.db_name,
+                uri=True,
+                check_same_thread=False,
+                isolation_level=None,
+                cached_statements=STATEMENT_CACHE_SIZE,
+                timeout=self.lock_timeout or SQLITE3_DEFAULT_LOCK_TIMEOUT,
+            )
+        except (sqlite3.Error, TypeError) as error:
+            raise InterfaceError(error) from error
+        if not self.is_sqlite_memory_mode and not self.is_journal_mode_wal:
+            cursor = connection.cursor()
+            cursor.execute("PRAGMA journal_mode;")
+            if cursor.fetchone()[0].lower() != "wal":
+                cursor.execute("PRAGMA journal_mode=WAL;")
+                self.journal_mode_was_changed_to_wal = True
+            self.is_journal_mode_wal = True
+        connection.row_factory = sqlite3.Row
+        return SQLiteConnection(sqlite_conn=connection, max_age=self.max_age)
+
+
+class LedgerSQLiteFactory(SQLiteFactory):
+    """The library's SQLite factory, on a pool that caches prepared statements."""
+
+    def __init__(self, env: Environment | EnvType | None) -> None:
+        """Build as the library does, then swap in the caching pool before any connection exists."""
+        super().__init__(env)
+        unused = self.datastore.pool
+        self.datastore.pool = StatementCachingPool(db_name=unused.db_name, lock_timeout=unused.lock_timeout)
+        unused.close()
 
 
 class LedgerRecorder(SQLiteApplicationRecorder):

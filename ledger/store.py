@@ -102,7 +102,7 @@ class Store:
         if self.kind == "sqlite":
             assert self.sqlite_path is not None
             return {
-                "PERSISTENCE_MODULE": "eventsourcing.sqlite",
+                "PERSISTENCE_MODULE": "ledger.recorder:LedgerSQLiteFactory",
                 "APPLICATION_RECORDER_TOPIC": "ledger.recorder:LedgerRecorder",
                 "SQLITE_DBNAME": str(self.sqlite_path),
                 "SQLITE_LOCK_TIMEOUT": str(LOCK_TIMEOUT_S),
@@ -189,6 +189,20 @@ class Store:
                 (self.schema, table),
             )
         return cursor.fetchone() is not None
+
+    def drop_indexes(self, cursor: Any, table: str) -> None:
+        """Drop the secondary indexes of ``table`` (its primary key stays)."""
+        if self.kind == "sqlite":
+            cursor.execute(
+                "SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = ? AND sql IS NOT NULL", (table,)
+            )
+        else:
+            cursor.execute(
+                "SELECT indexname FROM pg_indexes WHERE schemaname = ? AND tablename = ? AND indexname != ?",
+                (self.schema, table, f"{table}_pkey"),
+            )
+        for (index,) in cursor.fetchall():
+            cursor.execute(f"DROP INDEX {index}")
 
     def rename_table(self, cursor: Any, old: str, new: str) -> None:
         """Rename a table, and on PostgreSQL its primary-key index, so the old name is free again."""

@@ -128,6 +128,11 @@ class AuditTrailView(View):
         """The row this view must hold for ``event``: what a verifier compares against."""
         return _row(position, shop_id, currency, frozen_after_minor, event)
 
+    @staticmethod
+    def column_names() -> tuple[str, ...]:
+        """The columns of a row, in the order of the tuples above."""
+        return _COLUMNS
+
     def stored_row(self, cursor: Cursor, position: int) -> tuple[Any, ...] | None:
         """The row held for ``position``, as a tuple comparable with :meth:`expected_row`."""
         cursor.execute(f"SELECT {_SELECT} FROM {self.table} WHERE position = ?", (position,))

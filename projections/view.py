@@ -78,7 +78,7 @@ class View(Projection[BatchRecorder]):
 
     @abstractmethod
     def index_statements(self, table: str) -> list[str]:
-        """SQL that creates its indexes; run after a rebuild's bulk load."""
+        """SQL that creates its indexes, on the live table and on a rebuild's copy alike."""
 
     @abstractmethod
     def apply(self, cursor: Cursor, table: str, batch: Sequence[Positioned]) -> None:

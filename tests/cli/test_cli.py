@@ -455,6 +455,7 @@ def test_the_actor_is_the_option_else_the_environment_else_the_os_user(
 OPEN_SHOP = f"open tea-house --currency CNY --required 2000 --at {at()}"
 
 
+@pytest.mark.sqlite_only("store file paths")
 def test_the_store_defaults_to_deposits_db_in_the_working_directory(
     run: Run, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -463,6 +464,7 @@ def test_the_store_defaults_to_deposits_db_in_the_working_directory(
     assert len(stored_records(tmp_path / "deposits.db")) == 1
 
 
+@pytest.mark.sqlite_only("store file paths")
 @pytest.mark.parametrize(
     "env_value",
     [
@@ -483,6 +485,7 @@ def test_the_store_env_var_names_the_store_as_path_or_url(
     assert ok(run("show tea-house --json"))["version"] == 1
 
 
+@pytest.mark.sqlite_only("store file paths")
 def test_the_db_option_beats_the_store_env_var(run: Run, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("DEPOSIT_LEDGER_DB", str(tmp_path / "env.db"))
     done(run(f"--db sqlite:///{tmp_path}/option.db {OPEN_SHOP}"))

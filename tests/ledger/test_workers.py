@@ -19,10 +19,9 @@ from ledger.workers import BACKOFF_FIRST_S, ProjectionWorker, WorkerStatus
 from projections.balances import BalancesView
 from projections.view import Cursor, Positioned
 from tests.conftest import FakeClock
-from tests.ledger.checks import assert_views_are_a_rebuild_and_verify_clean, lags, save_backlog
+from tests.ledger.checks import CURRENT, assert_views_are_a_rebuild_and_verify_clean, lags
 from tests.ledger.processes import Children, eventually
-
-CURRENT = {"balances": 0, "audit_trail": 0}
+from tests.ledger.stores import fill
 
 
 @pytest.fixture
@@ -157,7 +156,7 @@ def test_two_workers_on_the_same_views_take_turns_and_apply_every_event_once(
     quiet_ledger: DepositLedger, store_url: str, follow: Callable[..., Following], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr("ledger.views.CATCH_UP_BATCH", 10)
-    events = save_backlog(quiet_ledger, 40, 2, prefix="early")
+    fill(quiet_ledger, 40, 2, prefix="early")
 
     def pause_between_batches(status: WorkerStatus) -> None:
         # Lets the other worker take the lock between two batches: they interleave.
@@ -165,11 +164,11 @@ def test_two_workers_on_the_same_views_take_turns_and_apply_every_event_once(
             time.sleep(0.02)
 
     workers = [follow(store_url, on_status=pause_between_batches) for _ in range(2)]
-    events += save_backlog(quiet_ledger, 20, 2, prefix="late")
+    head = fill(quiet_ledger, 20, 2, prefix="late")
     eventually(lambda: lags(store_url) == CURRENT, "both views caught up")
 
     applied = [following.stop() for following in workers]
-    assert sum(applied) == 2 * events, applied
+    assert sum(applied) == 2 * head, applied
     assert min(applied) > 0, f"one worker did everything: {applied}"
     assert_views_are_a_rebuild_and_verify_clean(store_url)
 
@@ -226,7 +225,7 @@ def test_a_stop_request_ends_a_catch_up_after_the_batch_in_hand(
     quiet_ledger: DepositLedger, store_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr("ledger.views.CATCH_UP_BATCH", 10)
-    save_backlog(quiet_ledger, 10, 1, prefix="shop")
+    fill(quiet_ledger, 10, 1)
     worker: ProjectionWorker
 
     def stop_after_first_batch(status: WorkerStatus) -> None:

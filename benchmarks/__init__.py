@@ -1,0 +1,1 @@
+"""Reproducible measurements of the ledger, each beside the bare storage floor."""

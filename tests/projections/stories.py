@@ -1,0 +1,156 @@
+"""Deposit histories built in memory, and a view's tables in a database of either engine.
+
+The aggregate is the oracle: a view fed its events must report what the
+deposit itself reports after each command.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any, cast
+
+import psycopg
+
+from domain import Channel, DeductionReason, DepositEvent, DepositState, ShopDeposit, Stamp
+from ledger.store import Store
+from projections.view import Positioned, View
+
+START = datetime(2026, 1, 1, tzinfo=UTC)
+SETTLEMENT_WINDOW = timedelta(days=90)
+
+
+def stamp(minutes: float, actor: str = "risk-ops") -> Stamp:
+    """A stamp ``minutes`` after the start, recorded one second after it took effect."""
+    at = START + timedelta(minutes=minutes)
+    return Stamp(effective_at=at, recorded_at=at + timedelta(seconds=1), actor=actor)
+
+
+@dataclass(frozen=True)
+class Step:
+    """The events one command recorded, and the deposit's state after it."""
+
+    command: str
+    events: tuple[DepositEvent, ...]
+    state: DepositState
+
+
+Command = Callable[[ShopDeposit], Any]
+
+
+def story(deposit: ShopDeposit, commands: Sequence[tuple[str, Command]]) -> list[Step]:
+    """Run the commands on the deposit; the first step is its opening."""
+    steps = [Step("open", tuple(deposit.collect_events()), deposit.state())]
+    for name, command in commands:
+        command(deposit)
+        steps.append(Step(name, tuple(deposit.collect_events()), deposit.state()))
+    return steps
+
+
+def refunded_story(shop_id: str = "tea-house") -> list[Step]:
+    """Paid through both channels, deducted with a note, closed and refunded."""
+    deposit = ShopDeposit.open(shop_id=shop_id, site="CN", currency="CNY", required_minor=200000, stamp=stamp(0))
+    return story(
+        deposit,
+        [
+            (
+                "pay",
+                lambda d: d.pay(amount_minor=150000, channel=Channel.ALIPAY, trade_no="A1", payer=None, stamp=stamp(1)),
+            ),
+            (
+                "top-up",
+                lambda d: d.pay(
+                    amount_minor=50000, channel=Channel.WECHAT_PAY, trade_no="W1", payer="wx-77", stamp=stamp(2)
+                ),
+            ),
+            (
+                "deduct",
+                lambda d: d.deduct(
+                    amount_minor=5000,
+                    reason=DeductionReason.LATE_SHIPMENT,
+                    case_id="LS-1",
+                    note="3 orders shipped after 48h",
+                    stamp=stamp(3),
+                ),
+            ),
+            ("close", lambda d: d.close(settlement_window=SETTLEMENT_WINDOW, stamp=stamp(4))),
+            ("refund", lambda d: d.refund(stamp=stamp(4 + SETTLEMENT_WINDOW.total_seconds() / 60))),
+        ],
+    )
+
+
+def forfeited_story(shop_id: str = "gadget-hub") -> list[Step]:
+    """Underpaid, deducted beyond its frozen balance, settled by the next payment, force-closed."""
+    deposit = ShopDeposit.open(shop_id=shop_id, site="US", currency="USD", required_minor=100000, stamp=stamp(0))
+    return story(
+        deposit,
+        [
+            (
+                "pay",
+                lambda d: d.pay(amount_minor=10000, channel=Channel.ALIPAY, trade_no="A9", payer=None, stamp=stamp(5)),
+            ),
+            (
+                "deduct",
+                lambda d: d.deduct(
+                    amount_minor=30000, reason=DeductionReason.FAKE_LISTING, case_id="FL-7", note="", stamp=stamp(6)
+                ),
+            ),
+            (
+                "settle",
+                lambda d: d.pay(
+                    amount_minor=25000, channel=Channel.WECHAT_PAY, trade_no="W9", payer=None, stamp=stamp(7)
+                ),
+            ),
+            ("force-close", lambda d: d.force_close(reason="repeated fake listings", stamp=stamp(8))),
+        ],
+    )
+
+
+def events_of(steps: Sequence[Step]) -> list[DepositEvent]:
+    """Every event of the story, in order."""
+    return [event for step in steps for event in step.events]
+
+
+def positioned(events: Sequence[DepositEvent], first: int = 1) -> list[Positioned]:
+    """The events at consecutive positions from ``first``."""
+    return [Positioned(first + offset, event) for offset, event in enumerate(events)]
+
+
+def view_tables(view_class: type[View]) -> tuple[View, sqlite3.Cursor]:
+    """The view and a cursor on a fresh in-memory database holding its live tables.
+
+    The database lives as long as the cursor does.
+    """
+    connection = sqlite3.connect(":memory:", isolation_level=None)
+    # The views never use their recorder when applied directly.
+    view = view_class(view=cast(Any, None))
+    cursor = connection.cursor()
+    for statement in view.create_statements(view.table) + view.index_statements(view.table):
+        cursor.execute(statement)
+    return view, cursor
+
+
+@contextmanager
+def view_tables_in(store: Store, view_class: type[View]) -> Iterator[tuple[View, Any]]:
+    """The view and a cursor on ``store`` (either backend) holding its live tables, closed afterwards."""
+    connection = store.connect()
+    try:
+        view = view_class(view=cast(Any, None))
+        cursor = connection.cursor()
+        for statement in view.create_statements(view.table) + view.index_statements(view.table):
+            cursor.execute(statement)
+        yield view, cursor
+    finally:
+        connection.close()
+
+
+INTEGRITY_ERRORS = (sqlite3.IntegrityError, psycopg.IntegrityError)
+"""What either engine raises when a row's key is taken."""
+
+
+def table_rows(cursor: sqlite3.Cursor, table: str) -> list[tuple[Any, ...]]:
+    """Every row of ``table``, in a stable order."""
+    return cursor.execute(f"SELECT * FROM {table} ORDER BY 1").fetchall()
