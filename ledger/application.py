@@ -139,10 +139,15 @@ class DepositLedger(Application[UUID]):
         self.settlement_window = settlement_window
         self._cache: OrderedDict[UUID, ShopDeposit] = OrderedDict()
         self._cache_lock = threading.Lock()
-        with self.store.creating_tables():
-            super().__init__(env={**self.store.environment(), **(env or {})})
+        connection = self.store.connect()
+        try:
+            with self.store.creating_tables(connection):
+                super().__init__(env={**self.store.environment(), **(env or {})})
+        except BaseException:
+            connection.close()
+            raise
         assert isinstance(self.recorder, LedgerRecorder | PostgresLedgerRecorder)
-        self.views = ViewKeeper(self.store, self.mapper, (BalancesView, AuditTrailView))
+        self.views = ViewKeeper(self.store, self.mapper, (BalancesView, AuditTrailView), connection)
         self.views.ensure_tables()
         if self.inline_views:
             self.recorder.after_insert = self.views.apply_inline

@@ -119,6 +119,9 @@ class PostgresLedgerRecorder(PostgresApplicationRecorder):
     def __init__(self, datastore: PostgresDatastore, *, events_table_name: str = "stored_events") -> None:
         """Add the chain table to what the library creates."""
         super().__init__(datastore, events_table_name=events_table_name)
+        if not datastore.enable_db_functions:
+            # Not used with database functions off; replacing it at every start only costs a catalogue write.
+            del self.sql_create_statements[self.create_insert_function_statement_index]
         self.sql_create_statements.append(
             SQL(chain.create_table_statement("{schema}.event_chain", "BYTEA")).format(
                 schema=Identifier(self.datastore.schema)

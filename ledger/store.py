@@ -118,7 +118,8 @@ class Store:
             "POSTGRES_SCHEMA": self.schema,
             "POSTGRES_CONNECT_TIMEOUT": str(CONNECT_TIMEOUT_S),
             "POSTGRES_LOCK_TIMEOUT": str(LOCK_TIMEOUT_S),
-            "POSTGRES_POOL_SIZE": "2",
+            # One connection kept open (a command uses one at a time); more while threads need them.
+            "POSTGRES_POOL_SIZE": "1",
             "POSTGRES_MAX_OVERFLOW": "4",
             # The database-function insert path drops process recorders' tracking records in 9.5.6.
             "POSTGRES_ENABLE_DB_FUNCTIONS": "n",
@@ -184,10 +185,8 @@ class Store:
         if self.kind == "sqlite":
             cursor.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (table,))
         else:
-            cursor.execute(
-                "SELECT 1 FROM information_schema.tables WHERE table_schema = ? AND table_name = ?",
-                (self.schema, table),
-            )
+            cursor.execute("SELECT to_regclass(?) IS NOT NULL", (f"{self.schema}.{table}",))
+            return bool(cursor.fetchone()[0])
         return cursor.fetchone() is not None
 
     def drop_indexes(self, cursor: Any, table: str) -> None:
@@ -216,24 +215,22 @@ class Store:
             cursor.execute("SELECT pg_advisory_xact_lock(hashtext(?))", (self._schema_lock_key,))
 
     @contextmanager
-    def creating_tables(self) -> Iterator[None]:
-        """While held, no other process creates tables in this store.
+    def creating_tables(self, connection: Any) -> Iterator[None]:
+        """While held on ``connection``, no other process creates tables in this store.
 
-        The library creates its tables in transactions of its own, and replaces
-        its insert function each time (``CREATE OR REPLACE FUNCTION``): on
-        PostgreSQL two processes doing that at once fail with "tuple concurrently
-        updated". SQLite serialises schema changes itself.
+        The library creates its tables in transactions of its own: on PostgreSQL
+        two processes doing that at once in a new schema collide in the catalogue.
+        SQLite serialises schema changes itself.
         """
         if self.kind == "sqlite":
             yield
             return
-        connection = self.connect()
+        connection.execute("SELECT pg_advisory_lock(hashtext(?))", (self._schema_lock_key,))
         try:
-            connection.execute("SELECT pg_advisory_lock(hashtext(?))", (self._schema_lock_key,))
             yield
         finally:
-            # Ending the session releases its advisory lock.
-            connection.close()
+            with suppress(*UNAVAILABLE):
+                connection.execute("SELECT pg_advisory_unlock(hashtext(?))", (self._schema_lock_key,))
 
     @contextmanager
     def deposit_lock(self, connection: Any, deposit_hex: str) -> Iterator[None]:

@@ -70,11 +70,13 @@ class ViewStatus:
 class ViewKeeper(BatchRecorder):
     """The read models of one ledger, kept in the same database as its events."""
 
-    def __init__(self, store: Store, mapper: Mapper[Any], views: Sequence[type[View]]) -> None:
-        """Open a connection of its own to ``store``; ``views`` are the view classes to keep."""
+    def __init__(
+        self, store: Store, mapper: Mapper[Any], views: Sequence[type[View]], connection: Any | None = None
+    ) -> None:
+        """Keep ``views`` (the view classes) on a connection of their own to ``store`` (or ``connection``)."""
         self.store = store
         self.mapper = mapper
-        self.connection = store.connect()
+        self.connection = connection if connection is not None else store.connect()
         self.views: dict[str, View] = {view.name: view(view=self) for view in views}
         self._current_after_insert = True
         position = store.position_column
