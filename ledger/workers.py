@@ -136,15 +136,19 @@ class ProjectionWorker:
         Errors are raised as they come: a store that cannot be reached, and (after
         the other views caught up) the first view stopped by a poison event.
         """
+        failures: list[ViewFailed] = []
         with self._session(listen=False) as (ledger, _):
-            names = self._view_names(ledger)
-            self._set("catching up", ledger)
-            applied = ledger.views.catch_up(
-                names, progress=lambda _done, _total: self._set("catching up", ledger), stop_requested=self._stopping
-            )
-            self.status.applied += applied
+            for name in self._view_names(ledger):
+                if self._stop_requested:
+                    break
+                try:
+                    self._catch_up_view(ledger, name)
+                except ViewFailed as failure:
+                    failures.append(failure)
             self._set("stopped", ledger)
-        return applied
+        if failures:
+            raise failures[0]
+        return self.status.applied
 
     def follow(self) -> int:
         """Apply new events as they commit until asked to stop; return how many were applied."""
@@ -200,19 +204,29 @@ class ProjectionWorker:
         for name in lagging:
             if self._stop_requested:
                 return
-            self._set("catching up", ledger, refresh=False)
             try:
-                self.status.applied += ledger.views.catch_up(
-                    [name],
-                    progress=lambda _done, _total: self._set("catching up", ledger),
-                    stop_requested=self._stopping,
-                )
+                self._catch_up_view(ledger, name)
             except ViewFailed as failure:
                 # The view stays stopped at the poison event, nothing skipped; the others go on.
                 # It is tried again at each wake-up, and said once.
                 if (failure.view, failure.position) not in self._failures_told:
                     self._failures_told.add((failure.view, failure.position))
                     self._notice(str(failure))
+
+    def _catch_up_view(self, ledger: DepositLedger, name: str) -> None:
+        # Counted batch by batch, so that the batches committed before a failure still count.
+        committed = 0
+
+        def progress(done: int, _total: int) -> None:
+            nonlocal committed
+            committed = done
+            self._set("catching up", ledger)
+
+        self._set("catching up", ledger, refresh=False)
+        try:
+            ledger.views.catch_up([name], progress=progress, stop_requested=self._stopping)
+        finally:
+            self.status.applied += committed
 
     def _wait(self, waiter: _Waiter) -> None:
         deadline = time.monotonic() + self.poll_interval_s
