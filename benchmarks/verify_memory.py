@@ -103,8 +103,9 @@ def build(path: Path, events: int) -> None:
 def verify(path: Path) -> None:
     """Verify the store and print what was checked; fail unless it is clean."""
     from ledger.audit import Auditor
+    from ledger.store import resolve_store
 
-    report = Auditor(path).verify()
+    report = Auditor(resolve_store(str(path))).verify()
     if not report.ok:
         raise SystemExit(f"the benchmark store does not verify: {report.problems[:3]}")
     print(json.dumps({"events": report.events_checked, "deposits": report.deposits_checked}))

@@ -16,14 +16,21 @@ from uuid import UUID
 from pydantic import AwareDatetime, BaseModel, ConfigDict
 
 from domain.events import (
+    AppealFiled,
+    AppealRejected,
     ClosureRequested,
     Deducted,
+    DeductionReversed,
     DepositEvent,
+    ExcessRefunded,
     Forfeited,
     Frozen,
+    HoldPlaced,
+    HoldReleased,
     Opened,
     Paid,
     Refunded,
+    RequirementChanged,
 )
 
 
@@ -37,11 +44,12 @@ class Phase(StrEnum):
 
 
 class Status(StrEnum):
-    """The status the ledger reports: the phase, refined by the balance while open."""
+    """The status the ledger reports: the phase, refined by the balance (and the time) while open."""
 
     AWAITING_PAYMENT = "awaiting_payment"
     ACTIVE = "active"
     UNDERFUNDED = "underfunded"
+    RESTRICTED = "restricted"
     CLOSING = "closing"
     CLOSED = "closed"
     FORFEITED = "forfeited"
@@ -67,6 +75,11 @@ class DepositState(BaseModel):
     version: int
     settlement_due: AwareDatetime | None
     last_effective_at: AwareDatetime
+    held_minor: int
+    reversed_minor: int
+    top_up_due: AwareDatetime | None
+    policy_version: str | None
+    categories: tuple[str, ...]
 
 
 def frozen_change(event: DepositEvent) -> int:
@@ -74,8 +87,8 @@ def frozen_change(event: DepositEvent) -> int:
     if isinstance(event, Frozen):
         return event.amount_minor
     if isinstance(event, Deducted) and not event.settles_debt:
-        return -event.amount_collected_minor
-    if isinstance(event, Refunded | Forfeited):
+        return -(event.amount_collected_minor - event.collected_from_hold_minor)
+    if isinstance(event, Refunded | Forfeited | ExcessRefunded | HoldPlaced):
         return -event.amount_minor
     return 0
 
@@ -84,8 +97,11 @@ def frozen_change(event: DepositEvent) -> int:
 class Balance:
     """The money figures of one deposit, in integer minor units of ``currency``.
 
-    ``unfrozen_minor`` is money received but not yet frozen: non-zero only between
-    the ``Paid`` and ``Frozen`` events of one payment.
+    ``unfrozen_minor`` is money in hand but not yet frozen: a payment, a released
+    hold or a reversed deduction between its arrival and the ``Frozen`` event that
+    places it (after it has settled what is owed). ``held_minor`` is frozen money
+    set aside for open cases. ``reversed_minor`` counts what upheld appeals gave
+    back; ``deducted_minor`` is net of it.
     """
 
     deposit_id: UUID
@@ -104,6 +120,11 @@ class Balance:
     settlement_due: datetime | None
     version: int
     last_effective_at: datetime
+    held_minor: int = 0
+    reversed_minor: int = 0
+    top_up_due: datetime | None = None
+    policy_version: str | None = None
+    categories: tuple[str, ...] = ()
 
     @classmethod
     def opened(cls, event: Opened) -> Balance:
@@ -125,6 +146,8 @@ class Balance:
             settlement_due=None,
             version=event.originator_version,
             last_effective_at=event.effective_at,
+            policy_version=event.policy_version,
+            categories=event.categories,
         )
 
     def apply(self, event: DepositEvent) -> None:
@@ -139,27 +162,70 @@ class Balance:
         elif isinstance(event, Frozen):
             self.unfrozen_minor -= event.amount_minor
         elif isinstance(event, Deducted):
-            self.deducted_minor += event.amount_collected_minor
-            if event.settles_debt:
-                # Collected from the payment in hand, and the case owes that much less.
-                self.unfrozen_minor -= event.amount_collected_minor
-                self.owed_minor -= event.amount_collected_minor
-            else:
-                self.owed_minor += event.amount_owed_minor
+            self._deducted(event)
         elif isinstance(event, ClosureRequested):
             self.phase = Phase.CLOSING
             self.settlement_due = event.settlement_due
         elif isinstance(event, Refunded):
+            # A second refund corrects a closed deposit after an upheld appeal.
+            assert self.phase in (Phase.CLOSING, Phase.CLOSED), f"refund of {self.shop_id} while {self.phase}"
             self.refunded_minor += event.amount_minor
             self.phase = Phase.CLOSED
         elif isinstance(event, Forfeited):
             self.forfeited_minor += event.amount_minor
             self.phase = Phase.FORFEITED
-        else:
+        elif isinstance(event, RequirementChanged):
+            assert event.old_required_minor == self.required_minor, f"requirement of {self.shop_id} out of step"
+            self.required_minor = event.new_required_minor
+            self.categories = event.categories
+            self.policy_version = event.policy_version
+            self._start_top_up_clock(event.top_up_due)
+        elif isinstance(event, HoldPlaced):
+            self.held_minor += event.amount_minor
+        elif isinstance(event, HoldReleased):
+            # Back in hand: it settles debts, then a Frozen event places the rest.
+            self.held_minor -= event.amount_minor
+            self.unfrozen_minor += event.amount_minor
+        elif isinstance(event, DeductionReversed):
+            self.deducted_minor -= event.amount_restored_minor
+            self.reversed_minor += event.amount_restored_minor
+            self.unfrozen_minor += event.amount_restored_minor
+            self.owed_minor -= event.amount_cancelled_minor
+            self._restart_settlement(event.settlement_due)
+        elif isinstance(event, AppealRejected):
+            self._restart_settlement(event.settlement_due)
+        elif isinstance(event, ExcessRefunded):
+            self.refunded_minor += event.amount_minor
+        elif not isinstance(event, AppealFiled):
             raise AssertionError(f"{type(event).__name__} cannot follow the opening of {self.shop_id}")
+        if self.phase is not Phase.OPEN or self.shortfall_minor == 0:
+            # Topped up (or no longer trading): nothing is due any more.
+            self.top_up_due = None
         self.version = event.originator_version
         self.last_effective_at = event.effective_at
         self.assert_balanced()
+
+    def _deducted(self, event: Deducted) -> None:
+        self.deducted_minor += event.amount_collected_minor
+        if event.settles_debt:
+            # Collected from the money in hand, and the case owes that much less.
+            self.unfrozen_minor -= event.amount_collected_minor
+            self.owed_minor -= event.amount_collected_minor
+        else:
+            assert event.collected_from_hold_minor <= event.amount_collected_minor, "hold beyond the collection"
+            self.held_minor -= event.collected_from_hold_minor
+            self.owed_minor += event.amount_owed_minor
+            self._start_top_up_clock(event.top_up_due)
+
+    def _start_top_up_clock(self, due: datetime | None) -> None:
+        if due is not None:
+            assert self.top_up_due is None, f"a second top-up clock in {self.shop_id}"
+            self.top_up_due = due
+
+    def _restart_settlement(self, due: datetime | None) -> None:
+        if due is not None:
+            assert self.phase is Phase.CLOSING, f"settlement restarted in {self.shop_id} while {self.phase}"
+            self.settlement_due = due
 
     def assert_balanced(self) -> None:
         """Conservation and signs; holds after every single event, even inside a payment."""
@@ -167,36 +233,68 @@ class Balance:
             self.paid_minor,
             self.unfrozen_minor,
             self.frozen_minor,
+            self.held_minor,
             self.deducted_minor,
             self.refunded_minor,
             self.forfeited_minor,
             self.owed_minor,
+            self.reversed_minor,
         )
         assert min(figures) >= 0, f"negative figure in {self.shop_id}: {figures}"
-        assert self.paid_minor == sum(figures[1:6]), f"conservation broken in {self.shop_id}: {figures}"
+        # paid = unfrozen + frozen + held + deducted + refunded + forfeited
+        assert self.paid_minor == sum(figures[1:7]), f"conservation broken in {self.shop_id}: {figures}"
         assert self.owed_minor == 0 or self.frozen_minor == 0, f"owed beside frozen money in {self.shop_id}"
+        assert self.top_up_due is None or (self.phase is Phase.OPEN and self.shortfall_minor > 0), (
+            f"top-up due without a shortfall in {self.shop_id}"
+        )
 
     @property
     def shortfall_minor(self) -> int:
-        """What the shop must pay to be fully funded again: the gap plus what it owes."""
-        return max(0, self.required_minor - self.frozen_minor) + self.owed_minor
+        """What the shop must pay to be fully funded again: the gap plus what it owes.
+
+        Held money still counts towards the requirement: it is the shop's until a
+        deduction takes it.
+        """
+        return max(0, self.required_minor - self.frozen_minor - self.held_minor) + self.owed_minor
+
+    def shortfall_after(
+        self, *, required_minor: int | None = None, covered_change: int = 0, owed_change: int = 0
+    ) -> int:
+        """The shortfall if the requirement, the frozen-plus-held money or the debts changed by so much."""
+        required = self.required_minor if required_minor is None else required_minor
+        covered = self.frozen_minor + self.held_minor + covered_change
+        return max(0, required - covered) + self.owed_minor + owed_change
 
     @property
     def status(self) -> Status:
-        """``awaiting_payment`` before any payment, then ``active`` or ``underfunded``."""
+        """``awaiting_payment`` before any payment, then ``active`` or ``underfunded``; never ``restricted``.
+
+        The status that does not depend on the time of the question: what the
+        balances view stores. :meth:`status_at` adds the restriction.
+        """
         if self.phase is not Phase.OPEN:
             return Status(self.phase.value)
         if self.paid_minor == 0:
             return Status.AWAITING_PAYMENT
         return Status.ACTIVE if self.shortfall_minor == 0 else Status.UNDERFUNDED
 
-    def state(self) -> DepositState:
-        """The figures as the ledger reports them."""
+    def status_at(self, now: datetime | None) -> Status:
+        """The status as of ``now``: ``restricted`` once a top-up is overdue, else :attr:`status`."""
+        if now is not None and self.top_up_due is not None and now >= self.top_up_due:
+            return Status.RESTRICTED
+        return self.status
+
+    def state(self, now: datetime | None = None) -> DepositState:
+        """The figures as the ledger reports them; the status as of ``now`` when given.
+
+        Without ``now`` the status is the one that does not depend on the time
+        (never ``restricted``): the ledger passes its clock.
+        """
         return DepositState(
             shop_id=self.shop_id,
             site=self.site,
             currency=self.currency,
-            status=self.status,
+            status=self.status_at(now),
             required_minor=self.required_minor,
             paid_minor=self.paid_minor,
             frozen_minor=self.frozen_minor,
@@ -208,4 +306,9 @@ class Balance:
             version=self.version,
             settlement_due=self.settlement_due,
             last_effective_at=self.last_effective_at,
+            held_minor=self.held_minor,
+            reversed_minor=self.reversed_minor,
+            top_up_due=self.top_up_due,
+            policy_version=self.policy_version,
+            categories=self.categories,
         )

@@ -1,18 +1,22 @@
 """``ShopDeposit``: one merchant shop's security deposit, rebuilt from its events.
 
-Command methods (``open``, ``pay``, ``deduct``, ``close``, ``refund``,
-``force_close``) check the rules and record new events; ``apply`` is the only
-place an event changes the state, so replaying history and running a command
-change the state in exactly the same way.
+Command methods (``open``, ``pay``, ``deduct``, ``hold``, ``appeal``, ``close``,
+``refund``, ``force_close``...) check the rules and record new events; ``apply``
+is the only place an event changes the state, so replaying history and running
+a command change the state in exactly the same way.
 
 The conservation law holds after every event and is asserted in code::
 
-    paid = unfrozen + frozen + deducted + refunded + forfeited
+    paid = unfrozen + frozen + held + deducted + refunded + forfeited
 
-where ``unfrozen`` is money received but not yet frozen; it is non-zero only
-between the ``Paid`` and ``Frozen`` events of one payment, and zero whenever a
-command has finished, which gives the published form
-``paid = frozen + deducted + refunded + forfeited``.
+where ``unfrozen`` is money in hand but not yet frozen (a payment, a released
+hold or a reversed deduction, between its arrival and the ``Frozen`` event that
+places it); it is zero whenever a command has finished, which gives the
+published form ``paid = frozen + held + deducted + refunded + forfeited``.
+``deducted`` is net of upheld appeals (``reversed`` counts what they gave back).
+
+Money coming back into the deposit always takes the same path: it settles
+what the shop owes first, oldest case first, and only the rest is frozen.
 """
 
 from __future__ import annotations
@@ -20,7 +24,8 @@ from __future__ import annotations
 import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
+from enum import StrEnum
 from typing import Any, ClassVar, TypeVar
 from uuid import UUID
 
@@ -37,26 +42,31 @@ from domain.errors import (
 )
 from domain.events import (
     HISTORY_EVENTS,
+    AppealFiled,
+    AppealRejected,
     Channel,
     ClosureRequested,
     Deducted,
     DeductionReason,
+    DeductionReversed,
     DepositEvent,
+    ExcessRefunded,
     Forfeited,
     Frozen,
+    HoldPlaced,
+    HoldReleased,
     Opened,
     Paid,
     Refunded,
     RefundLine,
+    RequirementChanged,
     Stamp,
 )
 from domain.money import format_minor
+from domain.policy import STANDARD_TERMS, DepositPolicy, DepositTerms, price_violation
 
 SHOP_NAMESPACE = UUID("5c0b2f6e-6f0e-4d55-9a8a-3f4f3c1d0b7e")
 """Namespace of the name-based (version 5) UUIDs that identify deposits by shop id."""
-
-DEFAULT_SETTLEMENT_WINDOW = timedelta(days=90)
-"""How long after a voluntary closure the refund waits for late claims (TikTok cross-border: 90 days)."""
 
 
 def deposit_id(shop_id: str) -> UUID:
@@ -64,22 +74,51 @@ def deposit_id(shop_id: str) -> UUID:
     return uuid.uuid5(SHOP_NAMESPACE, shop_id)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Payment:
     """One payment into the deposit, kept for idempotency and for refunds."""
 
     channel: Channel
     trade_no: str
     amount_minor: int
+    refunded_minor: int = 0
+
+    @property
+    def refundable_minor(self) -> int:
+        """What may still go back through this payment: never more than it brought in."""
+        return self.amount_minor - self.refunded_minor
+
+
+class AppealStage(StrEnum):
+    """Where the appeal of a deduction stands."""
+
+    PENDING = "pending"
+    UPHELD = "upheld"
+    REJECTED = "rejected"
 
 
 @dataclass(slots=True)
 class Case:
-    """One deduction case: what was asked for and what it still owes."""
+    """One deduction case: what was asked for, collected and still owed, and its appeal."""
 
     reason: DeductionReason
     amount_minor: int
     owed_minor: int
+    collected_minor: int
+    deducted_at: datetime
+    order_value_minor: int | None = None
+    priced: bool = False
+    """Priced by the policy's catalogue (and counted against its daily cap)."""
+    appeal: AppealStage | None = None
+    appealed_while_closing: bool = False
+
+
+@dataclass(slots=True)
+class Hold:
+    """Money set aside for one open case: how much was placed and how much is still held."""
+
+    amount_minor: int
+    held_minor: int
 
 
 _Event = TypeVar("_Event", bound=DepositEvent)
@@ -93,6 +132,7 @@ class ShopDeposit:
         self.balance = Balance.opened(opened)
         self.payments: dict[tuple[Channel, str], Payment] = {}
         self.cases: dict[str, Case] = {}
+        self.holds: dict[str, Hold] = {}
         self._pending: list[DepositEvent] = []
 
     # ----------------------------------------------------------------- commands
@@ -106,8 +146,14 @@ class ShopDeposit:
         currency: str,
         required_minor: int,
         stamp: Stamp,
+        categories: Iterable[str] = (),
+        policy_version: str | None = None,
     ) -> ShopDeposit:
-        """Open a shop's deposit account with the amount the platform requires."""
+        """Open a shop's deposit account with the amount the platform requires.
+
+        ``categories`` and ``policy_version`` say where the requirement came from
+        when the policy derived it.
+        """
         opened = _build(
             Opened,
             originator_id=deposit_id(shop_id),
@@ -116,6 +162,8 @@ class ShopDeposit:
             site=site,
             currency=currency,
             required_minor=required_minor,
+            categories=tuple(sorted(set(categories))),
+            policy_version=policy_version,
             **stamp.model_dump(),
         )
         deposit = cls(opened)
@@ -157,10 +205,7 @@ class ShopDeposit:
             trade_no=trade_no,
             payer=payer,
         )
-        if self.owed_minor:
-            self._settle_debts(f"{channel.value} {trade_no}", stamp)
-        if self.balance.unfrozen_minor:
-            self._record(Frozen, stamp, currency=self.currency, amount_minor=self.balance.unfrozen_minor)
+        self._place(f"payment {channel.value} {trade_no}", stamp)
         self.check_invariants()
         return True
 
@@ -172,11 +217,13 @@ class ShopDeposit:
         case_id: str,
         note: str,
         stamp: Stamp,
+        terms: DepositTerms = STANDARD_TERMS,
     ) -> bool:
-        """Deduct a penalty: collect what the frozen balance holds, record the rest as owed.
+        """Deduct a penalty: take the case's hold, then the frozen balance, record the rest as owed.
 
         Returns False, recording nothing, when this case was deducted before with
-        the same amount and reason.
+        the same amount and reason. A deduction that leaves a fully funded open
+        deposit short starts the top-up clock (``terms.top_up_deadline``).
         """
         known = self.cases.get(case_id)
         if known is not None:
@@ -188,29 +235,265 @@ class ShopDeposit:
             return False
         self._require_phase("accept deductions", Phase.OPEN, Phase.CLOSING)
         self._require_in_order(stamp)
-        collected = min(amount_minor, self.frozen_minor)
-        self._record(
-            Deducted,
-            stamp,
-            currency=self.currency,
-            amount_collected_minor=collected,
-            amount_owed_minor=amount_minor - collected,
+        self._deduct(amount_minor, reason, case_id, note, stamp, terms)
+        self.check_invariants()
+        return True
+
+    def deduct_by_policy(
+        self,
+        *,
+        policy: DepositPolicy,
+        reason: DeductionReason,
+        case_id: str,
+        order_value_minor: int | None,
+        note: str,
+        stamp: Stamp,
+    ) -> bool:
+        """Deduct what the policy's catalogue charges for the violation, within its daily cap.
+
+        Idempotent by case like :meth:`deduct`, but on what was asked (reason
+        and order value), not on the amount: the daily cap may price a repeat
+        differently, and a repeat must still change nothing.
+        """
+        known = self.cases.get(case_id)
+        if known is not None:
+            if not known.priced or known.reason != reason or known.order_value_minor != order_value_minor:
+                raise DuplicateConflict(
+                    f"case {case_id} was deducted as {self._describe_case(known)}, "
+                    f"not {reason.value} priced by the policy{self._order_words(order_value_minor)}"
+                )
+            return False
+        self._require_phase("accept deductions", Phase.OPEN, Phase.CLOSING)
+        self._require_in_order(stamp)
+        site = self._priced_site(policy)
+        pricing = price_violation(
+            policy.rule(site, reason),
             reason=reason,
+            currency=self.currency,
+            order_value_minor=order_value_minor,
+            charged_today_minor=self._charged_today(reason, stamp.effective_at),
+        )
+        self._deduct(
+            pricing.amount_minor,
+            reason,
+            case_id,
+            note,
+            stamp,
+            policy.terms,
+            rule=pricing.rule,
+            order_value_minor=order_value_minor,
+        )
+        self.check_invariants()
+        return True
+
+    def hold(self, *, case_id: str, amount_minor: int, note: str, stamp: Stamp) -> bool:
+        """Hold part of the frozen balance for an open case: it cannot be refunded until released.
+
+        Idempotent by case: the same hold again changes nothing; another amount
+        is a conflict. A case can be held before it is deducted, not after.
+        """
+        known = self.holds.get(case_id)
+        if known is not None:
+            if known.amount_minor != amount_minor:
+                raise DuplicateConflict(
+                    f"case {case_id} was held with {self._fmt(known.amount_minor)}, not {self._fmt(amount_minor)}"
+                )
+            return False
+        self._require_phase("place holds", Phase.OPEN, Phase.CLOSING)
+        self._require_in_order(stamp)
+        if case_id in self.cases:
+            raise Refused(f"case {case_id} of shop {self.shop_id} is deducted already: a hold comes before")
+        if amount_minor > self.frozen_minor:
+            raise Refused(
+                f"a hold of {self._fmt(amount_minor)} exceeds shop {self.shop_id}'s frozen balance "
+                f"of {self._fmt(self.frozen_minor)}"
+            )
+        self._record(HoldPlaced, stamp, currency=self.currency, amount_minor=amount_minor, case_id=case_id, note=note)
+        self.check_invariants()
+        return True
+
+    def release(self, *, case_id: str, note: str, stamp: Stamp) -> bool:
+        """Release what a case still holds: it settles what is owed first, the rest is frozen again.
+
+        Returns False, recording nothing, when the hold was released (or taken
+        by the case's deduction) before.
+        """
+        hold = self.holds.get(case_id)
+        if hold is None:
+            raise Refused(f"shop {self.shop_id} has no hold on case {case_id}")
+        if hold.held_minor == 0:
+            return False
+        self._require_phase("release holds", Phase.OPEN, Phase.CLOSING)
+        self._require_in_order(stamp)
+        self._release(case_id, hold, note, stamp)
+        self.check_invariants()
+        return True
+
+    def appeal(self, *, case_id: str, note: str, stamp: Stamp, terms: DepositTerms = STANDARD_TERMS) -> bool:
+        """The merchant appeals the deduction of a case, within the appeal window after it.
+
+        Accepted in every phase: an appeal may outlive the deposit, and its
+        outcome is then recorded by correcting events. Filing the same appeal
+        again while it is pending changes nothing.
+        """
+        case = self.cases.get(case_id)
+        if case is None:
+            raise Refused(f"shop {self.shop_id} has no deduction on case {case_id} to appeal")
+        if case.appeal is AppealStage.PENDING:
+            return False
+        if case.appeal is not None:
+            raise Refused(f"the appeal on case {case_id} of shop {self.shop_id} was {case.appeal.value} already")
+        self._require_in_order(stamp)
+        window_ends_at = case.deducted_at + terms.appeal_window
+        if stamp.effective_at > window_ends_at:
+            raise Refused(f"the appeal window for case {case_id} closed at {window_ends_at.isoformat()}")
+        self._record(
+            AppealFiled,
+            stamp,
             case_id=case_id,
+            window_ends_at=window_ends_at,
+            policy_version=terms.policy_version,
             note=note,
         )
         self.check_invariants()
         return True
 
-    def close(self, *, settlement_window: timedelta, stamp: Stamp) -> None:
+    def resolve_appeal(
+        self, *, case_id: str, upheld: bool, note: str, stamp: Stamp, terms: DepositTerms = STANDARD_TERMS
+    ) -> bool:
+        """Record the outcome of a pending appeal; an upheld one reverses the deduction.
+
+        Upheld: what the case collected comes back (settling other debts first,
+        then frozen; on a closed deposit then refunded, on a forfeited one
+        forfeited, like the rest of it) and what it still owed is cancelled.
+        An appeal filed while the deposit was closing restarts the settlement
+        window. The same outcome again changes nothing; the other one conflicts.
+        """
+        case = self.cases.get(case_id)
+        if case is None or case.appeal is None:
+            raise Refused(f"shop {self.shop_id} has no appeal on case {case_id} to resolve")
+        outcome = AppealStage.UPHELD if upheld else AppealStage.REJECTED
+        if case.appeal is outcome:
+            return False
+        if case.appeal is not AppealStage.PENDING:
+            raise DuplicateConflict(f"the appeal on case {case_id} was {case.appeal.value}, not {outcome.value}")
+        self._require_in_order(stamp)
+        restart = case.appealed_while_closing and self.phase is Phase.CLOSING
+        settlement_due = stamp.effective_at + terms.settlement_window if restart else None
+        version = terms.policy_version if restart else None
+        if not upheld:
+            self._record(
+                AppealRejected, stamp, case_id=case_id, settlement_due=settlement_due, policy_version=version, note=note
+            )
+            self.check_invariants()
+            return True
+        restored = case.collected_minor
+        self._record(
+            DeductionReversed,
+            stamp,
+            currency=self.currency,
+            case_id=case_id,
+            reason=case.reason,
+            amount_restored_minor=restored,
+            amount_cancelled_minor=case.owed_minor,
+            settlement_due=settlement_due,
+            policy_version=version,
+            note=note,
+        )
+        self._place(f"the reversal of case {case_id}", stamp)
+        # A deposit already settled keeps its outcome: the money goes where the rest went.
+        if self.phase is Phase.CLOSED and self.frozen_minor:
+            self._record(
+                Refunded,
+                stamp,
+                currency=self.currency,
+                amount_minor=self.frozen_minor,
+                lines=self._refund_lines(self.frozen_minor),
+            )
+        elif self.phase is Phase.FORFEITED and self.frozen_minor:
+            self._record(
+                Forfeited,
+                stamp,
+                currency=self.currency,
+                amount_minor=self.frozen_minor,
+                reason=f"case {case_id} reversed after the forced closure: forfeited with the rest of the deposit",
+            )
+        self.check_invariants()
+        return True
+
+    def change_categories(
+        self, *, policy: DepositPolicy, add: Iterable[str], remove: Iterable[str], stamp: Stamp
+    ) -> bool:
+        """The shop sells in other categories: the requirement becomes the highest of the new set.
+
+        Returns False, recording nothing, when neither the categories nor the
+        requirement change.
+        """
+        added, removed = set(add), set(remove)
+        both = sorted(added & removed)
+        if both:
+            raise MalformedInput(f"category {', '.join(both)} is both added and removed")
+        self._require_phase("change categories", Phase.OPEN)
+        site = self._priced_site(policy)
+        unknown = policy.unknown_categories(site, added)
+        if unknown:
+            known = ", ".join(sorted(policy.sites[site].required))
+            raise MalformedInput(
+                f"policy {policy.version} has no category {', '.join(unknown)} on site {site}: expected one of {known}"
+            )
+        current = set(self.balance.categories)
+        categories = sorted((current | added) - removed)
+        if not categories:
+            raise Refused(f"shop {self.shop_id} must keep at least one category")
+        self._require_priced(policy, site, categories)
+        changes = []
+        if added - current:
+            changes.append(f"added {', '.join(sorted(added - current))}")
+        if removed & current:
+            changes.append(f"removed {', '.join(sorted(removed & current))}")
+        why = f"categories {'; '.join(changes)}" if changes else f"policy {policy.version} applied"
+        return self._change_requirement(
+            policy.requirement_minor(site, categories), categories, why, policy.terms, stamp
+        )
+
+    def apply_policy(self, *, policy: DepositPolicy, stamp: Stamp) -> bool:
+        """Bring the requirement in line with ``policy`` (a new version, new amounts).
+
+        Only deposits whose requirement the policy derives (those with categories)
+        can follow a policy; returns False, recording nothing, when it is already
+        in line with this version.
+        """
+        self._require_phase("follow a new policy", Phase.OPEN)
+        site = self._priced_site(policy)
+        categories = list(self.balance.categories)
+        if not categories:
+            raise Refused(
+                f"shop {self.shop_id} has no categories: its requirement was set by hand (use categories --add)"
+            )
+        self._require_priced(policy, site, categories)
+        why = f"policy {policy.version} applied"
+        return self._change_requirement(
+            policy.requirement_minor(site, categories), categories, why, policy.terms, stamp
+        )
+
+    def close(self, *, settlement_window: timedelta, stamp: Stamp, policy_version: str | None = None) -> None:
         """The merchant closes the shop: refund becomes possible once settlement is due."""
         self._require_phase("be closed", Phase.OPEN)
         self._require_in_order(stamp)
-        self._record(ClosureRequested, stamp, settlement_due=stamp.effective_at + settlement_window)
+        self._record(
+            ClosureRequested,
+            stamp,
+            settlement_due=stamp.effective_at + settlement_window,
+            policy_version=policy_version,
+        )
         self.check_invariants()
 
     def refund(self, *, stamp: Stamp) -> None:
-        """Refund the remaining frozen balance, newest payment first, and close the deposit."""
+        """Refund the remaining frozen balance, newest payment first, and close the deposit.
+
+        Refused before settlement is due, and while a case holds money or an
+        appeal is open: the platform settles open cases first.
+        """
         self._require_phase("be refunded", Phase.CLOSING)
         self._require_in_order(stamp)
         assert self.balance.settlement_due is not None
@@ -219,6 +502,7 @@ class ShopDeposit:
                 f"shop {self.shop_id} cannot be refunded before its settlement is due at "
                 f"{self.balance.settlement_due.isoformat()}"
             )
+        self._require_no_open_cases("be refunded")
         self._record(
             Refunded,
             stamp,
@@ -228,10 +512,33 @@ class ShopDeposit:
         )
         self.check_invariants()
 
+    def refund_excess(self, *, stamp: Stamp) -> None:
+        """Refund the frozen money above the requirement (多退少补); the shop stays open.
+
+        Newest payment first, like a refund, and refused likewise while a case
+        holds money or an appeal is open.
+        """
+        self._require_phase("have its excess refunded", Phase.OPEN)
+        self._require_in_order(stamp)
+        self._require_no_open_cases("have its excess refunded")
+        excess = self.frozen_minor - self.balance.required_minor
+        if excess <= 0:
+            raise Refused(
+                f"shop {self.shop_id} has no excess: {self._fmt(self.frozen_minor)} frozen, "
+                f"{self._fmt(self.balance.required_minor)} required"
+            )
+        self._record(
+            ExcessRefunded, stamp, currency=self.currency, amount_minor=excess, lines=self._refund_lines(excess)
+        )
+        self.check_invariants()
+
     def force_close(self, *, reason: str, stamp: Stamp) -> None:
-        """The platform force-closes the shop: the remaining frozen balance is forfeited."""
+        """The platform force-closes the shop: holds are released, the whole remaining balance is forfeited."""
         self._require_phase("be force-closed", Phase.OPEN, Phase.CLOSING)
         self._require_in_order(stamp)
+        for case_id, hold in list(self.holds.items()):
+            if hold.held_minor:
+                self._release(case_id, hold, "released by the forced closure", stamp)
         self._record(Forfeited, stamp, currency=self.currency, amount_minor=self.frozen_minor, reason=reason)
         self.check_invariants()
 
@@ -258,9 +565,19 @@ class ShopDeposit:
         return self.balance.shop_id
 
     @property
+    def site(self) -> str | None:
+        """The marketplace site the shop sells on."""
+        return self.balance.site
+
+    @property
     def currency(self) -> str:
         """ISO 4217 code of every amount."""
         return self.balance.currency
+
+    @property
+    def categories(self) -> tuple[str, ...]:
+        """The product categories the requirement is derived from (empty when set by hand)."""
+        return self.balance.categories
 
     @property
     def phase(self) -> Phase:
@@ -269,7 +586,7 @@ class ShopDeposit:
 
     @property
     def status(self) -> Status:
-        """The status the ledger reports."""
+        """The status the ledger reports, regardless of the time (see :meth:`state` for ``restricted``)."""
         return self.balance.status
 
     @property
@@ -278,14 +595,29 @@ class ShopDeposit:
         return self.balance.frozen_minor
 
     @property
+    def held_minor(self) -> int:
+        """Frozen money set aside for open cases."""
+        return self.balance.held_minor
+
+    @property
     def unfrozen_minor(self) -> int:
-        """Money received but not yet frozen (only inside a payment)."""
+        """Money in hand but not yet frozen (only inside a command)."""
         return self.balance.unfrozen_minor
 
     @property
     def owed_minor(self) -> int:
         """What deductions could not collect."""
         return self.balance.owed_minor
+
+    @property
+    def shortfall_minor(self) -> int:
+        """What the shop must pay to be fully funded: the gap to the requirement plus what it owes."""
+        return self.balance.shortfall_minor
+
+    @property
+    def top_up_due(self) -> datetime | None:
+        """When the shop is restricted unless it has topped up its shortfall."""
+        return self.balance.top_up_due
 
     @property
     def settlement_due(self) -> datetime | None:
@@ -297,9 +629,9 @@ class ShopDeposit:
         """When the last event happened, in business terms."""
         return self.balance.last_effective_at
 
-    def state(self) -> DepositState:
-        """The deposit's figures as they stand at this version."""
-        return self.balance.state()
+    def state(self, now: datetime | None = None) -> DepositState:
+        """The deposit's figures as they stand at this version; the status as of ``now`` when given."""
+        return self.balance.state(now)
 
     def check_invariants(self) -> None:
         """Assert the laws that hold whenever a command has finished.
@@ -307,28 +639,62 @@ class ShopDeposit:
         A failure is a bug in the ledger, never bad input.
         """
         self.balance.assert_balanced()
-        assert self.balance.unfrozen_minor == 0, f"paid money left unfrozen in {self.shop_id}"
+        assert self.balance.unfrozen_minor == 0, f"money left unfrozen in {self.shop_id}"
         assert self.balance.owed_minor == sum(case.owed_minor for case in self.cases.values()), (
             f"owed figure and open cases disagree in {self.shop_id}"
         )
+        assert self.balance.held_minor == sum(hold.held_minor for hold in self.holds.values()), (
+            f"held figure and holds disagree in {self.shop_id}"
+        )
+        refunded = sum(payment.refunded_minor for payment in self.payments.values())
+        assert self.balance.refunded_minor == refunded, f"refunds and payments disagree in {self.shop_id}"
 
     # ------------------------------------------------------------------- events
 
     def apply(self, event: DepositEvent) -> None:
         """Change the state by one event: the figures, then the rules' bookkeeping."""
         assert event.originator_id == self.id, "event of another deposit"
+        closing = self.phase is Phase.CLOSING
         self.balance.apply(event)
         if isinstance(event, Paid):
             self.payments[(event.channel, event.trade_no)] = Payment(event.channel, event.trade_no, event.amount_minor)
         elif isinstance(event, Deducted):
-            if event.settles_debt:
-                self.cases[event.case_id].owed_minor = event.amount_owed_minor
-            else:
-                self.cases[event.case_id] = Case(
-                    reason=event.reason,
-                    amount_minor=event.amount_collected_minor + event.amount_owed_minor,
-                    owed_minor=event.amount_owed_minor,
-                )
+            self._apply_deducted(event)
+        elif isinstance(event, Refunded | ExcessRefunded):
+            for line in event.lines:
+                self.payments[(line.channel, line.trade_no)].refunded_minor += line.amount_minor
+        elif isinstance(event, HoldPlaced):
+            self.holds[event.case_id] = Hold(amount_minor=event.amount_minor, held_minor=event.amount_minor)
+        elif isinstance(event, HoldReleased):
+            self.holds[event.case_id].held_minor -= event.amount_minor
+        elif isinstance(event, AppealFiled):
+            self.cases[event.case_id].appeal = AppealStage.PENDING
+            self.cases[event.case_id].appealed_while_closing = closing
+        elif isinstance(event, AppealRejected):
+            self.cases[event.case_id].appeal = AppealStage.REJECTED
+        elif isinstance(event, DeductionReversed):
+            case = self.cases[event.case_id]
+            case.appeal = AppealStage.UPHELD
+            case.collected_minor -= event.amount_restored_minor
+            case.owed_minor -= event.amount_cancelled_minor
+
+    def _apply_deducted(self, event: Deducted) -> None:
+        if event.settles_debt:
+            case = self.cases[event.case_id]
+            case.owed_minor = event.amount_owed_minor
+            case.collected_minor += event.amount_collected_minor
+            return
+        self.cases[event.case_id] = Case(
+            reason=event.reason,
+            amount_minor=event.amount_collected_minor + event.amount_owed_minor,
+            owed_minor=event.amount_owed_minor,
+            collected_minor=event.amount_collected_minor,
+            deducted_at=event.effective_at,
+            order_value_minor=event.order_value_minor,
+            priced=event.rule is not None,
+        )
+        if event.collected_from_hold_minor:
+            self.holds[event.case_id].held_minor -= event.collected_from_hold_minor
 
     # ------------------------------------------------------------------ helpers
 
@@ -344,8 +710,86 @@ class ShopDeposit:
         self._pending.append(event)
         return event
 
-    def _settle_debts(self, payment: str, stamp: Stamp) -> None:
-        # Oldest case first: debts are settled in the order they arose.
+    def _deduct(
+        self,
+        amount_minor: int,
+        reason: DeductionReason,
+        case_id: str,
+        note: str,
+        stamp: Stamp,
+        terms: DepositTerms,
+        *,
+        rule: str | None = None,
+        order_value_minor: int | None = None,
+    ) -> None:
+        # The case's own hold first: it was set aside for exactly this.
+        hold = self.holds.get(case_id)
+        from_hold = min(amount_minor, hold.held_minor) if hold else 0
+        from_frozen = min(amount_minor - from_hold, self.frozen_minor)
+        collected = from_hold + from_frozen
+        owed = amount_minor - collected
+        top_up_due = self._top_up_due_after(stamp, terms, covered_change=-collected, owed_change=owed)
+        applied_policy = rule is not None or top_up_due is not None
+        self._record(
+            Deducted,
+            stamp,
+            currency=self.currency,
+            amount_collected_minor=collected,
+            amount_owed_minor=owed,
+            reason=reason,
+            case_id=case_id,
+            note=note,
+            collected_from_hold_minor=from_hold,
+            order_value_minor=order_value_minor,
+            rule=rule,
+            policy_version=terms.policy_version if applied_policy else None,
+            top_up_due=top_up_due,
+        )
+        if hold is not None and hold.held_minor:
+            self._release(case_id, hold, "what the deduction did not take", stamp)
+
+    def _release(self, case_id: str, hold: Hold, note: str, stamp: Stamp) -> None:
+        self._record(
+            HoldReleased, stamp, currency=self.currency, amount_minor=hold.held_minor, case_id=case_id, note=note
+        )
+        self._place(f"the released hold of case {case_id}", stamp)
+
+    def _change_requirement(
+        self, required_minor: int, categories: list[str], why: str, terms: DepositTerms, stamp: Stamp
+    ) -> bool:
+        unchanged = (
+            required_minor == self.balance.required_minor
+            and tuple(categories) == self.balance.categories
+            and terms.policy_version == self.balance.policy_version
+        )
+        if unchanged:
+            return False
+        self._require_in_order(stamp)
+        self._record(
+            RequirementChanged,
+            stamp,
+            currency=self.currency,
+            old_required_minor=self.balance.required_minor,
+            new_required_minor=required_minor,
+            categories=tuple(categories),
+            why=why,
+            policy_version=terms.policy_version,
+            top_up_due=self._top_up_due_after(stamp, terms, required_minor=required_minor),
+        )
+        self.check_invariants()
+        return True
+
+    def _top_up_due_after(self, stamp: Stamp, terms: DepositTerms, **change: int) -> datetime | None:
+        # The clock starts when an open deposit goes from fully funded to short; a
+        # deposit never yet fully funded has no clock, and a running one is not reset.
+        if self.phase is not Phase.OPEN or self.balance.shortfall_minor > 0:
+            return None
+        if self.balance.shortfall_after(**change) == 0:
+            return None
+        return stamp.effective_at + terms.top_up_deadline
+
+    def _place(self, source: str, stamp: Stamp) -> None:
+        # Money in hand settles what is owed first, oldest case first; the rest is frozen.
         owing = [(case_id, case) for case_id, case in self.cases.items() if case.owed_minor]
         for case_id, case in owing:
             if self.balance.unfrozen_minor == 0:
@@ -359,9 +803,55 @@ class ShopDeposit:
                 amount_owed_minor=case.owed_minor - settled,
                 reason=case.reason,
                 case_id=case_id,
-                note=f"settles {self._fmt(settled)} owed, from payment {payment}",
+                note=f"settles {self._fmt(settled)} owed, from {source}",
                 settles_debt=True,
             )
+        if self.balance.unfrozen_minor:
+            self._record(Frozen, stamp, currency=self.currency, amount_minor=self.balance.unfrozen_minor)
+
+    def _charged_today(self, reason: DeductionReason, moment: datetime) -> int:
+        # Daily caps count per calendar day in UTC, whatever the site's time zone.
+        day = moment.astimezone(UTC).date()
+        return sum(
+            case.amount_minor
+            for case in self.cases.values()
+            if case.priced
+            and case.reason is reason
+            and case.appeal is not AppealStage.UPHELD
+            and case.deducted_at.astimezone(UTC).date() == day
+        )
+
+    def _priced_site(self, policy: DepositPolicy) -> str:
+        site = self.balance.site
+        if site is None:
+            raise Refused(f"shop {self.shop_id} has no site: the policy cannot price its deposit")
+        if site not in policy.sites:
+            raise Refused(f"policy {policy.version} has no site {site}, the site of shop {self.shop_id}")
+        currency = policy.sites[site].currency
+        if currency != self.currency:
+            raise Refused(
+                f"policy {policy.version} prices site {site} in {currency}, "
+                f"but shop {self.shop_id}'s deposit is in {self.currency}"
+            )
+        return site
+
+    def _require_priced(self, policy: DepositPolicy, site: str, categories: list[str]) -> None:
+        unknown = policy.unknown_categories(site, categories)
+        if unknown:
+            raise Refused(
+                f"policy {policy.version} no longer prices category {', '.join(unknown)} on site {site}: "
+                f"remove it from shop {self.shop_id} first"
+            )
+
+    def _require_no_open_cases(self, action: str) -> None:
+        for case_id, hold in self.holds.items():
+            if hold.held_minor:
+                raise Refused(
+                    f"shop {self.shop_id} cannot {action} while case {case_id} holds {self._fmt(hold.held_minor)}"
+                )
+        for case_id, case in self.cases.items():
+            if case.appeal is AppealStage.PENDING:
+                raise Refused(f"shop {self.shop_id} cannot {action} while the appeal on case {case_id} is open")
 
     def _require_phase(self, action: str, *allowed: Phase) -> None:
         if self.phase not in allowed:
@@ -375,20 +865,33 @@ class ShopDeposit:
             )
 
     def _refund_lines(self, amount_minor: int) -> tuple[RefundLine, ...]:
-        # Newest payment first, never more to a payment than it brought in.
+        # Newest payment first, never more through a payment than it brought in,
+        # counting what earlier refunds sent back through it.
         lines = []
         remaining = amount_minor
         for payment in reversed(self.payments.values()):
             if remaining == 0:
                 break
-            share = min(remaining, payment.amount_minor)
-            lines.append(RefundLine(channel=payment.channel, trade_no=payment.trade_no, amount_minor=share))
-            remaining -= share
+            share = min(remaining, payment.refundable_minor)
+            if share:
+                lines.append(RefundLine(channel=payment.channel, trade_no=payment.trade_no, amount_minor=share))
+                remaining -= share
         assert remaining == 0, f"refund of {amount_minor} exceeds payments into {self.shop_id}"
         return tuple(lines)
 
+    def _describe_case(self, case: Case) -> str:
+        how = f" priced by the policy{self._order_words(case.order_value_minor)}" if case.priced else ""
+        return f"{case.reason.value} {self._fmt(case.amount_minor)}{how}"
+
+    def _order_words(self, order_value_minor: int | None) -> str:
+        return "" if order_value_minor is None else f" for an order of {self._fmt(order_value_minor)}"
+
     def _fmt(self, amount_minor: int) -> str:
         return f"{format_minor(amount_minor, self.currency)} {self.currency}"
+
+
+class OutdatedSnapshot(ValueError):
+    """A snapshot taken by an older ledger lacks what the rules now keep: replay the events instead."""
 
 
 class PaymentRecord(BaseModel):
@@ -399,6 +902,7 @@ class PaymentRecord(BaseModel):
     channel: Channel
     trade_no: str
     amount_minor: int
+    refunded_minor: int
 
 
 class CaseRecord(BaseModel):
@@ -410,19 +914,38 @@ class CaseRecord(BaseModel):
     reason: DeductionReason
     amount_minor: int
     owed_minor: int
+    collected_minor: int
+    deducted_at: AwareDatetime
+    order_value_minor: int | None
+    priced: bool
+    appeal: AppealStage | None
+    appealed_while_closing: bool
+
+
+class HoldRecord(BaseModel):
+    """A hold as a snapshot keeps it."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    case_id: str
+    amount_minor: int
+    held_minor: int
 
 
 class DepositSnapshot(BaseModel):
     """The whole state of a deposit at one version, so a long history loads fast.
 
     Snapshots are a cache: they are derived from the events, stored apart from
-    them, and can be deleted at any time without losing anything.
+    them, and can be deleted at any time without losing anything. Version 2
+    added holds, appeals, case times, per-payment refunds and the policy figures;
+    a version-1 snapshot cannot supply them, so reading one raises
+    :class:`OutdatedSnapshot` and the ledger replays the events instead.
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     TOPIC: ClassVar[str] = "ShopDeposit.Snapshot"
-    class_version: ClassVar[int] = 1
+    class_version: ClassVar[int] = 2
 
     originator_id: UUID
     originator_version: int
@@ -433,14 +956,25 @@ class DepositSnapshot(BaseModel):
     phase: Phase
     paid_minor: int
     frozen_minor: int
+    held_minor: int
     deducted_minor: int
+    reversed_minor: int
     refunded_minor: int
     forfeited_minor: int
     owed_minor: int
     settlement_due: AwareDatetime | None
+    top_up_due: AwareDatetime | None
+    policy_version: str | None
+    categories: tuple[str, ...]
     last_effective_at: AwareDatetime
     payments: tuple[PaymentRecord, ...]
     cases: tuple[CaseRecord, ...]
+    holds: tuple[HoldRecord, ...]
+
+    @staticmethod
+    def upcast_v1_v2(state: dict[str, Any]) -> None:
+        """Version 1 kept neither case times nor holds: it cannot be brought up to date."""
+        raise OutdatedSnapshot(f"snapshot of version 1 at deposit version {state.get('originator_version')}")
 
     @classmethod
     def take(cls, deposit: ShopDeposit) -> DepositSnapshot:
@@ -457,19 +991,41 @@ class DepositSnapshot(BaseModel):
             phase=balance.phase,
             paid_minor=balance.paid_minor,
             frozen_minor=balance.frozen_minor,
+            held_minor=balance.held_minor,
             deducted_minor=balance.deducted_minor,
+            reversed_minor=balance.reversed_minor,
             refunded_minor=balance.refunded_minor,
             forfeited_minor=balance.forfeited_minor,
             owed_minor=balance.owed_minor,
             settlement_due=balance.settlement_due,
+            top_up_due=balance.top_up_due,
+            policy_version=balance.policy_version,
+            categories=balance.categories,
             last_effective_at=balance.last_effective_at,
             payments=tuple(
-                PaymentRecord(channel=p.channel, trade_no=p.trade_no, amount_minor=p.amount_minor)
+                PaymentRecord(
+                    channel=p.channel, trade_no=p.trade_no, amount_minor=p.amount_minor, refunded_minor=p.refunded_minor
+                )
                 for p in deposit.payments.values()
             ),
             cases=tuple(
-                CaseRecord(case_id=case_id, reason=c.reason, amount_minor=c.amount_minor, owed_minor=c.owed_minor)
+                CaseRecord(
+                    case_id=case_id,
+                    reason=c.reason,
+                    amount_minor=c.amount_minor,
+                    owed_minor=c.owed_minor,
+                    collected_minor=c.collected_minor,
+                    deducted_at=c.deducted_at,
+                    order_value_minor=c.order_value_minor,
+                    priced=c.priced,
+                    appeal=c.appeal,
+                    appealed_while_closing=c.appealed_while_closing,
+                )
                 for case_id, c in deposit.cases.items()
+            ),
+            holds=tuple(
+                HoldRecord(case_id=case_id, amount_minor=h.amount_minor, held_minor=h.held_minor)
+                for case_id, h in deposit.holds.items()
             ),
         )
 
@@ -493,13 +1049,31 @@ class DepositSnapshot(BaseModel):
             settlement_due=self.settlement_due,
             version=self.originator_version,
             last_effective_at=self.last_effective_at,
+            held_minor=self.held_minor,
+            reversed_minor=self.reversed_minor,
+            top_up_due=self.top_up_due,
+            policy_version=self.policy_version,
+            categories=self.categories,
         )
         deposit.payments = {
-            (p.channel, p.trade_no): Payment(p.channel, p.trade_no, p.amount_minor) for p in self.payments
+            (p.channel, p.trade_no): Payment(p.channel, p.trade_no, p.amount_minor, p.refunded_minor)
+            for p in self.payments
         }
         deposit.cases = {
-            c.case_id: Case(reason=c.reason, amount_minor=c.amount_minor, owed_minor=c.owed_minor) for c in self.cases
+            c.case_id: Case(
+                reason=c.reason,
+                amount_minor=c.amount_minor,
+                owed_minor=c.owed_minor,
+                collected_minor=c.collected_minor,
+                deducted_at=c.deducted_at,
+                order_value_minor=c.order_value_minor,
+                priced=c.priced,
+                appeal=c.appeal,
+                appealed_while_closing=c.appealed_while_closing,
+            )
+            for c in self.cases
         }
+        deposit.holds = {h.case_id: Hold(amount_minor=h.amount_minor, held_minor=h.held_minor) for h in self.holds}
         deposit._pending = []
         deposit.check_invariants()
         return deposit

@@ -55,6 +55,15 @@ AmountMinor = Annotated[int, Field(ge=0, le=MAX_AMOUNT_MINOR)]
 PositiveAmountMinor = Annotated[int, Field(gt=0, le=MAX_AMOUNT_MINOR)]
 """An amount in integer minor units that must be above zero."""
 
+CategoryCode = Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9_-]{0,31}$")]
+"""A product category as the policy names it, lower case: ``apparel``, ``jewelry``, ``3c-electronics``."""
+
+PolicyVersion = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,31}$")]
+"""The version label of a deposit policy: ``2026.1``, ``2026-06-01``."""
+
+RuleText = Annotated[str, StringConstraints(min_length=1, max_length=300, pattern=r"^[^\x00-\x1f\x7f]+$")]
+"""How the policy priced a deduction, in words, up to 300 characters."""
+
 
 class Channel(StrEnum):
     """The payment channels a deposit is paid through and refunded to."""
@@ -104,14 +113,27 @@ class DepositEvent(BaseModel):
 
 
 class Opened(DepositEvent):
-    """The shop's deposit account is opened with the amount the platform requires."""
+    """The shop's deposit account is opened with the amount the platform requires.
+
+    Version 2 added the shop's ``categories`` and the ``policy_version`` the
+    requirement was derived from (both empty when it was given by hand).
+    """
 
     TOPIC: ClassVar[str] = "ShopDeposit.Opened"
+    class_version: ClassVar[int] = 2
 
     shop_id: ShopId
     site: SiteCode | None
     currency: CurrencyCode
     required_minor: PositiveAmountMinor
+    categories: tuple[CategoryCode, ...] = ()
+    policy_version: PolicyVersion | None = None
+
+    @staticmethod
+    def upcast_v1_v2(state: dict[str, Any]) -> None:
+        """Version 1 deposits were opened with a required amount given by hand."""
+        state["categories"] = []
+        state["policy_version"] = None
 
 
 class Paid(DepositEvent):
@@ -138,12 +160,19 @@ class Frozen(DepositEvent):
 class Deducted(DepositEvent):
     """The platform took money for a violation.
 
-    ``amount_collected_minor`` is what this event takes: from the frozen balance, or,
-    when ``settles_debt`` is true, from a payment that arrived while the case was
-    owed. ``amount_owed_minor`` is what the case still owes after this event.
+    ``amount_collected_minor`` is what this event takes: from the case's hold and
+    the frozen balance, or, when ``settles_debt`` is true, from money that came
+    into the deposit while the case was owed (a payment, a released hold, a
+    reversed deduction). ``amount_owed_minor`` is what the case still owes after
+    this event.
+
+    Version 2 added what came from the case's hold, how the policy priced the
+    deduction (``order_value_minor``, ``rule``, ``policy_version``) and the
+    ``top_up_due`` time it started, if it left a fully funded deposit short.
     """
 
     TOPIC: ClassVar[str] = "ShopDeposit.Deducted"
+    class_version: ClassVar[int] = 2
 
     currency: CurrencyCode
     amount_collected_minor: AmountMinor
@@ -152,14 +181,39 @@ class Deducted(DepositEvent):
     case_id: CaseId
     note: Note = ""
     settles_debt: bool = False
+    collected_from_hold_minor: AmountMinor = 0
+    order_value_minor: PositiveAmountMinor | None = None
+    rule: RuleText | None = None
+    policy_version: PolicyVersion | None = None
+    top_up_due: AwareDatetime | None = None
+
+    @staticmethod
+    def upcast_v1_v2(state: dict[str, Any]) -> None:
+        """Version 1 deductions had explicit amounts, no holds and no top-up clock."""
+        state["collected_from_hold_minor"] = 0
+        state["order_value_minor"] = None
+        state["rule"] = None
+        state["policy_version"] = None
+        state["top_up_due"] = None
 
 
 class ClosureRequested(DepositEvent):
-    """The merchant closes the shop; the refund may follow once settlement is due."""
+    """The merchant closes the shop; the refund may follow once settlement is due.
+
+    Version 2 added the ``policy_version`` whose settlement window set the due time
+    (empty in closures recorded before policies).
+    """
 
     TOPIC: ClassVar[str] = "ShopDeposit.ClosureRequested"
+    class_version: ClassVar[int] = 2
 
     settlement_due: AwareDatetime
+    policy_version: PolicyVersion | None = None
+
+    @staticmethod
+    def upcast_v1_v2(state: dict[str, Any]) -> None:
+        """Version 1 closures used the ledger's configured window."""
+        state["policy_version"] = None
 
 
 class RefundLine(BaseModel):
@@ -173,7 +227,11 @@ class RefundLine(BaseModel):
 
 
 class Refunded(DepositEvent):
-    """The remaining frozen balance went back to the channels it came from; the deposit is closed."""
+    """The remaining frozen balance went back to the channels it came from; the deposit is closed.
+
+    Recorded again on a closed deposit when an upheld appeal restores money to it
+    after the refund: the correcting refund of that money.
+    """
 
     TOPIC: ClassVar[str] = "ShopDeposit.Refunded"
 
@@ -183,13 +241,113 @@ class Refunded(DepositEvent):
 
 
 class Forfeited(DepositEvent):
-    """The platform force-closed the shop and kept the remaining frozen balance."""
+    """The platform force-closed the shop and kept the remaining frozen balance.
+
+    Recorded again on a forfeited deposit when an upheld appeal restores money to
+    it after the forced closure: that money goes where the rest of the deposit went.
+    """
 
     TOPIC: ClassVar[str] = "ShopDeposit.Forfeited"
 
     currency: CurrencyCode
     amount_minor: AmountMinor
     reason: Reason
+
+
+class RequirementChanged(DepositEvent):
+    """The required deposit changed: the shop's categories changed, or a new policy applies.
+
+    ``top_up_due`` is set when a higher requirement leaves a fully funded deposit
+    short: the shop must top up by then or be restricted.
+    """
+
+    TOPIC: ClassVar[str] = "ShopDeposit.RequirementChanged"
+
+    currency: CurrencyCode
+    old_required_minor: PositiveAmountMinor
+    new_required_minor: PositiveAmountMinor
+    categories: tuple[CategoryCode, ...]
+    why: Reason
+    policy_version: PolicyVersion
+    top_up_due: AwareDatetime | None = None
+
+
+class HoldPlaced(DepositEvent):
+    """Part of the frozen balance is held for an open case: it cannot be refunded until released."""
+
+    TOPIC: ClassVar[str] = "ShopDeposit.HoldPlaced"
+
+    currency: CurrencyCode
+    amount_minor: PositiveAmountMinor
+    case_id: CaseId
+    note: Note = ""
+
+
+class HoldReleased(DepositEvent):
+    """Held money comes back: it settles what is owed first, then is frozen again (``Frozen``)."""
+
+    TOPIC: ClassVar[str] = "ShopDeposit.HoldReleased"
+
+    currency: CurrencyCode
+    amount_minor: PositiveAmountMinor
+    case_id: CaseId
+    note: Note = ""
+
+
+class AppealFiled(DepositEvent):
+    """The merchant appealed the deduction of a case, within the policy's appeal window."""
+
+    TOPIC: ClassVar[str] = "ShopDeposit.AppealFiled"
+
+    case_id: CaseId
+    window_ends_at: AwareDatetime
+    policy_version: PolicyVersion | None = None
+    note: Note = ""
+
+
+class AppealRejected(DepositEvent):
+    """The appeal failed: the deduction stands.
+
+    ``settlement_due`` is the restarted settlement due time when the appeal was
+    filed while the deposit was closing (else empty).
+    """
+
+    TOPIC: ClassVar[str] = "ShopDeposit.AppealRejected"
+
+    case_id: CaseId
+    settlement_due: AwareDatetime | None = None
+    policy_version: PolicyVersion | None = None
+    note: Note = ""
+
+
+class DeductionReversed(DepositEvent):
+    """The appeal was upheld: what the case collected comes back, what it still owed is cancelled.
+
+    The restored money settles what other cases owe first, then is frozen again
+    (``Deducted`` with ``settles_debt``, ``Frozen``); on a deposit already closed
+    it is then refunded or forfeited like the rest of it.
+    """
+
+    TOPIC: ClassVar[str] = "ShopDeposit.DeductionReversed"
+
+    currency: CurrencyCode
+    case_id: CaseId
+    reason: DeductionReason
+    amount_restored_minor: AmountMinor
+    amount_cancelled_minor: AmountMinor
+    settlement_due: AwareDatetime | None = None
+    policy_version: PolicyVersion | None = None
+    note: Note = ""
+
+
+class ExcessRefunded(DepositEvent):
+    """Frozen money above the requirement went back to the channels it came from; the shop stays open."""
+
+    TOPIC: ClassVar[str] = "ShopDeposit.ExcessRefunded"
+
+    currency: CurrencyCode
+    amount_minor: PositiveAmountMinor
+    lines: tuple[RefundLine, ...]
 
 
 HISTORY_EVENTS: tuple[type[DepositEvent], ...] = (
@@ -200,6 +358,13 @@ HISTORY_EVENTS: tuple[type[DepositEvent], ...] = (
     ClosureRequested,
     Refunded,
     Forfeited,
+    RequirementChanged,
+    HoldPlaced,
+    HoldReleased,
+    AppealFiled,
+    AppealRejected,
+    DeductionReversed,
+    ExcessRefunded,
 )
 """Every event type that can appear in a deposit's history, in lifecycle order."""
 

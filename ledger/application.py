@@ -1,9 +1,10 @@
 """``DepositLedger``: the event-sourced application that holds shop deposits.
 
 It only orchestrates: parse the edges (amounts, channels, times), load the
-deposit, let ``ShopDeposit`` decide, save the new events atomically, answer with
-a typed result. Optimistic-concurrency conflicts are retried a bounded number
-of times; the clock is read here and nowhere in the domain.
+deposit and the deposit policy, let ``ShopDeposit`` decide, save the new events
+atomically, answer with a typed result. Optimistic-concurrency conflicts are
+retried a bounded number of times; the clock is read here and nowhere in the
+domain, and "now" is passed in wherever a status depends on it (``restricted``).
 """
 
 from __future__ import annotations
@@ -15,9 +16,10 @@ import random
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from pathlib import Path
 from typing import Any, ClassVar, TypeVar
 from uuid import UUID
 
@@ -26,14 +28,15 @@ from eventsourcing.persistence import IntegrityError, Mapper
 from pydantic import BaseModel, ConfigDict, TypeAdapter, ValidationError
 
 from domain import (
-    DEFAULT_SETTLEMENT_WINDOW,
     Channel,
     DeductionReason,
     DepositEvent,
+    DepositPolicy,
     DepositSnapshot,
     DepositState,
     LedgerError,
     MalformedInput,
+    OutdatedSnapshot,
     Refused,
     ShopAlreadyOpen,
     ShopDeposit,
@@ -43,10 +46,11 @@ from domain import (
     deposit_id,
     project_deposit,
 )
-from domain.events import Actor, ShopId
+from domain.events import Actor, CaseId, CategoryCode, ShopId
 from domain.money import normalise_currency, parse_decimal, to_minor
 from ledger.audit import Auditor
 from ledger.mapper import DepositMapper
+from ledger.policy_file import load_policy
 from ledger.recorder import LedgerRecorder, PostgresLedgerRecorder
 from ledger.store import Store, resolve_store
 from ledger.views import ViewFailed, ViewKeeper, ViewStatus
@@ -80,6 +84,8 @@ _SWITCH_VALUES = {
 
 Clock = Callable[[], datetime]
 _SHOP_ID: TypeAdapter[str] = TypeAdapter(ShopId)
+_CASE_ID: TypeAdapter[str] = TypeAdapter(CaseId)
+_CATEGORY: TypeAdapter[str] = TypeAdapter(CategoryCode)
 _ACTOR: TypeAdapter[str] = TypeAdapter(Actor)
 _Result = TypeVar("_Result")
 
@@ -115,7 +121,8 @@ class DepositLedger(Application[UUID]):
         *,
         actor: str | None = None,
         clock: Clock = utc_now,
-        settlement_window: timedelta = DEFAULT_SETTLEMENT_WINDOW,
+        settlement_window: timedelta | None = None,
+        policy: DepositPolicy | str | Path | None = None,
         env: dict[str, str] | None = None,
         inline_views: bool | None = None,
     ) -> None:
@@ -123,7 +130,10 @@ class DepositLedger(Application[UUID]):
 
         ``actor`` names who the commands are recorded for unless a command says
         otherwise (default: the operating-system user); ``clock`` supplies the
-        recording time and the default effective time.
+        recording time and the default effective time. ``policy`` is the deposit
+        policy or its TOML file (default: ``$DEPOSIT_LEDGER_POLICY``, else the one
+        shipped with the package), read when a command first needs it;
+        ``settlement_window`` replaces the policy's (for tests).
 
         ``inline_views`` (default: ``$DEPOSIT_LEDGER_INLINE_VIEWS``, else on) keeps
         the views current inside each command's transaction, so a command's
@@ -136,7 +146,9 @@ class DepositLedger(Application[UUID]):
         self.inline_views = inline_views_setting() if inline_views is None else inline_views
         self.default_actor = actor or _os_user()
         self.clock = clock
-        self.settlement_window = settlement_window
+        self._policy_choice = policy
+        self._settlement_window = settlement_window
+        self._policy: DepositPolicy | None = None
         self._cache: OrderedDict[UUID, ShopDeposit] = OrderedDict()
         self._cache_lock = threading.Lock()
         connection = self.store.connect()
@@ -169,17 +181,36 @@ class DepositLedger(Application[UUID]):
         self,
         shop_id: str,
         *,
-        currency: str,
-        required: str | Decimal,
+        currency: str | None = None,
+        required: str | Decimal | None = None,
         site: str | None = None,
+        categories: Iterable[str] = (),
         at: datetime | str | None = None,
         actor: str | None = None,
     ) -> CommandResult:
-        """Open a shop's deposit account with the amount the platform requires."""
+        """Open a shop's deposit account with the amount the platform requires.
+
+        Without ``required``, the policy derives it from the ``site`` and the
+        ``categories`` (the highest of their amounts) and sets the currency;
+        with it, the amount is taken as given, exactly as before policies.
+        """
         shop_id = parse_shop_id(shop_id)
-        code = normalise_currency(currency)
-        required_minor = to_minor(required, code)
         site_code = site.strip().upper() if site is not None else None
+        chosen = sorted({parse_category(category) for category in categories})
+        if chosen and site_code is None:
+            raise MalformedInput("--category needs --site: the policy prices categories per site")
+        policy_version: str | None = None
+        if required is None:
+            if site_code is None or not chosen:
+                raise MalformedInput("give --required, or --site and --category to derive it from the policy")
+            code = self._site_currency(site_code, currency)
+            required_minor = self.policy.requirement_minor(site_code, chosen)
+            policy_version = self.policy.version
+        else:
+            code = normalise_currency(currency) if currency is not None else self._site_currency(site_code, None)
+            required_minor = to_minor(required, code)
+            if chosen and site_code is not None:
+                self.policy.requirement_minor(site_code, chosen)  # names any category the policy lacks
         effective_at = self._effective_at(at)
 
         def attempt() -> CommandResult:
@@ -190,10 +221,12 @@ class DepositLedger(Application[UUID]):
                 site=site_code,
                 currency=code,
                 required_minor=required_minor,
+                categories=chosen,
+                policy_version=policy_version,
                 stamp=self._stamp(effective_at, actor),
             )
             self.save(deposit)
-            return CommandResult(state=deposit.state())
+            return CommandResult(state=deposit.state(self.clock()))
 
         return self._retrying(shop_id, attempt)
 
@@ -233,22 +266,45 @@ class DepositLedger(Application[UUID]):
     def deduct(
         self,
         shop_id: str,
-        amount: str | Decimal,
+        amount: str | Decimal | None = None,
         *,
         reason: str,
         case: str,
         note: str = "",
+        order_value: str | Decimal | None = None,
         at: datetime | str | None = None,
         actor: str | None = None,
     ) -> CommandResult:
-        """Deduct a penalty for a violation; what the frozen balance cannot cover is owed.
+        """Deduct a penalty for a violation; what the hold and frozen balance cannot cover is owed.
 
-        Idempotent by case id, like payments by trade number.
+        Without ``amount`` the policy's catalogue prices it (``order_value`` for
+        a share of the order), within the reason's daily cap. Idempotent by case
+        id, like payments by trade number.
         """
         shop_id = parse_shop_id(shop_id)
-        parse_decimal(amount)
+        if amount is not None:
+            parse_decimal(amount)
+            if order_value is not None:
+                raise MalformedInput("give AMOUNT or --order-value, not both: the order value prices by the policy")
+        elif order_value is not None:
+            parse_decimal(order_value)
         chosen_reason = parse_choice(DeductionReason, reason, "reason")
         effective_at = self._effective_at(at)
+        policy = self.policy
+        if amount is None:
+            return self._change(
+                shop_id,
+                lambda deposit, stamp: deposit.deduct_by_policy(
+                    policy=policy,
+                    reason=chosen_reason,
+                    case_id=case,
+                    order_value_minor=None if order_value is None else to_minor(order_value, deposit.currency),
+                    note=note,
+                    stamp=stamp,
+                ),
+                effective_at,
+                actor,
+            )
         return self._change(
             shop_id,
             lambda deposit, stamp: deposit.deduct(
@@ -257,9 +313,132 @@ class DepositLedger(Application[UUID]):
                 case_id=case,
                 note=note,
                 stamp=stamp,
+                terms=policy.terms,
             ),
             effective_at,
             actor,
+        )
+
+    def hold(
+        self,
+        shop_id: str,
+        amount: str | Decimal,
+        *,
+        case: str,
+        note: str = "",
+        at: datetime | str | None = None,
+        actor: str | None = None,
+    ) -> CommandResult:
+        """Hold part of the frozen balance for an open case; idempotent by case id."""
+        shop_id = parse_shop_id(shop_id)
+        parse_decimal(amount)
+        case_id = parse_case_id(case)
+        effective_at = self._effective_at(at)
+        return self._change(
+            shop_id,
+            lambda deposit, stamp: deposit.hold(
+                case_id=case_id, amount_minor=to_minor(amount, deposit.currency), note=note, stamp=stamp
+            ),
+            effective_at,
+            actor,
+        )
+
+    def release(
+        self, shop_id: str, *, case: str, note: str = "", at: datetime | str | None = None, actor: str | None = None
+    ) -> CommandResult:
+        """Release what a case holds: it settles what is owed, the rest is frozen again."""
+        shop_id = parse_shop_id(shop_id)
+        case_id = parse_case_id(case)
+        effective_at = self._effective_at(at)
+        return self._change(
+            shop_id,
+            lambda deposit, stamp: deposit.release(case_id=case_id, note=note, stamp=stamp),
+            effective_at,
+            actor,
+        )
+
+    def appeal(
+        self, shop_id: str, *, case: str, note: str = "", at: datetime | str | None = None, actor: str | None = None
+    ) -> CommandResult:
+        """The merchant appeals the deduction of a case, within the policy's appeal window."""
+        shop_id = parse_shop_id(shop_id)
+        case_id = parse_case_id(case)
+        effective_at = self._effective_at(at)
+        terms = self.policy.terms
+        return self._change(
+            shop_id,
+            lambda deposit, stamp: deposit.appeal(case_id=case_id, note=note, stamp=stamp, terms=terms),
+            effective_at,
+            actor,
+        )
+
+    def resolve_appeal(
+        self,
+        shop_id: str,
+        *,
+        case: str,
+        upheld: bool,
+        note: str = "",
+        at: datetime | str | None = None,
+        actor: str | None = None,
+    ) -> CommandResult:
+        """Record an appeal's outcome: upheld reverses the deduction, rejected lets it stand."""
+        shop_id = parse_shop_id(shop_id)
+        case_id = parse_case_id(case)
+        effective_at = self._effective_at(at)
+        terms = self.policy.terms
+        return self._change(
+            shop_id,
+            lambda deposit, stamp: deposit.resolve_appeal(
+                case_id=case_id, upheld=upheld, note=note, stamp=stamp, terms=terms
+            ),
+            effective_at,
+            actor,
+        )
+
+    def change_categories(
+        self,
+        shop_id: str,
+        *,
+        add: Iterable[str] = (),
+        remove: Iterable[str] = (),
+        at: datetime | str | None = None,
+        actor: str | None = None,
+    ) -> CommandResult:
+        """Add and remove the shop's categories; the requirement follows the policy."""
+        shop_id = parse_shop_id(shop_id)
+        added = [parse_category(category) for category in add]
+        removed = [parse_category(category) for category in remove]
+        if not added and not removed:
+            raise MalformedInput("give --add CATEGORY or --remove CATEGORY")
+        effective_at = self._effective_at(at)
+        policy = self.policy
+        return self._change(
+            shop_id,
+            lambda deposit, stamp: deposit.change_categories(policy=policy, add=added, remove=removed, stamp=stamp),
+            effective_at,
+            actor,
+        )
+
+    def apply_policy(
+        self, shop_id: str, *, at: datetime | str | None = None, actor: str | None = None
+    ) -> CommandResult:
+        """Bring the shop's requirement in line with the policy in force (a new version)."""
+        shop_id = parse_shop_id(shop_id)
+        effective_at = self._effective_at(at)
+        policy = self.policy
+        return self._change(
+            shop_id, lambda deposit, stamp: deposit.apply_policy(policy=policy, stamp=stamp), effective_at, actor
+        )
+
+    def refund_excess(
+        self, shop_id: str, *, at: datetime | str | None = None, actor: str | None = None
+    ) -> CommandResult:
+        """Refund the frozen money above the requirement; the shop stays open."""
+        shop_id = parse_shop_id(shop_id)
+        effective_at = self._effective_at(at)
+        return self._change(
+            shop_id, _always_changes(lambda deposit, stamp: deposit.refund_excess(stamp=stamp)), effective_at, actor
         )
 
     def close_shop(self, shop_id: str, *, at: datetime | str | None = None, actor: str | None = None) -> CommandResult:
@@ -269,7 +448,9 @@ class DepositLedger(Application[UUID]):
         return self._change(
             shop_id,
             _always_changes(
-                lambda deposit, stamp: deposit.close(settlement_window=self.settlement_window, stamp=stamp)
+                lambda deposit, stamp: deposit.close(
+                    settlement_window=self.policy.settlement_window, stamp=stamp, policy_version=self.policy.version
+                )
             ),
             effective_at,
             actor,
@@ -298,6 +479,22 @@ class DepositLedger(Application[UUID]):
 
     # ------------------------------------------------------------------ queries
 
+    @property
+    def policy(self) -> DepositPolicy:
+        """The deposit policy in force, read on first use (with the settlement-window override, if any)."""
+        if self._policy is None:
+            choice = self._policy_choice
+            policy = choice if isinstance(choice, DepositPolicy) else load_policy(choice)
+            if self._settlement_window is not None:
+                policy = policy.model_copy(update={"settlement_window": self._settlement_window})
+            self._policy = policy
+        return self._policy
+
+    @property
+    def settlement_window(self) -> timedelta:
+        """How long after a voluntary closure the refund waits: the policy's, unless overridden."""
+        return self.policy.settlement_window
+
     def deposit(self, shop_id: str) -> ShopDeposit:
         """The shop's deposit rebuilt from its events (and latest snapshot)."""
         shop_id = parse_shop_id(shop_id)
@@ -308,7 +505,7 @@ class DepositLedger(Application[UUID]):
 
     def show(self, shop_id: str) -> DepositState:
         """The shop's current figures, rebuilt from its events."""
-        return self.deposit(shop_id).state()
+        return self.deposit(shop_id).state(self.clock())
 
     def history(self, shop_id: str, *, as_of: datetime | str | None = None) -> list[DepositEvent]:
         """The events of the shop's deposit, oldest first; with ``as_of``, those effective by then."""
@@ -327,30 +524,33 @@ class DepositLedger(Application[UUID]):
 
         Never reads the views; uses the latest snapshot at or before the version
         when there is one. Before the first event there is nothing to show:
-        ``ShopNotFound``.
+        ``ShopNotFound``. The status is the one of that moment (or of the
+        version's last event), so a top-up overdue then reads ``restricted``.
         """
         shop_id = parse_shop_id(shop_id)
         if version is not None and version < 1:
             raise MalformedInput(f"version {version} must be 1 or more")
-        if as_of is not None:
-            at_time = self._version_as_of(shop_id, parse_time(as_of))
+        moment = parse_time(as_of) if as_of is not None else None
+        if moment is not None:
+            at_time = self._version_as_of(shop_id, moment)
             version = at_time if version is None else min(version, at_time)
-        try:
-            deposit: ShopDeposit = self.repository.get(
-                deposit_id(shop_id), version=version, projector_func=project_deposit
-            )
-        except AggregateNotFoundError:
-            raise ShopNotFound(f"shop {shop_id} has no deposit at that moment") from None
+        deposit = self._load(deposit_id(shop_id), version)
+        if deposit is None:
+            raise ShopNotFound(f"shop {shop_id} has no deposit at that moment")
         if version is not None and deposit.version < version:
             raise Refused(f"shop {shop_id} has {deposit.version} events, not {version}")
-        return deposit.state()
+        # The status as it stood then, at the moment asked about (or at the version's last
+        # event): restricted then, perhaps, though topped up since. A moment still to come
+        # is answered as of now: a replay tells history, not what may happen.
+        then = deposit.last_effective_at if moment is None else min(moment, self.clock())
+        return deposit.state(then)
 
     def balance(self, shop_id: str) -> DepositState:
         """The shop's figures from the balances view: one indexed row, however long its history."""
         shop_id = parse_shop_id(shop_id)
         found = self.views.view(BalancesView.name)
         assert isinstance(found, BalancesView)
-        row = found.get(self.views.read(), shop_id)
+        row = found.get(self.views.read(), shop_id, now=self.clock())
         if row is None:
             lag = sum(status.lag for status in self.views.status() if status.name == BalancesView.name)
             behind = f" in the balances view, which lags {lag} events (projections catch-up)" if lag else ""
@@ -358,19 +558,32 @@ class DepositLedger(Application[UUID]):
         return row[0]
 
     def shops(
-        self, *, status: str | None = None, site: str | None = None, underfunded: bool = False
+        self,
+        *,
+        status: str | None = None,
+        site: str | None = None,
+        underfunded: bool = False,
+        overdue: bool = False,
     ) -> list[DepositState]:
         """Deposits from the balances view, ordered by shop id.
 
         ``underfunded`` keeps the open deposits whose shortfall is above zero: the
         shops that must pay, whether they have paid anything yet or not.
+        ``overdue`` keeps those whose top-up is overdue now: the restricted shops.
         """
         if status is not None:
             status = parse_choice(Status, status, "status").value
         site_code = site.strip().upper() if site is not None else None
         found = self.views.view(BalancesView.name)
         assert isinstance(found, BalancesView)
-        return found.select(self.views.read(), status=status, site=site_code, must_pay=underfunded)
+        return found.select(
+            self.views.read(),
+            status=status,
+            site=site_code,
+            must_pay=underfunded,
+            overdue=overdue,
+            now=self.clock(),
+        )
 
     def audit(self, shop_id: str) -> list[AuditRow]:
         """The shop's audit-trail rows, oldest first."""
@@ -436,11 +649,30 @@ class DepositLedger(Application[UUID]):
         return low
 
     def _find(self, shop_id: str) -> ShopDeposit | None:
+        return self._load(deposit_id(shop_id))
+
+    def _load(self, deposit: UUID, version: int | None = None) -> ShopDeposit | None:
         try:
-            deposit: ShopDeposit = self.repository.get(deposit_id(shop_id), projector_func=project_deposit)
+            found: ShopDeposit = self.repository.get(deposit, version=version, projector_func=project_deposit)
         except AggregateNotFoundError:
             return None
-        return deposit
+        except OutdatedSnapshot:
+            # A snapshot from before holds and appeals existed: replay the whole history
+            # instead. The next snapshot interval writes a current one.
+            events = self.events.get(deposit, lte=version)
+            return project_deposit(None, (event for event in events if isinstance(event, DepositEvent)))
+        return found
+
+    def _site_currency(self, site: str | None, currency: str | None) -> str:
+        # The currency a policy-derived deposit is kept in; a --currency given beside it must agree.
+        if site is None or (site not in self.policy.sites and currency is not None):
+            if currency is None:
+                raise MalformedInput("give --currency, or a --site the policy prices")
+            return normalise_currency(currency)
+        code = self.policy.site(site).currency
+        if currency is not None and normalise_currency(currency) != code:
+            raise MalformedInput(f"policy {self.policy.version} keeps site {site} deposits in {code}, not {currency}")
+        return code
 
     def _change(
         self,
@@ -455,7 +687,7 @@ class DepositLedger(Application[UUID]):
             if changed:
                 self.save(deposit)
             self._checkin(deposit)
-            return CommandResult(state=deposit.state(), duplicate=not changed)
+            return CommandResult(state=deposit.state(self.clock()), duplicate=not changed)
 
         return self._retrying(shop_id, attempt)
 
@@ -578,6 +810,26 @@ def parse_shop_id(shop_id: str) -> str:
     except ValidationError:
         raise MalformedInput(
             f"shop id {shop_id!r} must be 1-64 letters, digits or _ . : -, starting with a letter or digit"
+        ) from None
+
+
+def parse_case_id(case: str) -> str:
+    """A valid case id, or ``MalformedInput``."""
+    try:
+        return _CASE_ID.validate_python(case)
+    except ValidationError:
+        raise MalformedInput(
+            f"case id {case!r} must be 1-64 letters, digits or _ . : / -, starting with a letter or digit"
+        ) from None
+
+
+def parse_category(category: str) -> str:
+    """A valid category name, in lower case, or ``MalformedInput``."""
+    try:
+        return _CATEGORY.validate_python(category.strip().lower())
+    except ValidationError:
+        raise MalformedInput(
+            f"category {category!r} must be 1-32 letters, digits, _ or -, starting with a letter or digit"
         ) from None
 
 

@@ -24,12 +24,15 @@ from domain import LedgerError, MalformedInput, deposit_id
 from ledger.application import CommandResult, DepositLedger, parse_shop_id, parse_time
 from ledger.audit import Auditor, parse_checkpoint
 from ledger.demo import run_demo
+from ledger.policy_file import load_policy
 from ledger.reports import (
     audit_json,
     audit_table,
     balances_table,
     event_json,
     history_table,
+    policy_json,
+    policy_table,
     progress_bar,
     projection_json,
     projections_table,
@@ -62,6 +65,13 @@ DbOption = Annotated[
         "[env: DEPOSIT_LEDGER_DB; default: deposits.db]",
     ),
 ]
+PolicyOption = Annotated[
+    str | None,
+    typer.Option(
+        "--policy",
+        help="Deposit policy file (TOML). [env: DEPOSIT_LEDGER_POLICY; default: the policy shipped with the package]",
+    ),
+]
 ActorOption = Annotated[
     str | None,
     typer.Option("--actor", help="Who is recorded as asking. [env: DEPOSIT_LEDGER_ACTOR; default: the OS user]"),
@@ -73,27 +83,33 @@ AtOption = Annotated[
 JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
 Shop = Annotated[str, typer.Argument(help="The shop's id.", show_default=False)]
 Amount = Annotated[str, typer.Argument(help="Amount in major units, e.g. 1700.00.", show_default=False)]
+Case = Annotated[str, typer.Option("--case", help="The case id (idempotency key).")]
+Note = Annotated[str, typer.Option("--note", help="Free text for people.")]
 
 
 class Settings:
     """The global options, shared by every command through Click's context."""
 
-    def __init__(self, db: str | None, actor: str | None) -> None:
+    def __init__(self, db: str | None, actor: str | None, policy: str | None) -> None:
         self.db = db
         self.actor = actor or os.environ.get(ACTOR_ENV_VAR) or None
+        # None: the ledger reads DEPOSIT_LEDGER_POLICY, else the shipped policy, when first needed.
+        self.policy = policy
 
 
 @app.callback()
-def main_options(ctx: typer.Context, db: DbOption = None, actor: ActorOption = None) -> None:
-    """Record and inspect shop deposits: pay, deduct, close, refund, force-close."""
-    ctx.obj = Settings(db, actor)
+def main_options(
+    ctx: typer.Context, db: DbOption = None, actor: ActorOption = None, policy: PolicyOption = None
+) -> None:
+    """Record and inspect shop deposits: pay, deduct, hold, appeal, close, refund, force-close."""
+    ctx.obj = Settings(db, actor, policy)
 
 
 @contextmanager
 def open_ledger(ctx: typer.Context) -> Iterator[DepositLedger]:
     """The ledger on the chosen store, closed again when the command ends."""
     settings: Settings = ctx.obj
-    ledger = DepositLedger(resolve_store(settings.db), actor=settings.actor)
+    ledger = DepositLedger(resolve_store(settings.db), actor=settings.actor, policy=settings.policy)
     try:
         yield ledger
     finally:
@@ -126,15 +142,27 @@ def _write(ctx: typer.Context, as_json: bool, action: str, command: Callable[[De
 def open_command(
     ctx: typer.Context,
     shop: Shop,
-    currency: Annotated[str, typer.Option("--currency", help="ISO 4217 code: CNY, USD, GBP, JPY...")],
-    required: Annotated[str, typer.Option("--required", help="The deposit the platform requires.")],
+    currency: Annotated[
+        str | None, typer.Option("--currency", help="ISO 4217 code: CNY, USD, GBP, JPY... (default: the site's).")
+    ] = None,
+    required: Annotated[
+        str | None, typer.Option("--required", help="The deposit required (default: derived by the policy).")
+    ] = None,
     site: Annotated[str | None, typer.Option("--site", help="Marketplace site code, e.g. CN, US, UK.")] = None,
+    category: Annotated[
+        list[str] | None, typer.Option("--category", help="A product category the shop sells in (repeatable).")
+    ] = None,
     at: AtOption = None,
     as_json: JsonOption = False,
 ) -> None:
-    """Open a shop's deposit account with the required amount."""
+    """Open a shop's deposit account: the required amount as given, or derived from site and categories."""
     _write(
-        ctx, as_json, "open", lambda ledger: ledger.open(shop, currency=currency, required=required, site=site, at=at)
+        ctx,
+        as_json,
+        "open",
+        lambda ledger: ledger.open(
+            shop, currency=currency, required=required, site=site, categories=category or (), at=at
+        ),
     )
 
 
@@ -162,23 +190,121 @@ def pay_command(
 def deduct_command(
     ctx: typer.Context,
     shop: Shop,
-    amount: Amount,
     reason: Annotated[
         str,
         typer.Option("--reason", help="fake_listing, order_brushing, late_shipment, after_sales_dispute or other."),
     ],
     case: Annotated[str, typer.Option("--case", help="The violation case id (idempotency key).")],
-    note: Annotated[str, typer.Option("--note", help="Free text for people.")] = "",
+    amount: Annotated[
+        str | None,
+        typer.Argument(help="Amount in major units (default: priced by the policy's catalogue).", show_default=False),
+    ] = None,
+    order_value: Annotated[
+        str | None, typer.Option("--order-value", help="The order's value, for a penalty priced as a share of it.")
+    ] = None,
+    note: Note = "",
     at: AtOption = None,
     as_json: JsonOption = False,
 ) -> None:
-    """Deduct a penalty; what the frozen balance cannot cover is recorded as owed."""
+    """Deduct a penalty (given, or priced by the policy); what the deposit cannot cover is owed."""
     _write(
         ctx,
         as_json,
         f"deduction {case}",
-        lambda ledger: ledger.deduct(shop, amount, reason=reason, case=case, note=note, at=at),
+        lambda ledger: ledger.deduct(shop, amount, reason=reason, case=case, note=note, order_value=order_value, at=at),
     )
+
+
+@app.command("hold")
+def hold_command(
+    ctx: typer.Context,
+    shop: Shop,
+    amount: Amount,
+    case: Case,
+    note: Note = "",
+    at: AtOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Hold part of the frozen balance for an open case; held money cannot be refunded."""
+    _write(ctx, as_json, f"hold {case}", lambda ledger: ledger.hold(shop, amount, case=case, note=note, at=at))
+
+
+@app.command("release")
+def release_command(
+    ctx: typer.Context, shop: Shop, case: Case, note: Note = "", at: AtOption = None, as_json: JsonOption = False
+) -> None:
+    """Release a case's hold: it settles what is owed, the rest is frozen again."""
+    _write(ctx, as_json, f"release {case}", lambda ledger: ledger.release(shop, case=case, note=note, at=at))
+
+
+@app.command("appeal")
+def appeal_command(
+    ctx: typer.Context, shop: Shop, case: Case, note: Note = "", at: AtOption = None, as_json: JsonOption = False
+) -> None:
+    """The merchant appeals a deduction, within the policy's appeal window."""
+    _write(ctx, as_json, f"appeal {case}", lambda ledger: ledger.appeal(shop, case=case, note=note, at=at))
+
+
+@app.command("resolve-appeal")
+def resolve_appeal_command(
+    ctx: typer.Context,
+    shop: Shop,
+    case: Case,
+    upheld: Annotated[bool, typer.Option("--upheld", help="The appeal succeeds: the deduction is reversed.")] = False,
+    rejected: Annotated[bool, typer.Option("--rejected", help="The appeal fails: the deduction stands.")] = False,
+    note: Note = "",
+    at: AtOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Record an appeal's outcome: --upheld reverses the deduction, --rejected lets it stand."""
+    if upheld == rejected:
+        raise MalformedInput("give exactly one of --upheld or --rejected")
+    _write(
+        ctx,
+        as_json,
+        f"appeal outcome {case}",
+        lambda ledger: ledger.resolve_appeal(shop, case=case, upheld=upheld, note=note, at=at),
+    )
+
+
+@app.command("categories")
+def categories_command(
+    ctx: typer.Context,
+    shop: Shop,
+    add: Annotated[list[str] | None, typer.Option("--add", help="A category to add (repeatable).")] = None,
+    remove: Annotated[list[str] | None, typer.Option("--remove", help="A category to remove (repeatable).")] = None,
+    at: AtOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Change the shop's categories; the requirement becomes the highest of the new set."""
+    _write(
+        ctx,
+        as_json,
+        "category change",
+        lambda ledger: ledger.change_categories(shop, add=add or (), remove=remove or (), at=at),
+    )
+
+
+@app.command("apply-policy")
+def apply_policy_command(ctx: typer.Context, shop: Shop, at: AtOption = None, as_json: JsonOption = False) -> None:
+    """Bring the shop's requirement in line with the policy in force (after a policy change)."""
+    _write(ctx, as_json, "policy", lambda ledger: ledger.apply_policy(shop, at=at))
+
+
+@app.command("refund-excess")
+def refund_excess_command(ctx: typer.Context, shop: Shop, at: AtOption = None, as_json: JsonOption = False) -> None:
+    """Refund the frozen money above the requirement, newest payment first; the shop stays open."""
+    _write(ctx, as_json, "excess refund", lambda ledger: ledger.refund_excess(shop, at=at))
+
+
+@app.command("policy")
+def policy_command(ctx: typer.Context, as_json: JsonOption = False) -> None:
+    """The deposit policy in force: requirements per category and the violation catalogue, per site."""
+    policy = load_policy(ctx.obj.policy)
+    if as_json:
+        _print_json(policy_json(policy))
+    else:
+        Console().print(policy_table(policy))
 
 
 @app.command("close")
@@ -344,11 +470,14 @@ def shops_command(
     underfunded: Annotated[
         bool, typer.Option("--underfunded", help="Only open deposits with a shortfall: the shops that must pay.")
     ] = False,
+    overdue: Annotated[
+        bool, typer.Option("--overdue", help="Only shops whose top-up is overdue: the restricted shops.")
+    ] = False,
     as_json: JsonOption = False,
 ) -> None:
     """Deposits from the balances view, ordered by shop id."""
     with open_ledger(ctx) as ledger:
-        states = ledger.shops(status=status, site=site, underfunded=underfunded)
+        states = ledger.shops(status=status, site=site, underfunded=underfunded, overdue=overdue)
         _warn_if_stale(ledger)
     if as_json:
         _print_json([state_json(state) for state in states])

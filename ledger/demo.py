@@ -1,8 +1,11 @@
 """``deposit-ledger demo``: a realistic stretch of deposit life, recorded in the store.
 
 Five shops on four sites: payments through both channels, a top-up, every
-deduction reason, a penalty larger than the deposit (owed, then settled by the
-next payment), a voluntary closure refunded after its settlement window and a
+deduction reason, a penalty priced by the policy's catalogue, a penalty larger
+than the deposit (owed, then settled by the next payment), a hold taken by its
+case's deduction, an appeal upheld and one rejected, a category change that
+raises the requirement and the top-up that meets it, a shop restricted for an
+overdue top-up, a voluntary closure refunded after its settlement window and a
 forced closure. Every run records a fresh set of shops (``-2``, ``-3``... on
 later runs), so the demo never collides with an earlier one.
 """
@@ -18,7 +21,7 @@ from rich.table import Table
 
 from domain import ShopNotFound
 from ledger.application import CommandResult, DepositLedger
-from ledger.reports import history_table, side_by_side_table
+from ledger.reports import history_table, side_by_side_table, state_json
 
 
 @dataclass(frozen=True)
@@ -33,12 +36,13 @@ class Step:
 
 def _story() -> list[Step]:
     # Deliberately written out in full: the demo doubles as a readable example of the API.
+    # Requirements and penalties without an amount come from the shipped policy.
     return [
         Step(
             100,
             "tea-house",
-            "opens: Douyin CN, ¥2,000 required",
-            lambda ledger, shop, at: ledger.open(shop, currency="CNY", required="2000", site="CN", at=at),
+            "opens: Douyin CN general, ¥2,000",
+            lambda ledger, shop, at: ledger.open(shop, site="CN", categories=["general"], at=at),
         ),
         Step(
             99,
@@ -51,12 +55,38 @@ def _story() -> list[Step]:
         Step(
             96,
             "tea-house",
-            "ships late: ¥50 deducted",
+            "ships late: 10% of ¥500 deducted",
             lambda ledger, shop, at: ledger.deduct(
-                shop, "50", reason="late_shipment", case=f"{shop}-LS-1", note="3 orders > 48h", at=at
+                shop, reason="late_shipment", case=f"{shop}-LS-1", order_value="500", note="3 orders > 48h", at=at
             ),
         ),
         Step(95, "tea-house", "closes the shop", lambda ledger, shop, at: ledger.close_shop(shop, at=at)),
+        Step(
+            58,
+            "kimono-house",
+            "opens: TikTok JP, ¥70,000",
+            lambda ledger, shop, at: ledger.open(shop, site="JP", categories=["general"], at=at),
+        ),
+        Step(
+            57,
+            "kimono-house",
+            "pays ¥70,000 by WeChat Pay",
+            lambda ledger, shop, at: ledger.pay(shop, "70000", channel="wechat_pay", ref=f"{shop}-W1", at=at),
+        ),
+        Step(
+            46,
+            "kimono-house",
+            "return dispute: ¥5,000 held",
+            lambda ledger, shop, at: ledger.hold(shop, "5000", case=f"{shop}-AS-2", note="buyer complaint", at=at),
+        ),
+        Step(
+            45,
+            "kimono-house",
+            "refused a return: hold deducted",
+            lambda ledger, shop, at: ledger.deduct(
+                shop, "5000", reason="after_sales_dispute", case=f"{shop}-AS-2", at=at
+            ),
+        ),
         Step(
             30,
             "sneaker-lab",
@@ -70,22 +100,10 @@ def _story() -> list[Step]:
             lambda ledger, shop, at: ledger.pay(shop, "300", channel="alipay", ref=f"{shop}-A1", at=at),
         ),
         Step(
-            28,
-            "kimono-house",
-            "opens: TikTok JP, ¥70,000 required",
-            lambda ledger, shop, at: ledger.open(shop, currency="JPY", required="70000", site="JP", at=at),
-        ),
-        Step(
-            27,
-            "kimono-house",
-            "pays ¥70,000 by WeChat Pay",
-            lambda ledger, shop, at: ledger.pay(shop, "70000", channel="wechat_pay", ref=f"{shop}-W1", at=at),
-        ),
-        Step(
             26,
             "flash-deals",
-            "opens: Douyin CN, ¥4,000 required",
-            lambda ledger, shop, at: ledger.open(shop, currency="CNY", required="4000", site="CN", at=at),
+            "opens: Douyin CN food, ¥4,000",
+            lambda ledger, shop, at: ledger.open(shop, site="CN", categories=["food"], at=at),
         ),
         Step(
             26,
@@ -106,24 +124,34 @@ def _story() -> list[Step]:
             lambda ledger, shop, at: ledger.deduct(shop, "80", reason="fake_listing", case=f"{shop}-FL-7", at=at),
         ),
         Step(
-            15,
-            "kimono-house",
-            "refused a return: ¥5,000 deducted",
-            lambda ledger, shop, at: ledger.deduct(
-                shop, "5000", reason="after_sales_dispute", case=f"{shop}-AS-2", at=at
-            ),
-        ),
-        Step(
             12,
             "flash-deals",
             "order brushing: ¥1,500 deducted",
             lambda ledger, shop, at: ledger.deduct(shop, "1500", reason="order_brushing", case=f"{shop}-OB-1", at=at),
         ),
         Step(
+            11,
+            "flash-deals",
+            "appeals the brushing penalty",
+            lambda ledger, shop, at: ledger.appeal(shop, case=f"{shop}-OB-1", note="orders were genuine", at=at),
+        ),
+        Step(
             10,
             "sneaker-lab",
             "$600 for brushing: $180 owed",
             lambda ledger, shop, at: ledger.deduct(shop, "600", reason="order_brushing", case=f"{shop}-OB-3", at=at),
+        ),
+        Step(
+            9,
+            "flash-deals",
+            "appeal rejected: penalty stands",
+            lambda ledger, shop, at: ledger.resolve_appeal(shop, case=f"{shop}-OB-1", upheld=False, at=at),
+        ),
+        Step(
+            9,
+            "uk-gadgets",
+            "opens: UK electronics, £3,000",
+            lambda ledger, shop, at: ledger.open(shop, site="UK", categories=["electronics"], at=at),
         ),
         Step(
             8,
@@ -134,10 +162,22 @@ def _story() -> list[Step]:
             ),
         ),
         Step(
+            8,
+            "uk-gadgets",
+            "pays £3,000 by Alipay",
+            lambda ledger, shop, at: ledger.pay(shop, "3000", channel="alipay", ref=f"{shop}-A1", at=at),
+        ),
+        Step(
+            7,
+            "kimono-house",
+            "appeals the customs penalty",
+            lambda ledger, shop, at: ledger.appeal(shop, case=f"{shop}-OT-1", note="codes were filed", at=at),
+        ),
+        Step(
             6,
             "uk-gadgets",
-            "opens: TikTok UK, £4,000 required",
-            lambda ledger, shop, at: ledger.open(shop, currency="GBP", required="4000", site="UK", at=at),
+            "adds jewelry: £4,000 required",
+            lambda ledger, shop, at: ledger.change_categories(shop, add=["jewelry"], at=at),
         ),
         Step(
             5,
@@ -148,8 +188,14 @@ def _story() -> list[Step]:
         Step(
             4,
             "uk-gadgets",
-            "pays £1,000 of the £4,000",
-            lambda ledger, shop, at: ledger.pay(shop, "1000", channel="alipay", ref=f"{shop}-A1", at=at),
+            "tops up £1,000 by WeChat Pay",
+            lambda ledger, shop, at: ledger.pay(shop, "1000", channel="wechat_pay", ref=f"{shop}-W1", at=at),
+        ),
+        Step(
+            3,
+            "kimono-house",
+            "appeal upheld: ¥2,000 restored",
+            lambda ledger, shop, at: ledger.resolve_appeal(shop, case=f"{shop}-OT-1", upheld=True, at=at),
         ),
         Step(
             2,
@@ -193,12 +239,19 @@ def run_demo(ledger: DepositLedger, console: Console) -> None:
     for step in _story():
         shop = step.shop + suffix
         at = now - timedelta(days=step.days_ago)
-        result = step.run(ledger, shop, at)
+        step.run(ledger, shop, at)
         if shop not in shops:
             shops.append(shop)
-        steps.add_row(f"{at:%Y-%m-%d}", shop, step.summary, result.state.status.value)
+        # The status as it stood then: a top-up overdue today was not overdue on the day.
+        steps.add_row(f"{at:%Y-%m-%d}", shop, step.summary, ledger.replay(shop, as_of=at).status.value)
     console.print(steps)
     console.print(side_by_side_table([ledger.show(shop) for shop in shops], title="Balances after the demo"))
-    featured = "sneaker-lab" + suffix
-    currency = ledger.show(featured).currency
-    console.print(history_table(ledger.history(featured), currency, title=f"History of {featured}"))
+    for state in ledger.shops(overdue=True):
+        if state.shop_id in shops and state.top_up_due is not None:
+            console.print(
+                f"[bold]{state.shop_id} is restricted[/]: its top-up of {state_json(state)['shortfall']} "
+                f"{state.currency} was due on {state.top_up_due:%Y-%m-%d}"
+            )
+    for featured in ("sneaker-lab" + suffix, "kimono-house" + suffix):
+        currency = ledger.show(featured).currency
+        console.print(history_table(ledger.history(featured), currency, title=f"History of {featured}"))

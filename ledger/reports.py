@@ -18,7 +18,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
-from domain import DepositEvent, DepositState
+from domain import DepositEvent, DepositPolicy, DepositState
 from domain.events import event_fields
 from domain.money import format_minor
 from ledger.audit import VerifyReport
@@ -42,16 +42,25 @@ STATE_KEYS = (
 )
 """The keys of ``show --json``, in order: a fixed contract."""
 
+POLICY_STATE_KEYS = ("held", "reversed", "top_up_due", "policy_version", "categories")
+"""Keys appended after :data:`STATE_KEYS` since deposit policies: money held for open cases,
+what upheld appeals gave back, when the top-up is due (``null`` if none), the policy version
+the requirement follows (``null`` if set by hand) and the shop's categories."""
+
 _MINOR = "_minor"
 
 
 def state_json(state: DepositState) -> dict[str, Any]:
-    """The ``show --json`` object: the contract's keys, amounts as decimal strings."""
+    """The ``show --json`` object: the contract's keys, then the policy's; amounts as decimal strings."""
     dumped = state.model_dump()
     result: dict[str, Any] = {}
-    for key in STATE_KEYS:
+    for key in (*STATE_KEYS, *POLICY_STATE_KEYS):
         if key in dumped:
             value = dumped[key]
+            if isinstance(value, datetime):
+                value = _iso(value)
+            elif isinstance(value, tuple):
+                value = list(value)
             result[key] = value.value if hasattr(value, "value") else value
         else:
             result[key] = format_minor(dumped[key + _MINOR], state.currency)
@@ -74,8 +83,8 @@ def event_json(event: DepositEvent, currency: str) -> dict[str, Any]:
 def _plain(fields: dict[str, Any], currency: str) -> dict[str, Any]:
     plain: dict[str, Any] = {}
     for key, value in fields.items():
-        if key.endswith(_MINOR) and isinstance(value, int):
-            plain[key.removesuffix(_MINOR)] = format_minor(value, currency)
+        if key.endswith(_MINOR):
+            plain[key.removesuffix(_MINOR)] = None if value is None else format_minor(value, currency)
         elif isinstance(value, datetime):
             plain[key] = _iso(value)
         elif isinstance(value, tuple | list):
@@ -97,10 +106,16 @@ def state_table(state: DepositState, *, title: str | None = None) -> Table:
     table.add_column("figure", style="bold")
     table.add_column("value", justify="right")
     data = state_json(state)
-    for key in STATE_KEYS:
+    for key in (*STATE_KEYS, "held", "reversed"):
         table.add_row(key, str(data[key]))
+    if state.top_up_due:
+        table.add_row("top_up_due", data["top_up_due"])
     if state.site:
         table.add_row("site", state.site)
+    if state.categories:
+        table.add_row("categories", ", ".join(state.categories))
+    if state.policy_version:
+        table.add_row("policy_version", state.policy_version)
     if state.settlement_due:
         table.add_row("settlement_due", _iso(state.settlement_due))
     table.add_row("last_effective_at", _iso(state.last_effective_at))
@@ -118,7 +133,7 @@ def side_by_side_table(states: list[DepositState], *, title: str) -> Table:
     for state in states:
         table.add_column(state.shop_id, justify="right", overflow="fold")
     figures = [state_json(state) for state in states]
-    for key in STATE_KEYS:
+    for key in (*STATE_KEYS, "held", "reversed"):
         if key not in ("shop_id", "version"):
             table.add_row(key, *(str(data[key]) for data in figures))
     return table
@@ -127,7 +142,7 @@ def side_by_side_table(states: list[DepositState], *, title: str) -> Table:
 def balances_table(states: list[DepositState], *, title: str) -> Table:
     """One row per deposit, for long lists: status and the figures a back office acts on."""
     table = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD)
-    for column in ("shop", "status", "cur", "required", "frozen", "owed", "shortfall"):
+    for column in ("shop", "status", "cur", "required", "frozen", "held", "owed", "shortfall", "top-up due"):
         table.add_column(column, justify="left" if column in ("shop", "status", "cur") else "right", no_wrap=True)
     for state in states:
         data = state_json(state)
@@ -135,7 +150,8 @@ def balances_table(states: list[DepositState], *, title: str) -> Table:
             state.shop_id,
             data["status"],
             state.currency,
-            *(data[key] for key in ("required", "frozen", "owed", "shortfall")),
+            *(data[key] for key in ("required", "frozen", "held", "owed", "shortfall")),
+            f"{state.top_up_due:%Y-%m-%d}" if state.top_up_due else "",
         )
     return table
 
@@ -145,16 +161,17 @@ def history_table(events: list[DepositEvent], currency: str, *, title: str) -> T
     table = Table(title=title, title_justify="left")
     table.add_column("v", justify="right")
     table.add_column("effective", no_wrap=True)
-    table.add_column("event")
+    table.add_column("event", overflow="fold")
     table.add_column("details", overflow="fold")
     table.add_column("actor")
     for event in events:
         entry = event_json(event, currency)
         details = ", ".join(
-            f"{key}={value}"
+            f"{key}={', '.join(value) if isinstance(value, list) else value}"
             for key, value in entry.items()
             if key not in ("type", "version", "effective_at", "recorded_at", "actor", "currency")
-            and value not in ("", None, False)
+            and value not in ("", None, False, [])
+            and not (key == "collected_from_hold" and format_minor(0, currency) == value)
         )
         table.add_row(str(event.originator_version), entry["effective_at"], entry["type"], details, event.actor)
     return table
@@ -200,6 +217,48 @@ def audit_table(rows: list[AuditRow], *, title: str) -> Table:
             details,
             row.actor,
         )
+    return table
+
+
+def policy_json(policy: DepositPolicy) -> dict[str, Any]:
+    """The ``policy --json`` object: version, time limits in days, each site's figures in major units."""
+    sites: dict[str, Any] = {}
+    for code, site in policy.sites.items():
+        violations: dict[str, Any] = {}
+        for reason, rule in site.violations.items():
+            cap = rule.daily_cap_minor
+            violations[reason.value] = {
+                "penalty": rule.penalty.describe(site.currency),
+                "daily_cap": None if cap is None else format_minor(cap, site.currency),
+            }
+        sites[code] = {
+            "currency": site.currency,
+            "required": {category: format_minor(amount, site.currency) for category, amount in site.required.items()},
+            "violations": violations,
+        }
+    return {
+        "version": policy.version,
+        "settlement_window_days": policy.settlement_window.days,
+        "top_up_deadline_days": policy.top_up_deadline.days,
+        "appeal_window_days": policy.appeal_window.days,
+        "sites": sites,
+    }
+
+
+def policy_table(policy: DepositPolicy) -> Table:
+    """The policy in force: the requirement per category and the catalogue, site by site."""
+    title = (
+        f"Deposit policy {policy.version}: settlement {policy.settlement_window.days} days, "
+        f"top-up {policy.top_up_deadline.days} days, appeal {policy.appeal_window.days} days"
+    )
+    table = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD)
+    for column in ("site", "what", "amount or rule"):
+        table.add_column(column, overflow="fold")
+    for code, site in policy.sites.items():
+        for category, amount in site.required.items():
+            table.add_row(code, f"required for {category}", f"{format_minor(amount, site.currency)} {site.currency}")
+        for reason, rule in site.violations.items():
+            table.add_row(code, reason.value, rule.describe(site.currency))
     return table
 
 

@@ -189,6 +189,18 @@ class Store:
             return bool(cursor.fetchone()[0])
         return cursor.fetchone() is not None
 
+    def table_columns(self, cursor: Any, table: str) -> tuple[str, ...]:
+        """The columns of ``table`` (in the store's schema), in order."""
+        if self.kind == "sqlite":
+            cursor.execute("SELECT name FROM pragma_table_info(?) ORDER BY cid", (table,))
+        else:
+            cursor.execute(
+                "SELECT column_name FROM information_schema.columns WHERE table_schema = ? AND table_name = ? "
+                "ORDER BY ordinal_position",
+                (self.schema, table),
+            )
+        return tuple(str(row[0]) for row in cursor.fetchall())
+
     def drop_indexes(self, cursor: Any, table: str) -> None:
         """Drop the secondary indexes of ``table`` (its primary key stays)."""
         if self.kind == "sqlite":

@@ -102,7 +102,9 @@ class ViewKeeper(BatchRecorder):
         """Create missing view tables; a table that vanished restarts its view from position 0.
 
         Without that, a dropped table would be recreated empty while its tracking
-        record claimed every event applied: rows would be silently lost.
+        record claimed every event applied: rows would be silently lost. A table
+        whose columns are not the view's (an older ledger's) is dropped and
+        restarts the same way.
         """
         with self.store.write_transaction(self.connection) as cursor:
             self.store.serialise_schema_changes(cursor)
@@ -112,6 +114,11 @@ class ViewKeeper(BatchRecorder):
                 "(name TEXT PRIMARY KEY, position BIGINT NOT NULL, reason TEXT NOT NULL)"
             )
             for view in self.views.values():
+                if self.store.table_exists(cursor, view.table) and (
+                    self.store.table_columns(cursor, view.table) != view.columns
+                ):
+                    # Written by an older ledger: the view is derived, so rebuild it from the events.
+                    cursor.execute(f"DROP TABLE {view.table}")
                 if not self.store.table_exists(cursor, view.table):
                     for statement in view.create_statements(view.table) + view.index_statements(view.table):
                         cursor.execute(statement)

@@ -1,8 +1,9 @@
 """Audit-trail view: one row per event, in the event log's global order.
 
-Each row says what the event was, how much money it moved, the frozen balance
-after it, the channel, trade number, reason, case and note where the event has
-them, who asked for it and when. The running frozen balance continues from the
+Each row says what the event was, how much money it moved (for a requirement
+change: the new requirement), the frozen balance after it, the channel, trade
+number, reason, case and note where the event has them, who asked for it and
+when. The running frozen balance continues from the
 deposit's previous row, so the view needs nothing but its own table.
 """
 
@@ -16,14 +17,21 @@ from uuid import UUID
 from pydantic import AwareDatetime, BaseModel, ConfigDict
 
 from domain import (
+    AppealFiled,
+    AppealRejected,
     ClosureRequested,
     Deducted,
+    DeductionReversed,
     DepositEvent,
+    ExcessRefunded,
     Forfeited,
     Frozen,
+    HoldPlaced,
+    HoldReleased,
     Opened,
     Paid,
     Refunded,
+    RequirementChanged,
     frozen_change,
 )
 from projections.view import Cursor, Positioned, View, stored_time
@@ -75,6 +83,7 @@ class AuditTrailView(View):
 
     name = "audit_trail"
     table: ClassVar[str] = "audit_trail"
+    columns: ClassVar[tuple[str, ...]] = _COLUMNS
 
     def create_statements(self, table: str) -> list[str]:
         """The audit table, keyed by the event's position in the store."""
@@ -152,17 +161,26 @@ def _row(position: int, shop_id: str, currency: str, frozen_after: int, event: D
     channel = ref = reason = case = note = None
     if isinstance(event, Opened):
         amount = event.required_minor
+        note = _categories(event.categories)
     elif isinstance(event, Paid):
         amount, channel, ref = event.amount_minor, event.channel.value, event.trade_no
     elif isinstance(event, Frozen):
         amount = event.amount_minor
     elif isinstance(event, Deducted):
         amount, reason, case, note = event.amount_collected_minor, event.reason.value, event.case_id, event.note
-    elif isinstance(event, Refunded):
+    elif isinstance(event, Refunded | ExcessRefunded):
         amount = event.amount_minor
         channel = ",".join(sorted({line.channel.value for line in event.lines})) or None
     elif isinstance(event, Forfeited):
         amount, reason = event.amount_minor, event.reason
+    elif isinstance(event, RequirementChanged):
+        amount, reason, note = event.new_required_minor, event.why, _categories(event.categories)
+    elif isinstance(event, HoldPlaced | HoldReleased):
+        amount, case, note = event.amount_minor, event.case_id, event.note
+    elif isinstance(event, AppealFiled | AppealRejected):
+        case, note = event.case_id, event.note
+    elif isinstance(event, DeductionReversed):
+        amount, reason, case, note = event.amount_restored_minor, event.reason.value, event.case_id, event.note
     elif not isinstance(event, ClosureRequested):
         raise AssertionError(f"the audit trail does not know {type(event).__name__}")
     return (
@@ -182,6 +200,10 @@ def _row(position: int, shop_id: str, currency: str, frozen_after: int, event: D
         case,
         note or None,
     )
+
+
+def _categories(categories: tuple[str, ...]) -> str | None:
+    return f"categories: {', '.join(categories)}" if categories else None
 
 
 def _audit_row(row: Sequence[Any]) -> AuditRow:

@@ -3,17 +3,22 @@
 The row is a :class:`domain.Balance` at rest: a batch loads the rows it touches,
 applies each event with ``Balance.apply`` (the same code the aggregate runs) and
 writes them back, so ``balance`` and ``show`` cannot disagree. Indexed for the
-back office's questions: by status, by site, and the shops that must pay.
+back office's questions: by status, by site, the shops that must pay, and the
+shops whose top-up is overdue.
+
+The stored ``status`` never reads ``restricted``: that depends on the time of
+the question, so queries compare ``top_up_due`` with the "now" they are given.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from datetime import datetime
 from typing import Any, ClassVar
 from uuid import UUID
 
-from domain import Balance, DepositState, Opened, Phase
+from domain import Balance, DepositState, Opened, Phase, Status
 from projections.view import Cursor, Positioned, View, stored_time
 
 _COLUMNS = (
@@ -35,10 +40,16 @@ _COLUMNS = (
     "settlement_due",
     "version",
     "last_effective_at",
+    "held_minor",
+    "reversed_minor",
+    "top_up_due",
+    "policy_version",
+    "categories",
     "position",
 )
 _SELECT = ", ".join(_COLUMNS)
 _UPDATE = ", ".join(f"{column} = excluded.{column}" for column in _COLUMNS[1:])
+_OVERDUE = "phase = 'open' AND top_up_due IS NOT NULL AND top_up_due <= ?"
 
 
 class BalancesView(View):
@@ -46,6 +57,7 @@ class BalancesView(View):
 
     name = "balances"
     table: ClassVar[str] = "deposit_balances"
+    columns: ClassVar[tuple[str, ...]] = _COLUMNS
 
     def create_statements(self, table: str) -> list[str]:
         """The balances table, keyed by deposit id, with the shop id unique."""
@@ -57,17 +69,19 @@ class BalancesView(View):
             "deducted_minor BIGINT NOT NULL, refunded_minor BIGINT NOT NULL, "
             "forfeited_minor BIGINT NOT NULL, owed_minor BIGINT NOT NULL, "
             "shortfall_minor BIGINT NOT NULL, settlement_due TEXT, version BIGINT NOT NULL, "
-            "last_effective_at TEXT NOT NULL, position BIGINT NOT NULL)"
+            "last_effective_at TEXT NOT NULL, held_minor BIGINT NOT NULL, reversed_minor BIGINT NOT NULL, "
+            "top_up_due TEXT, policy_version TEXT, categories TEXT NOT NULL, position BIGINT NOT NULL)"
         ]
 
     def index_statements(self, table: str) -> list[str]:
-        """Lookups by shop id, status and site, and the open deposits with a shortfall."""
+        """Lookups by shop id, status and site, the open deposits with a shortfall, and top-up due times."""
         return [
             f"CREATE UNIQUE INDEX IF NOT EXISTS {table}_shop ON {table} (shop_id)",
             f"CREATE INDEX IF NOT EXISTS {table}_status ON {table} (status, shop_id)",
             f"CREATE INDEX IF NOT EXISTS {table}_site ON {table} (site, shop_id)",
             f"CREATE INDEX IF NOT EXISTS {table}_must_pay ON {table} (shop_id) "
             "WHERE phase = 'open' AND shortfall_minor > 0",
+            f"CREATE INDEX IF NOT EXISTS {table}_top_up_due ON {table} (top_up_due) WHERE top_up_due IS NOT NULL",
         ]
 
     def apply(self, cursor: Cursor, table: str, batch: Sequence[Positioned]) -> None:
@@ -120,23 +134,45 @@ class BalancesView(View):
 
     # ------------------------------------------------------------------ queries
 
-    def get(self, cursor: Cursor, shop_id: str) -> tuple[DepositState, int] | None:
-        """The shop's state and the position of the last event applied, or None."""
+    def get(self, cursor: Cursor, shop_id: str, now: datetime | None = None) -> tuple[DepositState, int] | None:
+        """The shop's state (its status as of ``now``) and the position of the last event applied, or None."""
         cursor.execute(f"SELECT {_SELECT} FROM {self.table} WHERE shop_id = ?", (shop_id,))
         row = cursor.fetchone()
         if row is None:
             return None
         balance, position = _balance(row)
-        return balance.state(), position
+        return balance.state(now), position
 
     def select(
-        self, cursor: Cursor, *, status: str | None = None, site: str | None = None, must_pay: bool = False
+        self,
+        cursor: Cursor,
+        *,
+        status: str | None = None,
+        site: str | None = None,
+        must_pay: bool = False,
+        overdue: bool = False,
+        now: datetime | None = None,
     ) -> list[DepositState]:
-        """Deposits ordered by shop id, filtered by status, site and (``must_pay``) shortfall."""
-        conditions, params = [], []
-        if status is not None:
+        """Deposits ordered by shop id, filtered by status, site, shortfall and overdue top-up as of ``now``.
+
+        ``restricted`` is no stored status: asking for it (or for ``overdue``) finds
+        the open deposits whose top-up was due by ``now``, and asking for the stored
+        status they had leaves them out.
+        """
+        conditions: list[str] = []
+        params: list[Any] = []
+        moment = stored_time(now) if now is not None else None
+        if status == Status.RESTRICTED.value or overdue:
+            if moment is None:
+                return []
+            conditions.append(_OVERDUE)
+            params.append(moment)
+        if status is not None and status != Status.RESTRICTED.value:
             conditions.append("status = ?")
             params.append(status)
+            if moment is not None:
+                conditions.append(f"NOT ({_OVERDUE})")
+                params.append(moment)
         if site is not None:
             conditions.append("site = ?")
             params.append(site)
@@ -144,7 +180,7 @@ class BalancesView(View):
             conditions.append("phase = 'open' AND shortfall_minor > 0")
         where = f" WHERE {' AND '.join(conditions)}" if conditions else ""
         cursor.execute(f"SELECT {_SELECT} FROM {self.table}{where} ORDER BY shop_id", params)
-        return [_balance(row)[0].state() for row in cursor.fetchall()]
+        return [_balance(row)[0].state(now) for row in cursor.fetchall()]
 
 
 def _row(balance: Balance, position: int) -> tuple[Any, ...]:
@@ -167,6 +203,11 @@ def _row(balance: Balance, position: int) -> tuple[Any, ...]:
         stored_time(balance.settlement_due) if balance.settlement_due else None,
         balance.version,
         stored_time(balance.last_effective_at),
+        balance.held_minor,
+        balance.reversed_minor,
+        stored_time(balance.top_up_due) if balance.top_up_due else None,
+        balance.policy_version,
+        json.dumps(list(balance.categories)),
         position,
     )
 
@@ -189,5 +230,10 @@ def _balance(row: Sequence[Any]) -> tuple[Balance, int]:
         settlement_due=datetime.fromisoformat(row[15]) if row[15] else None,
         version=row[16],
         last_effective_at=datetime.fromisoformat(row[17]),
+        held_minor=row[18],
+        reversed_minor=row[19],
+        top_up_due=datetime.fromisoformat(row[20]) if row[20] else None,
+        policy_version=row[21],
+        categories=tuple(json.loads(row[22])),
     )
-    return balance, row[18]
+    return balance, row[23]

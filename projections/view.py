@@ -67,6 +67,8 @@ class View(Projection[BatchRecorder]):
     name: str = ""
     table: ClassVar[str]
     """The main table; its rebuild is built as ``<table>__rebuild`` and renamed over it."""
+    columns: ClassVar[tuple[str, ...]]
+    """The main table's columns, in order: a stored table with others is rebuilt from the events."""
 
     def process_event(self, domain_event: Any, tracking: Tracking) -> None:
         """Apply one event and its tracking record (the library's projection protocol)."""

@@ -21,9 +21,16 @@ amount = st.integers(min_value=1, max_value=3000).map(str)
 Command = tuple[str, str, tuple[str, ...], dict[str, Any]]
 """A ledger method's name, the shop, then the other arguments: data, so failures print readably."""
 
-opening = st.fixed_dictionaries(
-    {"currency": st.sampled_from(["CNY", "JPY", "USD"]), "required": amount, "site": st.sampled_from([None, "CN"])}
+opening = st.one_of(
+    st.fixed_dictionaries(
+        {"currency": st.sampled_from(["CNY", "JPY", "USD"]), "required": amount, "site": st.sampled_from([None, "CN"])}
+    ),
+    # By the shipped policy: the site's currency, the dearest category's requirement.
+    st.fixed_dictionaries(
+        {"site": st.just("CN"), "categories": st.lists(st.sampled_from(["general", "food", "jewelry"]), min_size=1)}
+    ),
 )
+cases = st.sampled_from(["C1", "C2", "C3", "C4"])
 ARGUMENTS: dict[str, tuple[st.SearchStrategy[tuple[str, ...]], st.SearchStrategy[dict[str, Any]]]] = {
     "open": (st.just(()), opening),
     "pay": (
@@ -42,14 +49,41 @@ ARGUMENTS: dict[str, tuple[st.SearchStrategy[tuple[str, ...]], st.SearchStrategy
             }
         ),
     ),
+    "deduct_priced": (
+        st.just(()),
+        st.fixed_dictionaries(
+            {
+                "reason": st.sampled_from(["fake_listing", "late_shipment"]),
+                "case": cases,
+                "order_value": st.sampled_from(["80", "250", "3000"]),
+            }
+        ),
+    ),
+    "hold": (st.tuples(amount), st.fixed_dictionaries({"case": cases})),
+    "release": (st.just(()), st.fixed_dictionaries({"case": cases})),
+    "appeal": (st.just(()), st.fixed_dictionaries({"case": cases})),
+    "resolve_appeal": (st.just(()), st.fixed_dictionaries({"case": cases, "upheld": st.booleans()})),
+    "change_categories": (
+        st.just(()),
+        st.fixed_dictionaries({"add": st.lists(st.sampled_from(["general", "food", "jewelry"]), max_size=1)}),
+    ),
+    "refund_excess": (st.just(()), st.just({})),
     "close_shop": (st.just(()), st.just({})),
     "refund": (st.just(()), st.just({})),
     "force_close": (st.just(()), st.just({"reason": "policy breach"})),
 }
 # Payments and deductions are the common case; the rest opens or ends a deposit, so it comes rarer.
-MIX = ("pay",) * 8 + ("deduct",) * 4 + ("open", "close_shop", "close_shop", "refund", "refund", "refund", "force_close")
+MIX = (
+    ("pay",) * 8
+    + ("deduct",) * 4
+    + ("open", "close_shop", "close_shop", "refund", "refund", "refund", "force_close")
+    + ("deduct_priced", "deduct_priced", "hold", "hold", "release", "appeal", "appeal", "resolve_appeal")
+    + ("resolve_appeal", "change_categories", "refund_excess")
+)
+METHODS = {"deduct_priced": "deduct"}
+"""Labels of the mix that call another ledger method: a deduction priced by the policy is ``deduct``."""
 commands: st.SearchStrategy[Command] = st.sampled_from(MIX).flatmap(
-    lambda method: st.tuples(st.just(method), shop, *ARGUMENTS[method])
+    lambda label: st.tuples(st.just(METHODS.get(label, label)), shop, *ARGUMENTS[label])
 )
 # Minutes between commands: mostly close together, sometimes past a settlement window.
 pauses = st.one_of(st.integers(min_value=0, max_value=120), st.integers(min_value=80 * 1440, max_value=100 * 1440))

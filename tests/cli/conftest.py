@@ -31,6 +31,12 @@ STATE_KEYS = [
 ]
 """The keys of ``show --json`` and of every write command's ``--json``, as the contract lists them."""
 
+POLICY_STATE_KEYS = ["held", "reversed", "top_up_due", "policy_version", "categories"]
+"""The keys deposit policies appended after the contract's, in order."""
+
+SHOW_KEYS = [*STATE_KEYS, *POLICY_STATE_KEYS]
+"""Every key of ``show --json``: the contract's first, unchanged, then the policy's."""
+
 START = datetime.fromisoformat("2025-01-06T09:00:00+08:00")
 """A fixed moment safely in the past, so ``--at`` never lies in the future."""
 
@@ -60,12 +66,13 @@ Run = Callable[..., Outcome]
 
 @pytest.fixture(autouse=True)
 def isolated_environment(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The developer's own store and actor settings must not leak into a test.
+    """The developer's own store, actor and policy settings must not leak into a test.
 
     The OS user, the last fallback for the actor, is ``tester``.
     """
     monkeypatch.delenv("DEPOSIT_LEDGER_DB", raising=False)
     monkeypatch.delenv("DEPOSIT_LEDGER_ACTOR", raising=False)
+    monkeypatch.delenv("DEPOSIT_LEDGER_POLICY", raising=False)
     for name in ("USER", "LNAME", "USERNAME"):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("LOGNAME", "tester")

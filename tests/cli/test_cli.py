@@ -19,7 +19,7 @@ import pytest
 
 from ledger import DepositLedger
 from ledger.store import resolve_store
-from tests.cli.conftest import STATE_KEYS, Outcome, Run, at
+from tests.cli.conftest import SHOW_KEYS, Outcome, Run, at
 from tests.conftest import fetch_all
 
 REFUSED = 1
@@ -38,8 +38,8 @@ def ok(result: Outcome) -> Any:
     return done(result).json()
 
 
-def cny_state(shop_id: str, status: str, version: int, **amounts: str) -> dict[str, Any]:
-    """The expected ``show --json`` object of a CNY deposit: every amount "0.00" unless given."""
+def cny_state(shop_id: str, status: str, version: int, top_up_due: str | None = None, **amounts: str) -> dict[str, Any]:
+    """The expected ``show --json`` object of a CNY deposit opened by hand: every amount "0.00" unless given."""
     figures = ("required", "paid", "frozen", "deducted", "refunded", "forfeited", "owed", "shortfall")
     return {
         "shop_id": shop_id,
@@ -47,6 +47,10 @@ def cny_state(shop_id: str, status: str, version: int, **amounts: str) -> dict[s
         "currency": "CNY",
         **{figure: amounts.get(figure, "0.00") for figure in figures},
         "version": version,
+        **{figure: amounts.get(figure, "0.00") for figure in ("held", "reversed")},
+        "top_up_due": top_up_due,
+        "policy_version": None,
+        "categories": [],
     }
 
 
@@ -76,14 +80,14 @@ def funded(cli: Run) -> str:
 
 def test_open_prints_exactly_the_contract_keys_in_order(cli: Run) -> None:
     data = ok(cli("open tea-house --currency cny --required 1700 --site cn --json"))
-    assert list(data) == STATE_KEYS
+    assert list(data) == SHOW_KEYS
     assert data == cny_state("tea-house", "awaiting_payment", 1, required="1700.00", shortfall="1700.00")
 
 
 def test_pay_freezes_the_payment_and_reports_major_units(cli: Run) -> None:
     done(cli(f"open tea-house --currency CNY --required 2000 --at {at()}"))
     partial = ok(cli(f"pay tea-house 1700 --channel alipay --ref A1 --at {at(days=1)} --json"))
-    assert list(partial) == STATE_KEYS
+    assert list(partial) == SHOW_KEYS
     assert partial == cny_state(
         "tea-house", "underfunded", 3, required="2000.00", paid="1700.00", frozen="1700.00", shortfall="300.00"
     )
@@ -107,16 +111,23 @@ def test_a_currency_without_minor_unit_prints_whole_numbers(cli: Run) -> None:
         "owed": "0",
         "shortfall": "0",
         "version": 3,
+        "held": "0",
+        "reversed": "0",
+        "top_up_due": None,
+        "policy_version": None,
+        "categories": [],
     }
 
 
 def test_a_deduction_beyond_the_frozen_balance_is_owed_and_the_next_payment_settles_it(cli: Run, funded: str) -> None:
     deducted = ok(cli(f"deduct {funded} 2500 --reason order_brushing --case OB-1 --json"))
-    assert list(deducted) == STATE_KEYS
+    assert list(deducted) == SHOW_KEYS
+    assert deducted["top_up_due"] is not None  # the deduction left a funded deposit short: 30 days from now
     assert deducted == cny_state(
         funded,
         "underfunded",
         4,
+        top_up_due=deducted["top_up_due"],
         required="2000.00",
         paid="2000.00",
         deducted="2000.00",
@@ -131,10 +142,10 @@ def test_a_deduction_beyond_the_frozen_balance_is_owed_and_the_next_payment_sett
 
 def test_close_then_refund_after_the_settlement_window(cli: Run, funded: str) -> None:
     closing_state = ok(cli(f"close {funded} --at {at(days=2)} --json"))
-    assert list(closing_state) == STATE_KEYS
+    assert list(closing_state) == SHOW_KEYS
     assert closing_state == cny_state(funded, "closing", 4, required="2000.00", paid="2000.00", frozen="2000.00")
     refunded = ok(cli(f"refund {funded} --at {at(days=92)} --json"))
-    assert list(refunded) == STATE_KEYS
+    assert list(refunded) == SHOW_KEYS
     # shortfall = max(0, required - frozen) + owed, whatever the status.
     assert refunded == cny_state(
         funded, "closed", 5, required="2000.00", paid="2000.00", refunded="2000.00", shortfall="2000.00"
@@ -143,7 +154,7 @@ def test_close_then_refund_after_the_settlement_window(cli: Run, funded: str) ->
 
 def test_force_close_forfeits_the_frozen_balance(cli: Run, funded: str) -> None:
     data = ok(cli(f"force-close {funded} --reason 'repeated order brushing' --json"))
-    assert list(data) == STATE_KEYS
+    assert list(data) == SHOW_KEYS
     assert data == cny_state(
         funded, "forfeited", 4, required="2000.00", paid="2000.00", forfeited="2000.00", shortfall="2000.00"
     )
@@ -152,14 +163,14 @@ def test_force_close_forfeits_the_frozen_balance(cli: Run, funded: str) -> None:
 def test_show_prints_the_state_the_last_command_left(cli: Run, funded: str) -> None:
     last = ok(cli(f"deduct {funded} 50 --reason late_shipment --case LS-1 --json"))
     shown = ok(cli(f"show {funded} --json"))
-    assert list(shown) == STATE_KEYS
+    assert list(shown) == SHOW_KEYS
     assert shown == last
 
 
 def test_a_replayed_payment_is_a_duplicate_that_changes_nothing(cli: Run, funded: str, store_url: str) -> None:
     before = stored_records(store_url)
     again = ok(cli(f"pay {funded} 2000.00 --channel alipay --ref A1 --json"))
-    assert list(again) == [*STATE_KEYS, "duplicate"]
+    assert list(again) == [*SHOW_KEYS, "duplicate"]
     assert again == {**ok(cli(f"show {funded} --json")), "duplicate": True}
     assert again["version"] == 3
     assert stored_records(store_url) == before
@@ -199,7 +210,7 @@ def test_history_lists_every_event_oldest_first_with_envelope_and_decimal_amount
     # fmt: off
     assert history == [
         {"type": "Opened", "version": 1, "effective_at": "2025-01-06T01:00:00Z", "actor": "risk-ops",
-         "shop_id": "tea-house", "site": "CN", **cny, "required": "2000.00"},
+         "shop_id": "tea-house", "site": "CN", **cny, "required": "2000.00", "categories": [], "policy_version": None},
         {"type": "Paid", "version": 2, "effective_at": "2025-01-07T01:00:00Z", "actor": "tester",
          **cny, "amount": "1500.00", "channel": "alipay", "trade_no": "A1", "payer": "tea@alipay"},
         {"type": "Frozen", "version": 3, "effective_at": "2025-01-07T01:00:00Z", "actor": "tester",
@@ -210,9 +221,10 @@ def test_history_lists_every_event_oldest_first_with_envelope_and_decimal_amount
          **cny, "amount": "500.00"},
         {"type": "Deducted", "version": 6, "effective_at": "2025-01-09T01:00:00Z", "actor": "tester",
          **cny, "amount_collected": "50.00", "amount_owed": "0.00", "reason": "late_shipment", "case_id": "LS-1",
-         "note": "3 orders > 48h", "settles_debt": False},
+         "note": "3 orders > 48h", "settles_debt": False, "collected_from_hold": "0.00", "order_value": None,
+         "rule": None, "policy_version": "2026.1", "top_up_due": "2025-02-08T01:00:00Z"},
         {"type": "ClosureRequested", "version": 7, "effective_at": "2025-01-10T01:00:00Z", "actor": "tester",
-         "settlement_due": "2025-04-10T01:00:00Z"},
+         "settlement_due": "2025-04-10T01:00:00Z", "policy_version": "2026.1"},
         {"type": "Refunded", "version": 8, "effective_at": "2025-04-11T01:00:00Z", "actor": "tester",
          **cny, "amount": "1950.00",
          "lines": [{"channel": "wechat_pay", "trade_no": "W1", "amount": "500.00"},

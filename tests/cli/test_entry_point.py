@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.cli.conftest import STATE_KEYS, at
+from tests.cli.conftest import SHOW_KEYS, at
 
 PROGRAM = shutil.which("deposit-ledger")
 
@@ -41,7 +41,7 @@ def test_the_installed_program_records_a_payment_in_the_working_directory(tmp_pa
 
     assert (shown.returncode, shown.stderr) == (0, "")
     state = json.loads(shown.stdout)
-    assert list(state) == STATE_KEYS
+    assert list(state) == SHOW_KEYS
     assert state == json.loads(paid.stdout)
     assert (state["status"], state["paid"], state["frozen"], state["version"]) == ("active", "1700.00", "1700.00", 3)
     assert (tmp_path / "deposits.db").is_file()

@@ -12,22 +12,9 @@ import pytest
 from ledger import DepositLedger
 from ledger.cli import main
 from ledger.store import Store
+from tests.cli.conftest import SHOW_KEYS
 from tests.ledger.stores import connect, copy_store, fill_behind, view_rows
 
-SHOW_KEYS = [
-    "shop_id",
-    "status",
-    "currency",
-    "required",
-    "paid",
-    "frozen",
-    "deducted",
-    "refunded",
-    "forfeited",
-    "owed",
-    "shortfall",
-    "version",
-]
 AUDIT_KEYS = ["position", "type", "amount", "frozen_after", "actor", "effective_at", "recorded_at"]
 
 Result = tuple[int, str, str]
@@ -130,6 +117,11 @@ def test_balance_figures_are_decimal_strings_in_major_units(shops: Cli) -> None:
         "owed": "300.00",
         "shortfall": "1300.00",
         "version": 4,
+        "held": "0.00",
+        "reversed": "0.00",
+        "top_up_due": None,
+        "policy_version": None,
+        "categories": [],
     }
     assert _json(shops, "balance", "b-waiting")["required"] == "70000"
 

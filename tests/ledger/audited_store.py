@@ -109,6 +109,16 @@ def read_event(connection: sqlite3.Connection, position: int) -> StoredEvent:
     return StoredEvent(row[0], row[1], row[2], row[3], bytes(row[4]))
 
 
+def newest_version(path: Path, shop: str) -> int:
+    """The version of the shop's newest event."""
+    with closing(sqlite3.connect(path)) as connection:
+        row = connection.execute(
+            "SELECT MAX(originator_version) FROM stored_events WHERE originator_id = ?", (deposit_id(shop).hex,)
+        ).fetchone()
+    assert row[0] is not None, f"{shop} has no events"
+    return int(row[0])
+
+
 def position_of(path: Path, shop: str, version: int) -> int:
     """Where the shop's event ``version`` is stored."""
     with closing(sqlite3.connect(path)) as connection:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from contextlib import closing
 from datetime import UTC, datetime
 from typing import Any, ClassVar
 
@@ -17,26 +18,35 @@ from eventsourcing.compressor import ZlibCompressor
 from eventsourcing.persistence import JSONTranscoder, MapperDeserialisationError, StoredEvent
 
 from domain import (
-    HISTORY_EVENTS,
     STORED_TYPES,
+    AppealFiled,
+    AppealRejected,
+    AppealStage,
     Channel,
     ClosureRequested,
     Deducted,
     DeductionReason,
+    DeductionReversed,
     DepositEvent,
     DepositSnapshot,
+    ExcessRefunded,
     Forfeited,
     Frozen,
+    HoldPlaced,
+    HoldReleased,
     Opened,
+    OutdatedSnapshot,
     Paid,
     Refunded,
     RefundLine,
+    RequirementChanged,
     deposit_id,
 )
-from domain.deposit import CaseRecord, PaymentRecord, Phase
+from domain.deposit import CaseRecord, HoldRecord, PaymentRecord, Phase
 from ledger import DepositLedger
+from ledger.audit import Auditor
 from ledger.mapper import DepositMapper
-from ledger.store import Store
+from ledger.store import Store, resolve_store
 from tests.conftest import FakeClock, fetch_all
 
 AT = datetime(2026, 3, 5, 9, 0, tzinfo=UTC)
@@ -47,7 +57,16 @@ ENVELOPE: dict[str, Any] = {"originator_id": DEPOSIT, "effective_at": AT, "recor
 def sample_records() -> list[Any]:
     """One record of every stored type, with every optional field filled."""
     return [
-        Opened(originator_version=1, shop_id="shop-1", site="CN", currency="CNY", required_minor=200_000, **ENVELOPE),
+        Opened(
+            originator_version=1,
+            shop_id="shop-1",
+            site="CN",
+            currency="CNY",
+            required_minor=200_000,
+            categories=("food", "general"),
+            policy_version="2026.1",
+            **ENVELOPE,
+        ),
         Paid(
             originator_version=2,
             currency="CNY",
@@ -67,9 +86,16 @@ def sample_records() -> list[Any]:
             case_id="CASE/7",
             note="拒绝退货 refused a return",
             settles_debt=True,
+            collected_from_hold_minor=40,
+            order_value_minor=150,
+            rule="after_sales_dispute: 100% of the order value CNY",
+            policy_version="2026.1",
+            top_up_due=datetime(2026, 4, 4, tzinfo=UTC),
             **ENVELOPE,
         ),
-        ClosureRequested(originator_version=5, settlement_due=datetime(2026, 6, 3, tzinfo=UTC), **ENVELOPE),
+        ClosureRequested(
+            originator_version=5, settlement_due=datetime(2026, 6, 3, tzinfo=UTC), policy_version="2026.1", **ENVELOPE
+        ),
         Refunded(
             originator_version=6,
             currency="CNY",
@@ -90,15 +116,79 @@ def sample_records() -> list[Any]:
             required_minor=70_000,
             phase=Phase.CLOSING,
             paid_minor=1_000,
-            frozen_minor=600,
+            frozen_minor=500,
+            held_minor=100,
             deducted_minor=400,
+            reversed_minor=50,
             refunded_minor=0,
             forfeited_minor=0,
             owed_minor=0,
             settlement_due=datetime(2026, 6, 3, tzinfo=UTC),
+            top_up_due=None,
+            policy_version="2026.1",
+            categories=("general",),
             last_effective_at=AT,
-            payments=(PaymentRecord(channel=Channel.ALIPAY, trade_no="A1", amount_minor=1_000),),
-            cases=(CaseRecord(case_id="C1", reason=DeductionReason.OTHER, amount_minor=400, owed_minor=0),),
+            payments=(PaymentRecord(channel=Channel.ALIPAY, trade_no="A1", amount_minor=1_000, refunded_minor=0),),
+            cases=(
+                CaseRecord(
+                    case_id="C1",
+                    reason=DeductionReason.OTHER,
+                    amount_minor=450,
+                    owed_minor=0,
+                    collected_minor=400,
+                    deducted_at=AT,
+                    order_value_minor=None,
+                    priced=False,
+                    appeal=AppealStage.PENDING,
+                    appealed_while_closing=True,
+                ),
+            ),
+            holds=(HoldRecord(case_id="H1", amount_minor=100, held_minor=100),),
+        ),
+        RequirementChanged(
+            originator_version=9,
+            currency="CNY",
+            old_required_minor=200_000,
+            new_required_minor=500_000,
+            categories=("general", "jewelry"),
+            why="categories added jewelry",
+            policy_version="2026.1",
+            top_up_due=datetime(2026, 4, 4, tzinfo=UTC),
+            **ENVELOPE,
+        ),
+        HoldPlaced(originator_version=10, currency="CNY", amount_minor=300, case_id="AS-1", note="投诉", **ENVELOPE),
+        HoldReleased(originator_version=11, currency="CNY", amount_minor=300, case_id="AS-1", **ENVELOPE),
+        AppealFiled(
+            originator_version=12,
+            case_id="CASE/7",
+            window_ends_at=datetime(2026, 4, 4, tzinfo=UTC),
+            policy_version="2026.1",
+            note="申诉",
+            **ENVELOPE,
+        ),
+        AppealRejected(
+            originator_version=13,
+            case_id="CASE/7",
+            settlement_due=datetime(2026, 6, 3, tzinfo=UTC),
+            policy_version="2026.1",
+            **ENVELOPE,
+        ),
+        DeductionReversed(
+            originator_version=14,
+            currency="CNY",
+            case_id="CASE/7",
+            reason=DeductionReason.AFTER_SALES_DISPUTE,
+            amount_restored_minor=100,
+            amount_cancelled_minor=50,
+            note="upheld",
+            **ENVELOPE,
+        ),
+        ExcessRefunded(
+            originator_version=15,
+            currency="CNY",
+            amount_minor=100,
+            lines=(RefundLine(channel=Channel.ALIPAY, trade_no="A2", amount_minor=100),),
+            **ENVELOPE,
         ),
     ]
 
@@ -130,6 +220,13 @@ STABLE_TOPICS = {
     "ShopDeposit.Refunded": Refunded,
     "ShopDeposit.Forfeited": Forfeited,
     "ShopDeposit.Snapshot": DepositSnapshot,
+    "ShopDeposit.RequirementChanged": RequirementChanged,
+    "ShopDeposit.HoldPlaced": HoldPlaced,
+    "ShopDeposit.HoldReleased": HoldReleased,
+    "ShopDeposit.AppealFiled": AppealFiled,
+    "ShopDeposit.AppealRejected": AppealRejected,
+    "ShopDeposit.DeductionReversed": DeductionReversed,
+    "ShopDeposit.ExcessRefunded": ExcessRefunded,
 }
 """The topics already in stored data: changing one orphans every record written under it."""
 
@@ -155,7 +252,8 @@ def test_the_store_holds_only_stable_topics(ledger: DepositLedger, clock: FakeCl
     ledger.open("shop-2", currency="JPY", required="70000")
     ledger.force_close("shop-2", reason="fraud")
     topics = {topic for (topic,) in fetch_all(store, f"SELECT DISTINCT topic FROM {store.events_table}")}
-    assert topics == {cls.TOPIC for cls in HISTORY_EVENTS}
+    lifecycle = (Opened, Paid, Frozen, Deducted, ClosureRequested, Refunded, Forfeited)
+    assert topics == {cls.TOPIC for cls in lifecycle}
 
 
 # --------------------------------------------------------------- round trip
@@ -324,3 +422,109 @@ def test_events_stored_by_an_older_release_are_upcast_when_the_ledger_reads_them
     )
     versions = [json.loads(state).get("class_version", 1) for (state,) in rows]
     assert versions == [1, 2]
+
+
+# ------------------------------------------------- records of the first release
+
+V1_ROWS = [
+    (
+        1,
+        "ShopDeposit.Opened",
+        '{"effective_at":"2026-03-05T01:00:00Z","recorded_at":"2026-11-27T08:32:06.919323Z","actor":"risk-ops",'
+        '"shop_id":"tea-house","site":"CN","currency":"CNY","required_minor":200000}',
+    ),
+    (
+        2,
+        "ShopDeposit.Deducted",
+        '{"effective_at":"2026-03-05T01:45:00Z","recorded_at":"2026-11-27T08:32:07.560835Z","actor":"risk-ops",'
+        '"currency":"CNY","amount_collected_minor":0,"amount_owed_minor":5000,"reason":"late_shipment",'
+        '"case_id":"LS-1","note":"3 orders > 48h","settles_debt":false}',
+    ),
+    (
+        3,
+        "ShopDeposit.ClosureRequested",
+        '{"effective_at":"2026-03-06T01:00:03Z","recorded_at":"2026-11-27T08:32:08.288000Z","actor":"risk-ops",'
+        '"settlement_due":"2026-06-04T01:00:03Z"}',
+    ),
+]
+"""Events exactly as the first release stored them (docs/events.md), before policies existed."""
+
+
+def test_events_stored_before_policies_load_with_empty_policy_fields(plain_mapper: DepositMapper) -> None:
+    tea_house = deposit_id("tea-house")
+    opened, deducted, closing = (
+        plain_mapper.to_domain_event(StoredEvent(tea_house, version, topic, state.encode()))
+        for version, topic, state in V1_ROWS
+    )
+    assert isinstance(opened, Opened)
+    assert (opened.required_minor, opened.categories, opened.policy_version) == (200_000, (), None)
+    assert isinstance(deducted, Deducted)
+    assert (deducted.amount_owed_minor, deducted.collected_from_hold_minor, deducted.rule) == (5_000, 0, None)
+    assert (deducted.order_value_minor, deducted.policy_version, deducted.top_up_due) == (None, None, None)
+    assert isinstance(closing, ClosureRequested)
+    assert (closing.settlement_due, closing.policy_version) == (datetime(2026, 6, 4, 1, 0, 3, tzinfo=UTC), None)
+
+
+def test_the_bumped_events_are_stored_as_version_2(plain_mapper: DepositMapper) -> None:
+    opened, _, _, deducted, closing = sample_records()[:5]
+    for record in (opened, deducted, closing):
+        assert stored_json(plain_mapper.to_stored_event(record))["class_version"] == 2
+
+
+def test_a_ledger_replays_a_history_stored_before_policies(store_url: str, store: Store, clock: FakeClock) -> None:
+    with DepositLedger(store_url, actor="tester", clock=clock):
+        pass  # creates the tables
+    with closing(store.connect()) as connection:
+        for version, topic, state in V1_ROWS:
+            connection.execute(
+                f"INSERT INTO {store.events_table} (originator_id, originator_version, topic, state) "
+                "VALUES (?, ?, ?, ?)",
+                (store.deposit_param(deposit_id("tea-house").hex), version, topic, state.encode()),
+            )
+    with DepositLedger(store_url, actor="tester", clock=clock) as ledger:
+        state = ledger.show("tea-house")
+        assert (state.status, state.owed_minor, state.categories, state.policy_version) == ("closing", 5_000, (), None)
+        assert ledger.balance("tea-house") == state
+
+
+def test_a_snapshot_of_the_first_release_is_not_trusted_and_the_events_are_replayed(
+    ledger: DepositLedger, clock: FakeClock, store_url: str, store: Store, plain_mapper: DepositMapper
+) -> None:
+    ledger.open("tea-house", currency="CNY", required="2000", site="CN")
+    ledger.pay("tea-house", "2000", channel="alipay", ref="A1")
+    ledger.deduct("tea-house", "50", reason="late_shipment", case="LS-1")
+    v1_snapshot = {
+        "shop_id": "tea-house",
+        "site": "CN",
+        "currency": "CNY",
+        "required_minor": 200000,
+        "phase": "open",
+        "paid_minor": 200000,
+        "frozen_minor": 195000,
+        "deducted_minor": 5000,
+        "refunded_minor": 0,
+        "forfeited_minor": 0,
+        "owed_minor": 0,
+        "settlement_due": None,
+        "last_effective_at": "2026-03-05T09:00:00Z",
+        "payments": [{"channel": "alipay", "trade_no": "A1", "amount_minor": 200000}],
+        "cases": [{"case_id": "LS-1", "reason": "late_shipment", "amount_minor": 5000, "owed_minor": 0}],
+    }
+    stored = StoredEvent(deposit_id("tea-house"), 4, DepositSnapshot.TOPIC, json.dumps(v1_snapshot).encode())
+    with pytest.raises(OutdatedSnapshot):
+        plain_mapper.to_domain_event(stored)
+    with closing(store.connect()) as connection:
+        connection.execute(
+            f"INSERT INTO {store.snapshots_table} (originator_id, originator_version, topic, state) "
+            "VALUES (?, ?, ?, ?)",
+            (store.deposit_param(deposit_id("tea-house").hex), 4, stored.topic, stored.state),
+        )
+    assert Auditor(resolve_store(store_url)).verify().ok, "an outdated snapshot is skipped, not a problem"
+    clock.advance(days=1)
+    fresh = DepositLedger(store_url, actor="tester", clock=clock)
+    try:
+        appealed = fresh.appeal("tea-house", case="LS-1")  # needs the case's time, which v1 never kept
+        assert appealed.state.version == 5
+        assert fresh.replay("tea-house", version=4).deducted_minor == 5_000
+    finally:
+        fresh.close()

@@ -27,6 +27,7 @@ from tests.ledger.audited_store import (
     auditor,
     copy_store,
     head,
+    newest_version,
     position_of,
     read_event,
     relink_from,
@@ -342,7 +343,7 @@ def test_a_history_truncated_and_written_anew_fails_against_an_older_checkpoint(
 def test_an_edited_balances_row_is_caught(
     store: Path, capsys: pytest.CaptureFixture[str], statement: str, detail: str
 ) -> None:
-    newest = position_of(store, "kimono-house", 5)
+    newest = position_of(store, "kimono-house", newest_version(store, "kimono-house"))
     with tampering(store) as db:
         db.execute(statement, ("kimono-house",))
     report = assert_caught(store, capsys, first=newest, kind="balances")
@@ -355,11 +356,13 @@ def test_a_forged_balances_row_is_caught(store: Path, capsys: pytest.CaptureFixt
         db.execute(
             "INSERT INTO deposit_balances SELECT ?, 'ghost-shop', site, currency, status, phase, required_minor, "
             "paid_minor, unfrozen_minor, frozen_minor, deducted_minor, refunded_minor, forfeited_minor, owed_minor, "
-            "shortfall_minor, settlement_due, version, last_effective_at, position "
+            "shortfall_minor, settlement_due, version, last_effective_at, held_minor, reversed_minor, top_up_due, "
+            "policy_version, categories, position "
             "FROM deposit_balances WHERE shop_id = 'kimono-house'",
             (deposit_id("ghost-shop").hex,),
         )
-    report = assert_caught(store, capsys, first=position_of(store, "kimono-house", 5), kind="balances")
+    newest = position_of(store, "kimono-house", newest_version(store, "kimono-house"))
+    report = assert_caught(store, capsys, first=newest, kind="balances")
     assert report.problems[0].shop_id == "ghost-shop"
 
 
@@ -502,12 +505,13 @@ def test_a_rewritten_event_with_every_later_link_recomputed_is_caught_by_the_aud
 def test_a_rewritten_amount_with_every_later_link_recomputed_is_caught_by_the_balances(
     store: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    position = position_of(store, "kimono-house", 4)
+    position = position_of(store, "kimono-house", 6)  # the customs deduction of 2,000 yen
     with tampering(store) as db:
-        replace_in_state(db, position, b'"amount_collected_minor":5000', b'"amount_collected_minor":1000')
+        replace_in_state(db, position, b'"amount_collected_minor":2000', b'"amount_collected_minor":1000')
         relink_from(db, position)
     report = assert_caught(store, capsys, first=position, kind="audit_trail")
-    assert "balances" in kinds_at(report, position_of(store, "kimono-house", 5))
+    newest = position_of(store, "kimono-house", newest_version(store, "kimono-house"))
+    assert "balances" in kinds_at(report, newest)
 
 
 def test_a_rewrite_hidden_in_events_links_and_views_fails_only_against_a_checkpoint(

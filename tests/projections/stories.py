@@ -18,6 +18,7 @@ import psycopg
 from domain import Channel, DeductionReason, DepositEvent, DepositState, ShopDeposit, Stamp
 from ledger.store import Store
 from projections.view import Positioned, View
+from tests.domain.policy_fixtures import policy
 
 START = datetime(2026, 1, 1, tzinfo=UTC)
 SETTLEMENT_WINDOW = timedelta(days=90)
@@ -105,6 +106,87 @@ def forfeited_story(shop_id: str = "gadget-hub") -> list[Step]:
                 ),
             ),
             ("force-close", lambda d: d.force_close(reason="repeated fake listings", stamp=stamp(8))),
+        ],
+    )
+
+
+def policy_story(shop_id: str = "noodle-bar") -> list[Step]:
+    """Every event the deposit policy added: a dearer category, a hold its deduction takes, a
+    catalogue-priced deduction, an appeal upheld and one rejected, an excess refund, and an
+    appeal upheld after the refund (its money refunded again by a correcting event).
+    """
+    rules = policy()
+    deposit = ShopDeposit.open(
+        shop_id=shop_id,
+        site="CN",
+        currency="CNY",
+        required_minor=rules.requirement_minor("CN", ["food"]),
+        categories=["food"],
+        policy_version=rules.version,
+        stamp=stamp(0),
+    )
+    terms = rules.terms
+    return story(
+        deposit,
+        [
+            (
+                "pay",
+                lambda d: d.pay(amount_minor=400000, channel=Channel.ALIPAY, trade_no="A1", payer=None, stamp=stamp(1)),
+            ),
+            ("add jewelry", lambda d: d.change_categories(policy=rules, add=["jewelry"], remove=[], stamp=stamp(2))),
+            ("hold", lambda d: d.hold(case_id="AS-1", amount_minor=30000, note="complaint", stamp=stamp(3))),
+            (
+                "deduct the held case",
+                lambda d: d.deduct(
+                    amount_minor=12000,
+                    reason=DeductionReason.AFTER_SALES_DISPUTE,
+                    case_id="AS-1",
+                    note="",
+                    stamp=stamp(4),
+                    terms=terms,
+                ),
+            ),
+            (
+                "deduct by policy",
+                lambda d: d.deduct_by_policy(
+                    policy=rules,
+                    reason=DeductionReason.LATE_SHIPMENT,
+                    case_id="LS-1",
+                    order_value_minor=32000,
+                    note="",
+                    stamp=stamp(5),
+                ),
+            ),
+            ("appeal", lambda d: d.appeal(case_id="LS-1", note="", stamp=stamp(6), terms=terms)),
+            ("uphold", lambda d: d.resolve_appeal(case_id="LS-1", upheld=True, note="", stamp=stamp(7), terms=terms)),
+            ("appeal again", lambda d: d.appeal(case_id="AS-1", note="", stamp=stamp(8), terms=terms)),
+            ("reject", lambda d: d.resolve_appeal(case_id="AS-1", upheld=False, note="", stamp=stamp(9), terms=terms)),
+            ("drop jewelry", lambda d: d.change_categories(policy=rules, add=[], remove=["jewelry"], stamp=stamp(10))),
+            (
+                "top up",
+                lambda d: d.pay(
+                    amount_minor=20000, channel=Channel.WECHAT_PAY, trade_no="W1", payer=None, stamp=stamp(11)
+                ),
+            ),
+            ("refund the excess", lambda d: d.refund_excess(stamp=stamp(12))),
+            (
+                "fake listing",
+                lambda d: d.deduct(
+                    amount_minor=50000,
+                    reason=DeductionReason.FAKE_LISTING,
+                    case_id="FL-1",
+                    note="",
+                    stamp=stamp(13),
+                    terms=terms,
+                ),
+            ),
+            ("close", lambda d: d.close(settlement_window=timedelta(minutes=1), stamp=stamp(14))),
+            ("refund", lambda d: d.refund(stamp=stamp(15))),
+            ("late appeal", lambda d: d.appeal(case_id="FL-1", note="", stamp=stamp(16), terms=terms)),
+            (
+                "upheld after the refund",
+                lambda d: d.resolve_appeal(case_id="FL-1", upheld=True, note="", stamp=stamp(17), terms=terms),
+            ),
         ],
     )
 

@@ -14,6 +14,7 @@ from tests.projections.stories import (
     INTEGRITY_ERRORS,
     events_of,
     forfeited_story,
+    policy_story,
     positioned,
     refunded_story,
     table_rows,
@@ -47,6 +48,38 @@ FORFEITED_TRAIL = [
     ("Forfeited", 5000, 0, None, None, "repeated fake listings", None, None),
 ]
 
+# Amounts: the new requirement for RequirementChanged, what moved for holds, reversals and refunds.
+POLICY_TRAIL = [
+    ("Opened", 400000, 0, None, None, None, None, "categories: food"),
+    ("Paid", 400000, 0, "alipay", "A1", None, None, None),
+    ("Frozen", 400000, 400000, None, None, None, None, None),
+    ("RequirementChanged", 500000, 400000, None, None, "categories added jewelry", None, "categories: food, jewelry"),
+    ("HoldPlaced", 30000, 370000, None, None, None, "AS-1", "complaint"),
+    # The deduction takes its case's hold: the frozen balance does not move...
+    ("Deducted", 12000, 370000, None, None, "after_sales_dispute", "AS-1", None),
+    # ...and what it did not take comes back, to be frozen again.
+    ("HoldReleased", 18000, 370000, None, None, None, "AS-1", "what the deduction did not take"),
+    ("Frozen", 18000, 388000, None, None, None, None, None),
+    ("Deducted", 3200, 384800, None, None, "late_shipment", "LS-1", None),
+    ("AppealFiled", None, 384800, None, None, None, "LS-1", None),
+    ("DeductionReversed", 3200, 384800, None, None, "late_shipment", "LS-1", None),
+    ("Frozen", 3200, 388000, None, None, None, None, None),
+    ("AppealFiled", None, 388000, None, None, None, "AS-1", None),
+    ("AppealRejected", None, 388000, None, None, None, "AS-1", None),
+    ("RequirementChanged", 400000, 388000, None, None, "categories removed jewelry", None, "categories: food"),
+    ("Paid", 20000, 388000, "wechat_pay", "W1", None, None, None),
+    ("Frozen", 20000, 408000, None, None, None, None, None),
+    ("ExcessRefunded", 8000, 400000, "wechat_pay", None, None, None, None),
+    ("Deducted", 50000, 350000, None, None, "fake_listing", "FL-1", None),
+    ("ClosureRequested", None, 350000, None, None, None, None, None),
+    ("Refunded", 350000, 0, "alipay,wechat_pay", None, None, None, None),
+    ("AppealFiled", None, 0, None, None, None, "FL-1", None),
+    # Upheld after the refund: the money comes back and is refunded again.
+    ("DeductionReversed", 50000, 0, None, None, "fake_listing", "FL-1", None),
+    ("Frozen", 50000, 50000, None, None, None, None, None),
+    ("Refunded", 50000, 0, "alipay", None, None, None, None),
+]
+
 
 @pytest.fixture
 def audit(store: Store) -> Iterator[tuple[AuditTrailView, sqlite3.Cursor]]:
@@ -68,6 +101,23 @@ def test_every_event_type_gives_its_row(audit: tuple[AuditTrailView, sqlite3.Cur
     view.apply(cursor, TABLE, positioned(events_of(refunded_story()) + events_of(forfeited_story())))
     assert _trail(view, cursor, "tea-house") == REFUNDED_TRAIL
     assert _trail(view, cursor, "gadget-hub") == FORFEITED_TRAIL
+
+
+def test_every_event_of_the_deposit_policy_gives_its_row(audit: tuple[AuditTrailView, sqlite3.Cursor]) -> None:
+    view, cursor = audit
+    view.apply(cursor, TABLE, positioned(events_of(policy_story())))
+    assert _trail(view, cursor, "noodle-bar") == POLICY_TRAIL
+
+
+@pytest.mark.parametrize("cut", range(1, len(POLICY_TRAIL)))
+def test_a_policy_story_cut_anywhere_continues_the_frozen_balance(cut: int) -> None:
+    batch = positioned(events_of(policy_story()))
+    view, cursor = view_tables(AuditTrailView)
+    whole_view, whole_cursor = view_tables(AuditTrailView)
+    view.apply(cursor, TABLE, batch[:cut])
+    view.apply(cursor, TABLE, batch[cut:])
+    whole_view.apply(whole_cursor, TABLE, batch)
+    assert table_rows(cursor, TABLE) == table_rows(whole_cursor, TABLE)
 
 
 def test_a_row_carries_position_shop_currency_actor_and_both_times(

@@ -16,6 +16,7 @@ from tests.projections.stories import (
     Step,
     events_of,
     forfeited_story,
+    policy_story,
     positioned,
     refunded_story,
     stamp,
@@ -41,7 +42,9 @@ def _get(view: View, cursor: sqlite3.Cursor, shop_id: str) -> tuple[object, int]
     return found
 
 
-@pytest.mark.parametrize("steps", [refunded_story(), forfeited_story()], ids=["refunded", "forfeited"])
+@pytest.mark.parametrize(
+    "steps", [refunded_story(), forfeited_story(), policy_story()], ids=["refunded", "forfeited", "policy"]
+)
 def test_after_each_command_the_row_reports_what_the_deposit_reports(
     balances: tuple[View, sqlite3.Cursor], steps: list[Step]
 ) -> None:
@@ -156,6 +159,17 @@ def test_interleaved_deposits_in_one_batch_keep_apart() -> None:
 def test_a_batch_cut_anywhere_gives_the_same_rows(cut: int) -> None:
     events = events_of(refunded_story()) + events_of(forfeited_story())
     batch = positioned(events)
+    view, cursor = view_tables(BalancesView)
+    whole_view, whole_cursor = view_tables(BalancesView)
+    view.apply(cursor, TABLE, batch[:cut])
+    view.apply(cursor, TABLE, batch[cut:])
+    whole_view.apply(whole_cursor, TABLE, batch)
+    assert table_rows(cursor, TABLE) == table_rows(whole_cursor, TABLE)
+
+
+@pytest.mark.parametrize("cut", range(1, 25))
+def test_a_policy_story_cut_anywhere_gives_the_same_rows(cut: int) -> None:
+    batch = positioned(events_of(policy_story()))
     view, cursor = view_tables(BalancesView)
     whole_view, whole_cursor = view_tables(BalancesView)
     view.apply(cursor, TABLE, batch[:cut])
