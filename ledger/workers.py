@@ -123,11 +123,6 @@ class ProjectionWorker:
         """Stop after the batch in hand (safe to call from a signal handler: it only sets a flag)."""
         self._stop_requested = True
 
-    @property
-    def stop_requested(self) -> bool:
-        """Whether :meth:`request_stop` was called."""
-        return self._stop_requested
-
     # ---------------------------------------------------------------------- run
 
     def catch_up(self) -> int:
