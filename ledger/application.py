@@ -52,7 +52,7 @@ from ledger.audit import Auditor
 from ledger.mapper import DepositMapper
 from ledger.policy_file import load_policy
 from ledger.recorder import LedgerRecorder, PostgresLedgerRecorder
-from ledger.store import Store, resolve_store
+from ledger.store import UNAVAILABLE, Store, resolve_store
 from ledger.views import ViewFailed, ViewKeeper, ViewStatus
 from projections.audit_trail import AuditRow, AuditTrailView
 from projections.balances import BalancesView
@@ -609,7 +609,11 @@ class DepositLedger(Application[UUID]):
         """Save atomically; views not brought up to date inside the save catch up at once."""
         recordings = super().save(*objs, **kwargs)
         if self.inline_views and not self.views.current_after_insert:
-            self._refresh_views()
+            # The events are committed: views that cannot follow just now (the database going
+            # away) must not turn the command into a failure. They lag, and the next command,
+            # a catch-up or a worker brings them up.
+            with contextlib.suppress(*UNAVAILABLE):
+                self._refresh_views()
         return recordings
 
     def _record(self, processing_event: ProcessingEvent[UUID]) -> Any:

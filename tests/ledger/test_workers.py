@@ -9,6 +9,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
+import psycopg
 import pytest
 
 from domain import MalformedInput, ShopNotFound
@@ -276,3 +277,29 @@ def test_projections_run_names_an_unknown_view_in_one_line(store_url: str, child
     run = children.ledger("--db", store_url, "projections", "run", "ledgers", "--follow", name="run")
     assert run.wait() == 2
     assert run.stderr() == ("deposit-ledger: unknown view 'ledgers': expected one of balances, audit_trail\n")
+
+
+def test_a_command_whose_views_cannot_follow_still_succeeds_and_the_views_catch_up_later(
+    ledger: DepositLedger, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ledger.open("tea", currency="CNY", required="2000")
+
+    def database_gone(*args: object, **kwargs: object) -> int:
+        raise psycopg.OperationalError("the connection is lost")
+
+    def cannot_apply(*args: object, **kwargs: object) -> None:
+        raise ValueError("not now")
+
+    # The balances view fails inside the insert (its savepoint is rolled back), and the
+    # catch-up after the commit finds the database gone.
+    monkeypatch.setattr(ledger.views.view("balances"), "apply", cannot_apply)
+    monkeypatch.setattr(ledger.views, "catch_up", database_gone)
+
+    paid = ledger.pay("tea", "2000", channel="alipay", ref="A1")
+
+    assert paid.state.version == 3, "the command succeeded: its events are committed"
+    assert ledger.show("tea") == paid.state
+    assert {status.name: status.lag for status in ledger.projection_status()} == {"balances": 2, "audit_trail": 0}
+    monkeypatch.undo()
+    assert ledger.views.catch_up() == 2
+    assert ledger.balance("tea") == paid.state
