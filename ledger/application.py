@@ -11,7 +11,10 @@ from __future__ import annotations
 
 import contextlib
 import getpass
+import os
+import random
 import threading
+import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator
 from datetime import UTC, datetime, timedelta
@@ -51,13 +54,17 @@ from ledger.audit import Auditor
 from ledger.mapper import DepositMapper
 from ledger.policy_file import load_policy
 from ledger.recorder import LedgerRecorder, PostgresLedgerRecorder
-from ledger.store import Store, resolve_store
+from ledger.store import UNAVAILABLE, Store, resolve_store
 from ledger.views import ViewFailed, ViewKeeper, ViewStatus
 from projections.audit_trail import AuditRow, AuditTrailView
 from projections.balances import BalancesView
 
 MAX_ATTEMPTS = 8
 """How many times a command is tried when another writer saved the same deposit first."""
+
+RETRY_PAUSE_FIRST_S = 0.01
+"""The longest random pause before the second try; it doubles before each further try (1.28 s before the
+eighth), so that a command gives up only after contention lasting a few seconds."""
 
 DEPOSIT_CACHE_SIZE = 2_000
 """Deposits kept in memory between commands; each is checked for newer events before use."""
@@ -71,6 +78,14 @@ MAX_BATCH_DEPOSITS = 100_000
 AUTO_CATCH_UP_LIMIT = 10_000
 """Views lagging by at most this many events catch up when the ledger opens; more waits for
 ``projections catch-up``, so that opening a store never stalls on a long replay."""
+
+INLINE_VIEWS_ENV_VAR = "DEPOSIT_LEDGER_INLINE_VIEWS"
+"""``0`` leaves the views to projection workers (``projections run --follow``); default ``1``."""
+
+_SWITCH_VALUES = {
+    **dict.fromkeys(("1", "on", "true", "yes"), True),
+    **dict.fromkeys(("0", "off", "false", "no"), False),
+}
 
 Clock = Callable[[], datetime]
 _SHOP_ID: TypeAdapter[str] = TypeAdapter(ShopId)
@@ -189,6 +204,7 @@ class DepositLedger(Application[UUID]):
         settlement_window: timedelta | None = None,
         policy: DepositPolicy | str | Path | None = None,
         env: dict[str, str] | None = None,
+        inline_views: bool | None = None,
     ) -> None:
         """Open the ledger on ``store`` (a :class:`Store`, a path or URL; default ``deposits.db``).
 
@@ -198,8 +214,16 @@ class DepositLedger(Application[UUID]):
         policy or its TOML file (default: ``$DEPOSIT_LEDGER_POLICY``, else the one
         shipped with the package), read when a command first needs it;
         ``settlement_window`` replaces the policy's (for tests).
+
+        ``inline_views`` (default: ``$DEPOSIT_LEDGER_INLINE_VIEWS``, else on) keeps
+        the views current inside each command's transaction, so a command's
+        writes are in the views when it returns. Off, a command returns once its
+        events are committed, opening the ledger catches nothing up, and the
+        views are the projection workers' job: they lag until a worker applies
+        the new events.
         """
         self.store = store if isinstance(store, Store) else resolve_store(store)
+        self.inline_views = inline_views_setting() if inline_views is None else inline_views
         self.default_actor = actor or _os_user()
         self.clock = clock
         self._policy_choice = policy
@@ -208,12 +232,19 @@ class DepositLedger(Application[UUID]):
         self._batch: Batch | None = None
         self._cache: OrderedDict[UUID, ShopDeposit] = OrderedDict()
         self._cache_lock = threading.Lock()
-        super().__init__(env={**self.store.environment(), **(env or {})})
+        connection = self.store.connect()
+        try:
+            with self.store.creating_tables(connection):
+                super().__init__(env={**self.store.environment(), **(env or {})})
+        except BaseException:
+            connection.close()
+            raise
         assert isinstance(self.recorder, LedgerRecorder | PostgresLedgerRecorder)
-        self.views = ViewKeeper(self.store, self.mapper, (BalancesView, AuditTrailView))
-        self.recorder.after_insert = self.views.apply_inline
+        self.views = ViewKeeper(self.store, self.mapper, (BalancesView, AuditTrailView), connection)
         self.views.ensure_tables()
-        self._refresh_views()
+        if self.inline_views:
+            self.recorder.after_insert = self.views.apply_inline
+            self._refresh_views()
 
     def close(self) -> None:
         """Close the store's connections (the views' included)."""
@@ -303,7 +334,7 @@ class DepositLedger(Application[UUID]):
             self._commit(deposit)
             return CommandResult(state=deposit.state(self.clock()))
 
-        return self._retrying(attempt)
+        return self._retrying(shop_id, attempt)
 
     def pay(
         self,
@@ -712,8 +743,12 @@ class DepositLedger(Application[UUID]):
         recordings = self._record(processing_event)
         self._take_snapshots(processing_event)
         self._notify(recordings)
-        if not self.views.current_after_insert:
-            self._refresh_views()
+        if self.inline_views and not self.views.current_after_insert:
+            # The events are committed: views that cannot follow just now (the database going
+            # away) must not turn the command into a failure. They lag, and the next command,
+            # a catch-up or a worker brings them up.
+            with contextlib.suppress(*UNAVAILABLE):
+                self._refresh_views()
         return recordings
 
     def _record(self, processing_event: ProcessingEvent[UUID]) -> Any:
@@ -814,7 +849,7 @@ class DepositLedger(Application[UUID]):
             self._checkin(deposit)
             return CommandResult(state=deposit.state(self.clock()), duplicate=not changed)
 
-        return self._retrying(attempt)
+        return self._retrying(shop_id, attempt)
 
     def _commit(self, deposit: ShopDeposit) -> None:
         # Save a command's events now, or hand them to the batch that saves them later.
@@ -878,16 +913,23 @@ class DepositLedger(Application[UUID]):
             while len(self._cache) > DEPOSIT_CACHE_SIZE:
                 self._cache.popitem(last=False)
 
-    def _retrying(self, attempt: Callable[[], _Result]) -> _Result:
+    def _retrying(self, shop_id: str, attempt: Callable[[], _Result]) -> _Result:
         if self._batch is not None:
             # Nothing is written until the batch is saved: nothing to retry, only to undo.
             return self._batch.attempt(attempt)
-        for _ in range(MAX_ATTEMPTS):
+        with self.store.deposit_lock(self.views.connection, deposit_id(shop_id).hex):
+            return self._retried(attempt)
+
+    def _retried(self, attempt: Callable[[], _Result]) -> _Result:
+        for number in range(1, MAX_ATTEMPTS + 1):
             try:
                 return attempt()
             except IntegrityError:
-                # Another writer saved this deposit's next version first: reload and decide again.
-                continue
+                # Another writer saved this deposit's next version first: reload and decide again,
+                # after a random pause that doubles each time, so that writers who collided do not
+                # collide again in step.
+                if number < MAX_ATTEMPTS:
+                    time.sleep(random.uniform(0, RETRY_PAUSE_FIRST_S * 2 ** (number - 1)))
         raise ConcurrencyExhausted(f"gave up after {MAX_ATTEMPTS} conflicting writes; nothing was written")
 
     def _stamp(self, effective_at: datetime | None, actor: str | None) -> Stamp:
@@ -926,6 +968,17 @@ class DepositLedger(Application[UUID]):
                 snapshots.append(DepositSnapshot.take(aggregate))
         if snapshots:
             self.snapshots.put(snapshots)
+
+
+def inline_views_setting() -> bool:
+    """Whether commands keep the views current themselves: ``$DEPOSIT_LEDGER_INLINE_VIEWS``, default on."""
+    value = os.environ.get(INLINE_VIEWS_ENV_VAR, "").strip().lower()
+    if not value:
+        return True
+    try:
+        return _SWITCH_VALUES[value]
+    except KeyError:
+        raise MalformedInput(f"{INLINE_VIEWS_ENV_VAR}={value!r}: expected 1 or 0 (on or off)") from None
 
 
 def _os_user() -> str:

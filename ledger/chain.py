@@ -63,11 +63,15 @@ def last_link(cursor: Any) -> tuple[int, bytes]:
     return (0, GENESIS) if row is None else (int(row[0]), bytes(row[1]))
 
 
-def extend(cursor: Any, rows: Sequence[tuple[int, str, int, str, bytes]]) -> None:
-    """Add the links of just-inserted events ``(position, deposit id, version, topic, state)``."""
-    _, previous = last_link(cursor)
+def extend(cursor: Any, rows: Sequence[tuple[int, str, int, str, bytes]]) -> int:
+    """Add the links of just-inserted events ``(position, deposit id, version, topic, state)``.
+
+    Returns the position of the event before them: the head of the log as it was.
+    """
+    head, previous = last_link(cursor)
     links = []
     for position, originator_id, version, topic, state in rows:
         previous = link(previous, position, originator_id, version, topic, state)
         links.append((position, previous))
     cursor.executemany("INSERT INTO event_chain (position, link) VALUES (?, ?)", links)
+    return head

@@ -10,7 +10,7 @@ import json
 import os
 import sys
 from collections.abc import Callable, Iterator
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack, contextmanager, nullcontext
 from pathlib import Path
 from typing import Annotated, Any, NoReturn
 
@@ -49,9 +49,11 @@ from ledger.reports import (
     state_json,
     state_table,
     verify_table,
+    worker_status_line,
 )
 from ledger.store import StoreUnavailable, resolve_store
 from ledger.views import ViewStatus
+from ledger.workers import POLL_INTERVAL_S, ProjectionWorker, stopping_on_signals
 
 EXIT_REFUSED = 1
 EXIT_MALFORMED = 2
@@ -68,7 +70,9 @@ app = typer.Typer(
 DbOption = Annotated[
     str | None,
     typer.Option(
-        "--db", help="Store: an SQLite file path or sqlite:///path. [env: DEPOSIT_LEDGER_DB; default: deposits.db]"
+        "--db",
+        help="Store: an SQLite file path or sqlite:///path, or postgresql://USER@HOST/DBNAME[?schema=NAME]. "
+        "[env: DEPOSIT_LEDGER_DB; default: deposits.db]",
     ),
 ]
 PolicyOption = Annotated[
@@ -591,7 +595,9 @@ def audit_command(ctx: typer.Context, shop: Shop, as_json: JsonOption = False) -
         Console().print(audit_table(rows, title=f"Audit trail of {shop}"))
 
 
-projections_app = typer.Typer(help="Inspect, catch up and rebuild the read models (balances, audit_trail).")
+projections_app = typer.Typer(
+    help="Inspect, catch up, rebuild and keep current the read models (balances, audit_trail)."
+)
 app.add_typer(projections_app, name="projections")
 ViewName = Annotated[str | None, typer.Argument(help="balances or audit_trail (default: all).", show_default=False)]
 
@@ -631,6 +637,55 @@ def _report_views(statuses: list[ViewStatus], as_json: bool) -> None:
         _print_json([projection_json(status) for status in statuses])
     else:
         Console().print(projections_table(statuses))
+
+
+@projections_app.command("run")
+def projections_run_command(
+    ctx: typer.Context,
+    name: ViewName = None,
+    follow: Annotated[
+        bool,
+        typer.Option(
+            "--follow",
+            help="Keep running: apply new events as they commit (PostgreSQL: woken by NOTIFY; SQLite: polling) "
+            "until SIGTERM or SIGINT; reconnect when the store goes away.",
+        ),
+    ] = False,
+    poll_interval: Annotated[
+        float,
+        typer.Option("--poll-interval", min=0.05, max=3600, help="Seconds between looks for new events."),
+    ] = POLL_INTERVAL_S,
+    as_json: JsonOption = False,
+) -> None:
+    """A projection worker: catch the views up and exit, or with --follow keep them current."""
+    settings: Settings = ctx.obj
+    store = resolve_store(settings.db)
+    console = Console(stderr=True)
+    status_line = console.status("starting") if console.is_terminal else None
+
+    def notice(line: str) -> None:
+        if status_line is not None:
+            console.print(line, markup=False, highlight=False)
+        else:
+            sys.stderr.write(f"deposit-ledger: {line}\n")
+            sys.stderr.flush()
+
+    worker = ProjectionWorker(
+        lambda: DepositLedger(store, actor=settings.actor, inline_views=False),
+        [name] if name else None,
+        poll_interval_s=poll_interval,
+        on_status=(lambda status: status_line.update(worker_status_line(status))) if status_line else None,
+        on_notice=notice,
+    )
+    with stopping_on_signals(worker), status_line or nullcontext():
+        if follow:
+            worker.follow()
+            return
+        worker.catch_up()
+    if as_json:
+        _print_json([projection_json(status) for status in worker.status.views])
+    else:
+        Console().print(projections_table(worker.status.views))
 
 
 def _view_name(ledger: DepositLedger, name: str) -> str:

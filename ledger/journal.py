@@ -140,7 +140,7 @@ IMPORT_BATCH_LINES = 2_000
 events, small enough that a batch's deposits stay a few megabytes of memory."""
 
 MAX_LINE_CHARS = 16_384
-"""A longer line is rejected unread: no field of any operation comes near it."""
+"""A longer line is rejected without being parsed: no field of any operation comes near it."""
 
 EXPORT_PAGE = 5_000
 """Events read from the store at a time while exporting."""

@@ -28,8 +28,9 @@ from ledger.store import QmarkCursor
 LOOKUP_CHUNK = 500
 """Deposit ids per ``IN`` list: SQLite bounds the parameters of one statement."""
 
-AfterInsert = Callable[[Any, Sequence[int], Sequence[DepositEvent]], None]
-"""Called inside the insert's transaction with a cursor, the new positions and their domain events."""
+AfterInsert = Callable[[Any, int, Sequence[int], Sequence[DepositEvent]], None]
+"""Called inside the insert's transaction with a cursor, the position of the event before the new
+ones (the head as it was), the new positions and their domain events."""
 
 
 def _chain_rows(
@@ -112,10 +113,10 @@ class LedgerRecorder(SQLiteApplicationRecorder):
             return []
         cursor = c.sqlite_cursor
         positions = self._insert_rows(cursor, stored_events)
-        chain.extend(cursor, _chain_rows(positions, stored_events))
+        previous_head = chain.extend(cursor, _chain_rows(positions, stored_events))
         events = kwargs.get("deposit_events")
         if self.after_insert is not None and events:
-            self.after_insert(cursor, positions, events)
+            self.after_insert(cursor, previous_head, positions, events)
         return positions
 
     def latest_versions(self, originator_ids: Sequence[UUID]) -> dict[UUID, int]:
@@ -163,6 +164,9 @@ class PostgresLedgerRecorder(PostgresApplicationRecorder):
     def __init__(self, datastore: PostgresDatastore, *, events_table_name: str = "stored_events") -> None:
         """Add the chain table to what the library creates."""
         super().__init__(datastore, events_table_name=events_table_name)
+        if not datastore.enable_db_functions:
+            # Not used with database functions off; replacing it at every start only costs a catalogue write.
+            del self.sql_create_statements[self.create_insert_function_statement_index]
         self.sql_create_statements.append(
             SQL(chain.create_table_statement("{schema}.event_chain", "BYTEA")).format(
                 schema=Identifier(self.datastore.schema)
@@ -191,8 +195,8 @@ class PostgresLedgerRecorder(PostgresApplicationRecorder):
             with connection.cursor(row_factory=tuple_row) as raw:
                 raw.execute(SQL("SET LOCAL search_path TO {0}").format(Identifier(self.datastore.schema)))
                 cursor = QmarkCursor(raw)
-                chain.extend(cursor, _chain_rows(positions, stored_events))
+                previous_head = chain.extend(cursor, _chain_rows(positions, stored_events))
                 events = kwargs.get("deposit_events")
                 if self.after_insert is not None and events:
-                    self.after_insert(cursor, positions, events)
+                    self.after_insert(cursor, previous_head, positions, events)
         return positions

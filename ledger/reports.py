@@ -24,6 +24,7 @@ from domain.money import format_minor
 from ledger.audit import VerifyReport
 from ledger.journal import ImportSummary
 from ledger.views import ViewStatus
+from ledger.workers import WorkerStatus
 from projections.audit_trail import AuditRow
 
 STATE_KEYS = (
@@ -279,6 +280,19 @@ def projections_table(statuses: list[ViewStatus]) -> Table:
         state = f"[red]stopped at {status.error}[/]" if status.error else ("current" if not status.lag else "behind")
         table.add_row(status.name, str(status.position), str(status.head), str(status.lag), state)
     return table
+
+
+def worker_status_line(status: WorkerStatus) -> str:
+    """One line for a projection worker's status on a terminal: state, each view's position, the head."""
+    head = max((view.head for view in status.views), default=0)
+    views = " · ".join(
+        f"{view.name} {view.position}" + (f" [red](stopped: {view.error})[/]" if view.error else "")
+        for view in status.views
+    )
+    parts = [status.state, f"head {head}", views, f"{status.applied} applied"]
+    if status.reconnects:
+        parts.append(f"{status.reconnects} reconnects")
+    return " · ".join(part for part in parts if part)
 
 
 @contextmanager

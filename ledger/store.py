@@ -17,12 +17,15 @@ import os
 import re
 import sqlite3
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import parse_qs, unquote, urlsplit
 from uuid import UUID
+
+import psycopg
+from eventsourcing.persistence import InterfaceError, OperationalError
 
 from domain import LedgerError, MalformedInput
 
@@ -41,6 +44,18 @@ _SCHEMA_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 
 class StoreUnavailable(LedgerError):
     """The store cannot be reached or opened: a bad URL, a server down, a wrong password."""
+
+
+UNAVAILABLE: tuple[type[BaseException], ...] = (
+    StoreUnavailable,
+    psycopg.OperationalError,
+    psycopg.InterfaceError,
+    OperationalError,
+    InterfaceError,
+    sqlite3.OperationalError,
+)
+"""Errors that mean the store cannot be reached just now (a server restarting, a locked file):
+a long-lived process drops its connections and tries again later."""
 
 
 @dataclass(frozen=True)
@@ -103,7 +118,8 @@ class Store:
             "POSTGRES_SCHEMA": self.schema,
             "POSTGRES_CONNECT_TIMEOUT": str(CONNECT_TIMEOUT_S),
             "POSTGRES_LOCK_TIMEOUT": str(LOCK_TIMEOUT_S),
-            "POSTGRES_POOL_SIZE": "2",
+            # One connection kept open (a command uses one at a time); more while threads need them.
+            "POSTGRES_POOL_SIZE": "1",
             "POSTGRES_MAX_OVERFLOW": "4",
             # The database-function insert path drops process recorders' tracking records in 9.5.6.
             "POSTGRES_ENABLE_DB_FUNCTIONS": "n",
@@ -169,10 +185,8 @@ class Store:
         if self.kind == "sqlite":
             cursor.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (table,))
         else:
-            cursor.execute(
-                "SELECT 1 FROM information_schema.tables WHERE table_schema = ? AND table_name = ?",
-                (self.schema, table),
-            )
+            cursor.execute("SELECT to_regclass(?) IS NOT NULL", (f"{self.schema}.{table}",))
+            return bool(cursor.fetchone()[0])
         return cursor.fetchone() is not None
 
     def table_columns(self, cursor: Any, table: str) -> tuple[str, ...]:
@@ -210,28 +224,104 @@ class Store:
     def serialise_schema_changes(self, cursor: Any) -> None:
         """Inside a transaction: wait for any other process creating tables in this store."""
         if self.kind == "postgresql":
-            cursor.execute("SELECT pg_advisory_xact_lock(hashtext(?))", (f"deposit-ledger:{self.schema}",))
+            cursor.execute("SELECT pg_advisory_xact_lock(hashtext(?))", (self._schema_lock_key,))
+
+    @contextmanager
+    def creating_tables(self, connection: Any) -> Iterator[None]:
+        """While held on ``connection``, no other process creates tables in this store.
+
+        The library creates its tables in transactions of its own: on PostgreSQL
+        two processes doing that at once in a new schema collide in the catalogue.
+        SQLite serialises schema changes itself.
+        """
+        if self.kind == "sqlite":
+            yield
+            return
+        connection.execute("SELECT pg_advisory_lock(hashtext(?))", (self._schema_lock_key,))
+        try:
+            yield
+        finally:
+            with suppress(*UNAVAILABLE):
+                connection.execute("SELECT pg_advisory_unlock(hashtext(?))", (self._schema_lock_key,))
+
+    @contextmanager
+    def deposit_lock(self, connection: Any, deposit_hex: str) -> Iterator[None]:
+        """While held on ``connection``, other processes' commands on this deposit wait (PostgreSQL).
+
+        Writers of one deposit then take turns instead of loading the same version
+        and all but one losing the write: under contention, wasted loads and
+        retries were most of the work. The optimistic check stays the guarantee;
+        this only makes it rarely needed. SQLite writers take turns on the file's
+        lock already. A session lock, so a command may span several transactions;
+        a dropped connection releases it.
+        """
+        if self.kind == "sqlite":
+            yield
+            return
+        key = (self._schema_lock_key, deposit_hex)
+        connection.execute("SELECT pg_advisory_lock(hashtext(?), hashtext(?))", key)
+        try:
+            yield
+        finally:
+            with suppress(*UNAVAILABLE):
+                connection.execute("SELECT pg_advisory_unlock(hashtext(?), hashtext(?))", key)
+
+    @property
+    def _schema_lock_key(self) -> str:
+        return f"deposit-ledger:{self.schema}"
+
+
+def _psycopg_connect(store: Store) -> Any:
+    # In autocommit mode: our transactions are explicit; a LISTEN takes effect at once.
+    try:
+        return psycopg.connect(
+            host=store.host,
+            port=store.port,
+            user=store.user,
+            password=store.password,
+            dbname=store.dbname,
+            connect_timeout=CONNECT_TIMEOUT_S,
+            autocommit=True,
+            options=f"-c search_path={store.schema} -c lock_timeout={LOCK_TIMEOUT_S * 1000}",
+        )
+    except psycopg.OperationalError as error:
+        raise StoreUnavailable(f"cannot reach {store.describe()}: {_first_line(error)}") from None
+
+
+class NotifyListener:
+    """A PostgreSQL session that LISTENs on one channel: it wakes a worker when events commit.
+
+    The library's recorder sends ``NOTIFY`` on its channel inside every insert
+    transaction; PostgreSQL delivers it when that transaction commits.
+    """
+
+    def __init__(self, store: Store, channel: str) -> None:
+        """Connect and start listening at once: nothing committed from now on goes unnoticed."""
+        from psycopg import sql
+
+        assert store.kind == "postgresql"
+        self._connection = _psycopg_connect(store)
+        self._connection.execute(sql.SQL("LISTEN {}").format(sql.Identifier(channel)))
+
+    def wait(self, timeout_s: float) -> bool:
+        """Wait up to ``timeout_s`` for a notification; True if one (or more) arrived."""
+        notified = any(True for _ in self._connection.notifies(timeout=timeout_s, stop_after=1))
+        if notified:
+            # Many commits, one wake-up: the catch-up that follows reads them all.
+            for _ in self._connection.notifies(timeout=0):
+                pass
+        return notified
+
+    def close(self) -> None:
+        """Stop listening and close the session."""
+        self._connection.close()
 
 
 class _PostgresConnection:
     """A psycopg connection whose cursors accept ``?`` placeholders and return tuples."""
 
     def __init__(self, store: Store) -> None:
-        import psycopg
-
-        try:
-            self._connection = psycopg.connect(
-                host=store.host,
-                port=store.port,
-                user=store.user,
-                password=store.password,
-                dbname=store.dbname,
-                connect_timeout=CONNECT_TIMEOUT_S,
-                autocommit=True,
-                options=f"-c search_path={store.schema} -c lock_timeout={LOCK_TIMEOUT_S * 1000}",
-            )
-        except psycopg.OperationalError as error:
-            raise StoreUnavailable(f"cannot reach {store.describe()}: {_first_line(error)}") from None
+        self._connection = _psycopg_connect(store)
 
     def cursor(self, name: str | None = None) -> QmarkCursor:
         """A cursor; a named one streams its rows from the server."""

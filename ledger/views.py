@@ -39,6 +39,9 @@ CATCH_UP_BATCH = 1000
 Progress = Callable[[int, int], None]
 """Called with (events done, events to do) after each batch."""
 
+StopRequested = Callable[[], bool]
+"""Asked after each committed batch: True ends a catch-up there (the rest stays pending)."""
+
 
 class ViewFailed(LedgerError):
     """A view cannot apply an event (a poison event): it stops there, nothing is skipped."""
@@ -77,11 +80,13 @@ class ViewStatus:
 class ViewKeeper(BatchRecorder):
     """The read models of one ledger, kept in the same database as its events."""
 
-    def __init__(self, store: Store, mapper: Mapper[Any], views: Sequence[type[View]]) -> None:
-        """Open a connection of its own to ``store``; ``views`` are the view classes to keep."""
+    def __init__(
+        self, store: Store, mapper: Mapper[Any], views: Sequence[type[View]], connection: Any | None = None
+    ) -> None:
+        """Keep ``views`` (the view classes) on a connection of their own to ``store`` (or ``connection``)."""
         self.store = store
         self.mapper = mapper
-        self.connection = store.connect()
+        self.connection = connection if connection is not None else store.connect()
         self.views: dict[str, View] = {view.name: view(view=self) for view in views}
         self._current_after_insert = True
         position = store.position_column
@@ -157,12 +162,19 @@ class ViewKeeper(BatchRecorder):
 
     # ------------------------------------------------------------------ inline
 
-    def apply_inline(self, cursor: Cursor, positions: Sequence[int], events: Sequence[DepositEvent]) -> None:
-        """Apply just-inserted events to every view that was current, inside the insert's transaction."""
+    def apply_inline(
+        self, cursor: Cursor, previous_head: int, positions: Sequence[int], events: Sequence[DepositEvent]
+    ) -> None:
+        """Apply just-inserted events to every view that was current, inside the insert's transaction.
+
+        A view was current if it had applied the event before these, ``previous_head``:
+        not necessarily ``positions[0] - 1``, since PostgreSQL's numbering skips the
+        numbers of inserts that were rolled back.
+        """
         batch = [Positioned(position, event) for position, event in zip(positions, events, strict=True)]
         # Lock order everywhere: the events (held by the insert), then the views' tracking
         # rows, then their tables; catch-ups and rebuilds never wait on the events' lock.
-        current = self._views_at(cursor, positions[0] - 1)
+        current = self._views_at(cursor, previous_head)
         self._current_after_insert = len(current) == len(self.views)
         if not current:
             return
@@ -172,7 +184,7 @@ class ViewKeeper(BatchRecorder):
         try:
             for view in current:
                 view.apply(cursor, view.table, batch)
-            _track_together(cursor, [view.name for view in current], positions[0] - 1, positions[-1])
+            _track_together(cursor, [view.name for view in current], previous_head, positions[-1])
         except Exception:
             cursor.execute("ROLLBACK TO SAVEPOINT inline_views")
             cursor.execute("RELEASE SAVEPOINT inline_views")
@@ -234,18 +246,26 @@ class ViewKeeper(BatchRecorder):
             for view in self.views.values()
         ]
 
-    def catch_up(self, names: Sequence[str] | None = None, progress: Progress | None = None) -> int:
+    def catch_up(
+        self,
+        names: Sequence[str] | None = None,
+        progress: Progress | None = None,
+        stop_requested: StopRequested | None = None,
+    ) -> int:
         """Apply every pending event to the named views (all by default); return how many.
 
         Every view is tried; if any hit a poison event, the first failure is raised
-        after the others have caught up.
+        after the others have caught up. ``stop_requested`` is asked after each
+        committed batch, so a worker asked to stop ends between batches.
         """
         applied = 0
         failures: list[ViewFailed] = []
         for name in names or list(self.views):
             view = self.view(name)
+            if stop_requested is not None and stop_requested():
+                break
             try:
-                applied += self._follow(view, view.table, view.name, progress)
+                applied += self._follow(view, view.table, view.name, progress, stop_requested)
             except ViewFailed as failure:
                 failures.append(failure)
         if failures:
@@ -322,7 +342,14 @@ class ViewKeeper(BatchRecorder):
             cursor.execute("DELETE FROM projection_errors WHERE name = ?", (view.name,))
         return done
 
-    def _follow(self, view: View, table: str, tracking_name: str, progress: Progress | None) -> int:
+    def _follow(
+        self,
+        view: View,
+        table: str,
+        tracking_name: str,
+        progress: Progress | None,
+        stop_requested: StopRequested | None = None,
+    ) -> int:
         applied = 0
         total = max(0, self.head() - (self.max_tracking_id(tracking_name) or 0))
         while True:
@@ -336,6 +363,8 @@ class ViewKeeper(BatchRecorder):
             applied += done
             if progress is not None:
                 progress(applied, max(total, applied))
+            if stop_requested is not None and stop_requested():
+                return applied
 
     def _apply_pending(
         self, cursor: Cursor, view: View, table: str, tracking_name: str, *, limit: int | None

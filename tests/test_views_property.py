@@ -3,9 +3,7 @@ the audit trail lists every event once in global order, and a rebuild changes no
 
 from __future__ import annotations
 
-import tempfile
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 from hypothesis import given, settings
@@ -13,7 +11,7 @@ from hypothesis import strategies as st
 
 from domain import LedgerError
 from ledger import DepositLedger
-from tests.conftest import FakeClock
+from tests.conftest import FakeClock, examples, fresh_store
 from tests.ledger.stores import connect, view_rows
 
 SHOPS = ("shop-a", "shop-b", "shop-c")
@@ -91,34 +89,34 @@ commands: st.SearchStrategy[Command] = st.sampled_from(MIX).flatmap(
 pauses = st.one_of(st.integers(min_value=0, max_value=120), st.integers(min_value=80 * 1440, max_value=100 * 1440))
 
 
-@settings(max_examples=25, deadline=None)
-@given(
-    openings=st.lists(opening, min_size=len(SHOPS), max_size=len(SHOPS)),
-    steps=st.lists(st.tuples(pauses, commands), min_size=10, max_size=40),
-)
-def test_views_agree_with_the_events_for_any_command_sequence(
-    openings: list[dict[str, Any]], steps: list[tuple[int, Command]]
-) -> None:
-    clock = FakeClock(datetime(2026, 1, 1, tzinfo=UTC))
-    with tempfile.TemporaryDirectory() as folder:
-        path = Path(folder) / "deposits.db"
-        ledger = DepositLedger(str(path), actor="hypothesis", clock=clock)
-        try:
-            for shop_id, kwargs in zip(SHOPS, openings, strict=True):
-                ledger.open(shop_id, **kwargs)
-            for minutes, (method, shop_id, args, kwargs) in steps:
-                clock.advance(minutes=minutes)
-                try:
-                    getattr(ledger, method)(shop_id, *args, **kwargs)
-                except LedgerError:
-                    continue  # Refused: it wrote nothing, which the checks below also cover.
-                assert ledger.balance(shop_id) == ledger.show(shop_id)
-            _check(ledger, path)
-        finally:
-            ledger.close()
+def test_views_agree_with_the_events_for_any_command_sequence(backend: str) -> None:
+    @settings(max_examples=examples(backend, 25), deadline=None)
+    @given(
+        openings=st.lists(opening, min_size=len(SHOPS), max_size=len(SHOPS)),
+        steps=st.lists(st.tuples(pauses, commands), min_size=10, max_size=40),
+    )
+    def views_agree(openings: list[dict[str, Any]], steps: list[tuple[int, Command]]) -> None:
+        clock = FakeClock(datetime(2026, 1, 1, tzinfo=UTC))
+        with fresh_store(backend) as url:
+            ledger = DepositLedger(url, actor="hypothesis", clock=clock)
+            try:
+                for shop_id, kwargs in zip(SHOPS, openings, strict=True):
+                    ledger.open(shop_id, **kwargs)
+                for minutes, (method, shop_id, args, kwargs) in steps:
+                    clock.advance(minutes=minutes)
+                    try:
+                        getattr(ledger, method)(shop_id, *args, **kwargs)
+                    except LedgerError:
+                        continue  # Refused: it wrote nothing, which the checks below also cover.
+                    assert ledger.balance(shop_id) == ledger.show(shop_id)
+                _check(ledger)
+            finally:
+                ledger.close()
+
+    views_agree()
 
 
-def _check(ledger: DepositLedger, path: Path) -> None:
+def _check(ledger: DepositLedger) -> None:
     opened = []
     for shop_id in SHOPS:
         try:
@@ -135,15 +133,18 @@ def _check(ledger: DepositLedger, path: Path) -> None:
         assert audit[-1].frozen_after_minor == state.frozen_minor
     assert [state.shop_id for state in ledger.shops()] == opened
 
-    with connect(path) as connection:
-        stored = connection.execute("SELECT rowid, topic FROM stored_events ORDER BY rowid").fetchall()
+    store = ledger.store
+    with connect(store) as connection:
+        stored = connection.execute(
+            f"SELECT {store.position_column}, topic FROM {store.events_table} ORDER BY {store.position_column}"
+        ).fetchall()
         trail = connection.execute(
             "SELECT position, 'ShopDeposit.' || type FROM audit_trail ORDER BY position"
         ).fetchall()
     assert trail == stored, "every event exactly once, in global order"
     assert {status.name: status.lag for status in ledger.projection_status()} == {"balances": 0, "audit_trail": 0}
 
-    live = view_rows(path)
+    live = view_rows(store)
     for name in ("balances", "audit_trail"):
         ledger.views.rebuild(name)
-    assert view_rows(path) == live
+    assert view_rows(store) == live

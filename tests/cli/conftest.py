@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import json
 import shlex
-import sqlite3
 from collections.abc import Callable
-from contextlib import closing
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -14,6 +12,8 @@ from typing import Any, NamedTuple
 import pytest
 
 from ledger.cli import main
+from ledger.store import resolve_store
+from tests.conftest import fetch_all
 
 STATE_KEYS = [
     "shop_id",
@@ -100,14 +100,14 @@ def run(capsys: pytest.CaptureFixture[str]) -> Run:
 
 
 @pytest.fixture
-def cli(run: Run, db_path: Path) -> Run:
-    """Like ``run``, on the test's own store file (``--db``)."""
-    return lambda line, *extra: run(f"--db {shlex.quote(str(db_path))} {line}", *extra)
+def cli(run: Run, store_url: str) -> Run:
+    """Like ``run``, on the test's own store (``--db``): once on SQLite, once on PostgreSQL."""
+    return lambda line, *extra: run(f"--db {shlex.quote(store_url)} {line}", *extra)
 
 
-def stored_rows(db: Path) -> int:
-    """How many events and snapshots the store file holds."""
-    with closing(sqlite3.connect(db)) as connection:
-        events = connection.execute("SELECT count(*) FROM stored_events").fetchone()[0]
-        snapshots = connection.execute("SELECT count(*) FROM stored_snapshots").fetchone()[0]
+def stored_rows(url: str | Path) -> int:
+    """How many events and snapshots the store at ``url`` (a path or URL) holds."""
+    store = resolve_store(str(url))
+    events = fetch_all(store, f"SELECT count(*) FROM {store.events_table}")[0][0]
+    snapshots = fetch_all(store, f"SELECT count(*) FROM {store.snapshots_table}")[0][0]
     return int(events) + int(snapshots)

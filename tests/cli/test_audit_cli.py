@@ -6,8 +6,7 @@ import csv
 import io
 import json
 import re
-import sqlite3
-from contextlib import closing
+from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -15,7 +14,9 @@ from typing import Any
 import pytest
 
 from ledger.audit import EXPORT_COLUMNS
-from tests.ledger.audited_store import DEMO_SHOPS, LONG_SHOP, copy_store, head, run_cli, template_store
+from ledger.store import resolve_store
+from tests.conftest import fetch_all, fresh_schema
+from tests.ledger.audited_store import DEMO_SHOPS, LONG_SHOP, build_store, copy_store, run_cli, template_store
 
 COLUMNS = [
     "position",
@@ -37,19 +38,37 @@ COLUMNS = [
 """The columns of ``export audit``, in order, as the auditors' scripts read them."""
 
 
-@pytest.fixture
-def store(tmp_path: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return copy_store(template_store(tmp_path_factory), tmp_path / "deposits.db")
+@pytest.fixture(scope="module")
+def postgres_audited_store() -> Iterator[str]:
+    """The audited history in a PostgreSQL schema, built once for the module: these tests only read it."""
+    with fresh_schema() as url:
+        build_store(url)
+        yield url
 
 
 @pytest.fixture
-def cli(store: Path, capsys: pytest.CaptureFixture[str]) -> Any:
-    return lambda *args: run_cli(capsys, "--db", str(store), *args)
+def store(
+    request: pytest.FixtureRequest, backend: str, tmp_path: Path, tmp_path_factory: pytest.TempPathFactory
+) -> str:
+    """The audited history: a fresh copy of the file on SQLite, the module's schema on PostgreSQL."""
+    if backend == "sqlite":
+        return str(copy_store(template_store(tmp_path_factory), tmp_path / "deposits.db"))
+    url: str = request.getfixturevalue("postgres_audited_store")
+    return url
 
 
-def links(path: Path) -> dict[int, str]:
-    with closing(sqlite3.connect(path)) as connection:
-        return {position: bytes(link).hex() for position, link in connection.execute("SELECT * FROM event_chain")}
+@pytest.fixture
+def cli(store: str, capsys: pytest.CaptureFixture[str]) -> Any:
+    return lambda *args: run_cli(capsys, "--db", store, *args)
+
+
+def links(url: str) -> dict[int, str]:
+    return {position: link.hex() for position, link in fetch_all(resolve_store(url), "SELECT * FROM event_chain")}
+
+
+def head(url: str) -> int:
+    store = resolve_store(url)
+    return int(fetch_all(store, f"SELECT MAX({store.position_column}) FROM {store.events_table}")[0][0])
 
 
 def export(cli: Any, *args: str) -> list[dict[str, Any]]:
@@ -89,7 +108,7 @@ def test_replay_json_as_of_an_earlier_day(cli: Any) -> None:
 # -------------------------------------------------------------- checkpoint
 
 
-def test_checkpoint_json_names_the_head_and_its_link(cli: Any, store: Path) -> None:
+def test_checkpoint_json_names_the_head_and_its_link(cli: Any, store: str) -> None:
     outcome = cli("checkpoint", "--json")
     assert (outcome.code, outcome.err) == (0, "")
     data = json.loads(outcome.out)
@@ -99,7 +118,7 @@ def test_checkpoint_json_names_the_head_and_its_link(cli: Any, store: Path) -> N
     assert data["chain_hash"] == links(store)[head(store)]
 
 
-def test_checkpoint_prints_a_line_for_people(cli: Any, store: Path) -> None:
+def test_checkpoint_prints_a_line_for_people(cli: Any, store: str) -> None:
     outcome = cli("checkpoint")
     assert outcome.code == 0
     assert str(head(store)) in outcome.out and links(store)[head(store)] in outcome.out
@@ -118,7 +137,7 @@ def test_export_columns_are_the_contract() -> None:
     assert list(EXPORT_COLUMNS) == COLUMNS
 
 
-def test_export_csv_lists_every_event_with_its_chain_hash(cli: Any, store: Path) -> None:
+def test_export_csv_lists_every_event_with_its_chain_hash(cli: Any, store: str) -> None:
     outcome = cli("export", "audit", "--format", "csv")
     assert (outcome.code, outcome.err) == (0, "")
     reader = csv.reader(io.StringIO(outcome.out))
@@ -189,7 +208,7 @@ def test_export_between_two_times(cli: Any) -> None:
     assert export(cli, "--from", last.isoformat(), "--to", last.isoformat()) == [r for r in wanted if when(r) == last]
 
 
-def test_export_to_a_file(cli: Any, tmp_path: Path, store: Path) -> None:
+def test_export_to_a_file(cli: Any, tmp_path: Path, store: str) -> None:
     target = tmp_path / "audit.csv"
     outcome = cli("export", "audit", "--format", "csv", "--shop", "tea-house", "--output", str(target))
     assert outcome.code == 0

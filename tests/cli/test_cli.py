@@ -7,6 +7,7 @@ by a refused or malformed command.
 
 from __future__ import annotations
 
+import json
 import re
 import sqlite3
 from contextlib import closing
@@ -17,7 +18,9 @@ from typing import Any
 import pytest
 
 from ledger import DepositLedger
+from ledger.store import resolve_store
 from tests.cli.conftest import SHOW_KEYS, Outcome, Run, at
+from tests.conftest import fetch_all
 
 REFUSED = 1
 MALFORMED = 2
@@ -51,11 +54,11 @@ def cny_state(shop_id: str, status: str, version: int, top_up_due: str | None = 
     }
 
 
-def stored_records(db: Path) -> list[tuple[Any, ...]]:
-    """Every row of the store, events and snapshots, in a stable order."""
-    with closing(sqlite3.connect(db)) as connection:
-        events = connection.execute("SELECT * FROM stored_events ORDER BY rowid").fetchall()
-        snapshots = connection.execute("SELECT * FROM stored_snapshots ORDER BY 1, 2").fetchall()
+def stored_records(url: str | Path) -> list[tuple[Any, ...]]:
+    """Every row of the store at ``url`` (a path or URL), events and snapshots, in a stable order."""
+    store = resolve_store(str(url))
+    events = fetch_all(store, f"SELECT * FROM {store.events_table} ORDER BY {store.position_column}")
+    snapshots = fetch_all(store, f"SELECT * FROM {store.snapshots_table} ORDER BY 1, 2")
     return [*events, *snapshots]
 
 
@@ -164,21 +167,21 @@ def test_show_prints_the_state_the_last_command_left(cli: Run, funded: str) -> N
     assert shown == last
 
 
-def test_a_replayed_payment_is_a_duplicate_that_changes_nothing(cli: Run, funded: str, db_path: Path) -> None:
-    before = stored_records(db_path)
+def test_a_replayed_payment_is_a_duplicate_that_changes_nothing(cli: Run, funded: str, store_url: str) -> None:
+    before = stored_records(store_url)
     again = ok(cli(f"pay {funded} 2000.00 --channel alipay --ref A1 --json"))
     assert list(again) == [*SHOW_KEYS, "duplicate"]
     assert again == {**ok(cli(f"show {funded} --json")), "duplicate": True}
     assert again["version"] == 3
-    assert stored_records(db_path) == before
+    assert stored_records(store_url) == before
 
 
-def test_a_replayed_deduction_is_a_duplicate_that_changes_nothing(cli: Run, funded: str, db_path: Path) -> None:
+def test_a_replayed_deduction_is_a_duplicate_that_changes_nothing(cli: Run, funded: str, store_url: str) -> None:
     first = ok(cli(f"deduct {funded} 50 --reason late_shipment --case LS-1 --json"))
-    before = stored_records(db_path)
+    before = stored_records(store_url)
     again = ok(cli(f"deduct {funded} 50 --reason late_shipment --case LS-1 --json"))
     assert again == {**first, "duplicate": True}
-    assert stored_records(db_path) == before
+    assert stored_records(store_url) == before
 
 
 def test_without_json_a_duplicate_is_said_in_words(cli: Run, funded: str) -> None:
@@ -270,13 +273,11 @@ def test_history_shows_a_debt_settled_inside_the_next_payment(cli: Run, funded: 
 # -------------------------------------------------------------- refusals and malformed input
 
 
-@pytest.fixture(scope="module")
-def three_shops_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A store, built once, with ``tea-house`` (underfunded, case LS-1 deducted),
-    ``closing-shop`` (closing) and ``gone-shop`` (forfeited); each one's last event is ``at(days=2)``.
+def record_three_shops(url: str) -> None:
+    """``tea-house`` (underfunded, case LS-1 deducted), ``closing-shop`` (closing) and
+    ``gone-shop`` (forfeited) in the store at ``url``; each one's last event is ``at(days=2)``.
     """
-    path = tmp_path_factory.mktemp("three-shops") / "deposits.db"
-    ledger = DepositLedger(str(path), actor="tester")
+    ledger = DepositLedger(url, actor="tester")
     for shop in ("tea-house", "closing-shop", "gone-shop"):
         ledger.open(shop, currency="CNY", required="2000", site="CN", at=at())
         ledger.pay(shop, "2000", channel="alipay", ref="A1", at=at(days=1))
@@ -284,14 +285,25 @@ def three_shops_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
     ledger.close_shop("closing-shop", at=at(days=2))
     ledger.force_close("gone-shop", reason="fraud", at=at(days=2))
     ledger.close()
+
+
+@pytest.fixture(scope="module")
+def three_shops_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An SQLite store of :func:`record_three_shops`, built once for the module."""
+    path = tmp_path_factory.mktemp("three-shops") / "deposits.db"
+    record_three_shops(str(path))
     return path
 
 
 @pytest.fixture
-def three_shops(three_shops_store: Path, db_path: Path) -> None:
-    """A fresh copy of ``three_shops_store`` as the test's own store."""
-    with closing(sqlite3.connect(three_shops_store)) as source, closing(sqlite3.connect(db_path)) as copy:
-        source.backup(copy)
+def three_shops(request: pytest.FixtureRequest, backend: str, store_url: str, db_path: Path) -> None:
+    """The test's own store holding :func:`record_three_shops`: a copy of the file on SQLite."""
+    if backend == "sqlite":
+        built: Path = request.getfixturevalue("three_shops_file")
+        with closing(sqlite3.connect(built)) as source, closing(sqlite3.connect(db_path)) as copy:
+            source.backup(copy)
+    else:
+        record_three_shops(store_url)
 
 
 FAILURES = [
@@ -405,9 +417,9 @@ FAILURES = [
 @pytest.mark.usefixtures("three_shops")
 @pytest.mark.parametrize(("line", "code", "reason"), FAILURES)
 def test_a_failed_command_exits_with_its_code_says_why_in_one_line_and_writes_nothing(
-    cli: Run, db_path: Path, line: str, code: int, reason: str
+    cli: Run, store_url: str, line: str, code: int, reason: str
 ) -> None:
-    before = stored_records(db_path)
+    before = stored_records(store_url)
     result = cli(line)
     assert result.code == code
     assert len(result.err_lines) == 1, result.err
@@ -415,7 +427,7 @@ def test_a_failed_command_exits_with_its_code_says_why_in_one_line_and_writes_no
     assert reason in result.err_lines[0]
     assert "Traceback" not in result.err
     assert result.out == ""
-    assert stored_records(db_path) == before
+    assert stored_records(store_url) == before
 
 
 def test_an_unsupported_store_url_is_malformed_input(run: Run) -> None:
@@ -455,6 +467,7 @@ def test_the_actor_is_the_option_else_the_environment_else_the_os_user(
 OPEN_SHOP = f"open tea-house --currency CNY --required 2000 --at {at()}"
 
 
+@pytest.mark.sqlite_only("store file paths")
 def test_the_store_defaults_to_deposits_db_in_the_working_directory(
     run: Run, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -463,6 +476,7 @@ def test_the_store_defaults_to_deposits_db_in_the_working_directory(
     assert len(stored_records(tmp_path / "deposits.db")) == 1
 
 
+@pytest.mark.sqlite_only("store file paths")
 @pytest.mark.parametrize(
     "env_value",
     [
@@ -483,6 +497,7 @@ def test_the_store_env_var_names_the_store_as_path_or_url(
     assert ok(run("show tea-house --json"))["version"] == 1
 
 
+@pytest.mark.sqlite_only("store file paths")
 def test_the_db_option_beats_the_store_env_var(run: Run, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("DEPOSIT_LEDGER_DB", str(tmp_path / "env.db"))
     done(run(f"--db sqlite:///{tmp_path}/option.db {OPEN_SHOP}"))
@@ -493,25 +508,26 @@ def test_the_db_option_beats_the_store_env_var(run: Run, tmp_path: Path, monkeyp
 # ----------------------------------------------------------------------------------- demo
 
 
-def opened_shops(db: Path) -> list[str]:
+def opened_shops(url: str) -> list[str]:
     """The shop ids the store holds a deposit for, in the order they were opened."""
-    with closing(sqlite3.connect(db)) as connection:
-        rows = connection.execute(
-            "SELECT json_extract(state, '$.shop_id') FROM stored_events WHERE topic = 'ShopDeposit.Opened' "
-            "ORDER BY rowid"
-        ).fetchall()
-    return [shop for (shop,) in rows]
+    store = resolve_store(url)
+    rows = fetch_all(
+        store,
+        f"SELECT state FROM {store.events_table} WHERE topic = 'ShopDeposit.Opened' ORDER BY {store.position_column}",
+    )
+    return [json.loads(state)["shop_id"] for (state,) in rows]
 
 
 @pytest.fixture
-def demo_store(run: Run, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """An empty working directory in which ``deposit-ledger demo`` has run once."""
+def demo_store(run: Run, store_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
+    """The test's store (named by ``DEPOSIT_LEDGER_DB``) after one run of ``deposit-ledger demo``."""
     monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("DEPOSIT_LEDGER_DB", store_url)
     done(run("demo"))
-    return tmp_path / "deposits.db"
+    return store_url
 
 
-def test_demo_tells_the_whole_story_on_an_empty_store(run: Run, demo_store: Path) -> None:
+def test_demo_tells_the_whole_story_on_an_empty_store(run: Run, demo_store: str) -> None:
     shops = opened_shops(demo_store)
     assert len(shops) >= 3
     states = [ok(run(f"show {shop} --json")) for shop in shops]
@@ -534,7 +550,7 @@ def test_demo_tells_the_whole_story_on_an_empty_store(run: Run, demo_store: Path
     assert any(sum(event["type"] == "Paid" for event in history) >= 2 for history in histories), "no top-up"
 
 
-def test_demo_owes_a_debt_that_the_next_payment_settles(run: Run, demo_store: Path) -> None:
+def test_demo_owes_a_debt_that_the_next_payment_settles(run: Run, demo_store: str) -> None:
     settled_shops = []
     for shop in opened_shops(demo_store):
         history = ok(run(f"history {shop} --json"))
@@ -549,7 +565,7 @@ def test_demo_owes_a_debt_that_the_next_payment_settles(run: Run, demo_store: Pa
     assert all(Decimal(ok(run(f"show {shop} --json"))["owed"]) == 0 for shop in settled_shops)
 
 
-def test_demo_runs_again_on_its_own_store_without_touching_the_first_run(run: Run, demo_store: Path) -> None:
+def test_demo_runs_again_on_its_own_store_without_touching_the_first_run(run: Run, demo_store: str) -> None:
     first_shops = opened_shops(demo_store)
     first_states = [ok(run(f"show {shop} --json")) for shop in first_shops]
 

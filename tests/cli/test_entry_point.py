@@ -17,6 +17,7 @@ PROGRAM = shutil.which("deposit-ledger")
 
 pytestmark = [
     pytest.mark.slow,
+    pytest.mark.sqlite_only("the installed program on deposits.db in its working directory"),
     pytest.mark.skipif(PROGRAM is None, reason="the deposit-ledger entry point is not installed (pip install -e .)"),
 ]
 

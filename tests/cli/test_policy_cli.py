@@ -80,11 +80,11 @@ def test_an_explicit_required_amount_works_as_before_and_needs_no_policy_site(cl
         pytest.param("open s1 --required 10", "give --currency", id="no-currency"),
     ],
 )
-def test_open_by_policy_refuses_what_the_policy_cannot_derive(cli: Run, db_path: Path, line: str, reason: str) -> None:
+def test_open_by_policy_refuses_what_the_policy_cannot_derive(cli: Run, store_url: str, line: str, reason: str) -> None:
     ok(cli(f"open other --currency CNY --required 1 --at {at()} --json"))
-    before = stored_rows(db_path)
+    before = stored_rows(store_url)
     failed(cli(line), MALFORMED, reason)
-    assert stored_rows(db_path) == before
+    assert stored_rows(store_url) == before
 
 
 # ----------------------------------------------------------- categories and requirement
@@ -127,11 +127,11 @@ def test_a_lowered_requirement_makes_the_excess_refundable_newest_payment_first(
     failed(cli(f"refund-excess {food_shop}"), REFUSED, "has no excess: 2000.00 CNY frozen, 2000.00 CNY required")
 
 
-def test_categories_that_change_nothing_are_a_duplicate(cli: Run, food_shop: str, db_path: Path) -> None:
-    before = stored_rows(db_path)
+def test_categories_that_change_nothing_are_a_duplicate(cli: Run, food_shop: str, store_url: str) -> None:
+    before = stored_rows(store_url)
     data = ok(cli(f"categories {food_shop} --add food --json"))
     assert data["duplicate"] is True
-    assert stored_rows(db_path) == before
+    assert stored_rows(store_url) == before
 
 
 def test_apply_policy_follows_a_new_policy_version(cli: Run, food_shop: str, tmp_path: Path) -> None:
@@ -172,12 +172,12 @@ def test_apply_policy_follows_a_new_policy_version(cli: Run, food_shop: str, tmp
     ],
 )
 def test_requirement_commands_refuse_in_one_line_and_write_nothing(
-    cli: Run, food_shop: str, db_path: Path, line: str, code: int, reason: str
+    cli: Run, food_shop: str, store_url: str, line: str, code: int, reason: str
 ) -> None:
     ok(cli(f"open by-hand --currency USD --required 100 --site CN --at {at()} --json"))
-    before = stored_rows(db_path)
+    before = stored_rows(store_url)
     failed(cli(line), code, reason)
-    assert stored_rows(db_path) == before
+    assert stored_rows(store_url) == before
 
 
 # ------------------------------------------------------------------ deductions by policy
@@ -229,12 +229,12 @@ def test_the_daily_cap_limits_what_the_catalogue_charges_a_shop_in_one_utc_day(c
     ],
 )
 def test_priced_deductions_refuse_in_one_line_and_write_nothing(
-    cli: Run, food_shop: str, db_path: Path, line: str, code: int, reason: str
+    cli: Run, food_shop: str, store_url: str, line: str, code: int, reason: str
 ) -> None:
     ok(cli(f"open by-hand --currency CNY --required 100 --at {at()} --json"))
-    before = stored_rows(db_path)
+    before = stored_rows(store_url)
     failed(cli(line), code, reason)
-    assert stored_rows(db_path) == before
+    assert stored_rows(store_url) == before
 
 
 # ------------------------------------------------------------------------------- holds
@@ -288,12 +288,12 @@ def test_the_audit_trail_and_balance_carry_holds(cli: Run, food_shop: str) -> No
     ],
 )
 def test_hold_commands_refuse_in_one_line_and_write_nothing(
-    cli: Run, food_shop: str, db_path: Path, line: str, code: int, reason: str
+    cli: Run, food_shop: str, store_url: str, line: str, code: int, reason: str
 ) -> None:
     ok(cli(f"hold {food_shop} 100 --case H1 --json"))
-    before = stored_rows(db_path)
+    before = stored_rows(store_url)
     failed(cli(line), code, reason)
-    assert stored_rows(db_path) == before
+    assert stored_rows(store_url) == before
 
 
 def test_a_hold_blocks_the_refund_after_closure(cli: Run, food_shop: str) -> None:
@@ -349,12 +349,12 @@ def test_a_rejected_appeal_lets_the_deduction_stand(cli: Run, food_shop: str) ->
     ],
 )
 def test_appeal_commands_refuse_in_one_line_and_write_nothing(
-    cli: Run, food_shop: str, db_path: Path, line: str, code: int, reason: str
+    cli: Run, food_shop: str, store_url: str, line: str, code: int, reason: str
 ) -> None:
     ok(cli(f"deduct {food_shop} --reason fake_listing --case FL-1 --at {at(days=2)} --json"))
-    before = stored_rows(db_path)
+    before = stored_rows(store_url)
     failed(cli(line), code, reason)
-    assert stored_rows(db_path) == before
+    assert stored_rows(store_url) == before
 
 
 def test_an_appeal_filed_while_closing_blocks_the_refund_and_restarts_settlement(cli: Run, food_shop: str) -> None:
@@ -509,15 +509,15 @@ BAD_POLICIES = [
 
 @pytest.mark.parametrize(("text", "reason"), BAD_POLICIES)
 def test_a_mistake_in_the_policy_file_is_one_line_and_exit_2(
-    cli: Run, db_path: Path, tmp_path: Path, text: str, reason: str
+    cli: Run, store_url: str, tmp_path: Path, text: str, reason: str
 ) -> None:
     path = tmp_path / "bad.toml"
     path.write_text(text, encoding="utf-8")
     failed(cli(f"--policy {path} policy"), MALFORMED, reason)
     ok(cli(f"open tea-house --currency CNY --required 10 --at {at()} --json"))
-    before = stored_rows(db_path)
+    before = stored_rows(store_url)
     failed(cli(f"--policy {path} open shop-2 --site CN --category general"), MALFORMED, f"policy {path}: ")
-    assert stored_rows(db_path) == before
+    assert stored_rows(store_url) == before
 
 
 def test_several_mistakes_are_named_on_one_line(run: Run, tmp_path: Path) -> None:

@@ -11,6 +11,7 @@ import pytest
 
 from ledger import DepositLedger
 from ledger.cli import main
+from ledger.store import Store
 from tests.cli.conftest import SHOW_KEYS
 from tests.ledger.stores import connect, copy_store, fill_behind, view_rows
 
@@ -21,12 +22,12 @@ Cli = Callable[..., Result]
 
 
 @pytest.fixture
-def cli(db_path: Path, capsys: pytest.CaptureFixture[str]) -> Cli:
-    """Run ``deposit-ledger --db <tmp> --actor ops ARGS``: (exit code, stdout, stderr)."""
+def cli(store_url: str, capsys: pytest.CaptureFixture[str]) -> Cli:
+    """Run ``deposit-ledger --db <the test's store> --actor ops ARGS``: (exit code, stdout, stderr)."""
 
     def run(*args: str) -> Result:
         try:
-            main(["--db", str(db_path), "--actor", "ops", *args])
+            main(["--db", store_url, "--actor", "ops", *args])
             code = 0
         except SystemExit as done:
             code = int(done.code or 0)
@@ -46,11 +47,9 @@ def _at(day: int, hour: int = 9) -> str:
     return f"2025-{1 + day // 28:02d}-{1 + day % 28:02d}T{hour:02d}:00:00+08:00"
 
 
-@pytest.fixture(scope="module")
-def six_shops(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A store of six shops, one in each status, on three sites and three currencies."""
-    path = tmp_path_factory.mktemp("six-shops") / "deposits.db"
-    ledger = DepositLedger(str(path), actor="ops")
+def record_six_shops(url: str) -> None:
+    """Six shops in the store at ``url``, one in each status, on three sites and three currencies."""
+    ledger = DepositLedger(url, actor="ops")
     try:
         ledger.open("a-active", currency="CNY", required="2000", site="CN", at=_at(0))
         ledger.pay("a-active", "2000", channel="alipay", ref="A1", at=_at(1))
@@ -71,13 +70,23 @@ def six_shops(tmp_path_factory: pytest.TempPathFactory) -> Path:
         ledger.close_shop("f-closing", at=_at(1))
     finally:
         ledger.close()
+
+
+@pytest.fixture(scope="module")
+def six_shops(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An SQLite store of :func:`record_six_shops`, built once for the module."""
+    path = tmp_path_factory.mktemp("six-shops") / "deposits.db"
+    record_six_shops(str(path))
     return path
 
 
 @pytest.fixture
-def shops(cli: Cli, six_shops: Path, db_path: Path) -> Cli:
-    """The CLI on a fresh copy of the six shops' store."""
-    copy_store(six_shops, db_path)
+def shops(request: pytest.FixtureRequest, cli: Cli, backend: str, store_url: str, db_path: Path) -> Cli:
+    """The CLI on a store of the six shops: a fresh copy of the file on SQLite."""
+    if backend == "sqlite":
+        copy_store(request.getfixturevalue("six_shops"), db_path)
+    else:
+        record_six_shops(store_url)
     return cli
 
 
@@ -226,19 +235,20 @@ def test_audit_shows_the_case_note_and_the_forfeiture_reason(shops: Cli) -> None
     assert (forfeiture["type"], forfeiture["amount"], forfeiture["frozen_after"]) == ("Forfeited", "100.00", "0.00")
 
 
-def test_audit_positions_are_the_event_log_positions(shops: Cli, db_path: Path) -> None:
+def test_audit_positions_are_the_event_log_positions(shops: Cli, store: Store) -> None:
     trails = [entry for shop in ALL_SHOPS for entry in _json(shops, "audit", shop)]
-    with connect(db_path) as connection:
-        stored = connection.execute("SELECT rowid, topic FROM stored_events ORDER BY rowid").fetchall()
+    position = store.position_column
+    with connect(store) as connection:
+        stored = connection.execute(f"SELECT {position}, topic FROM {store.events_table} ORDER BY 1").fetchall()
     assert sorted((entry["position"], f"ShopDeposit.{entry['type']}") for entry in trails) == stored
 
 
 # ---------------------------------------------------------------------- projections
 
 
-def test_projections_status_json_is_an_array_of_name_position_head_lag(shops: Cli, db_path: Path) -> None:
-    with connect(db_path) as connection:
-        (head,) = connection.execute("SELECT MAX(rowid) FROM stored_events").fetchone()
+def test_projections_status_json_is_an_array_of_name_position_head_lag(shops: Cli, store: Store) -> None:
+    with connect(store) as connection:
+        (head,) = connection.execute(f"SELECT MAX({store.position_column}) FROM {store.events_table}").fetchone()
     assert _json(shops, "projections", "status") == [
         {"name": "balances", "position": head, "head": head, "lag": 0},
         {"name": "audit_trail", "position": head, "head": head, "lag": 0},
@@ -255,10 +265,10 @@ def test_projections_status_prints_a_table_without_json(shops: Cli) -> None:
 
 
 @pytest.fixture
-def lagging(cli: Cli, db_path: Path, monkeypatch: pytest.MonkeyPatch) -> int:
+def lagging(cli: Cli, store_url: str, monkeypatch: pytest.MonkeyPatch) -> int:
     """A store whose views have seen nothing of its events, and which no open catches up."""
     monkeypatch.setattr("ledger.application.AUTO_CATCH_UP_LIMIT", 0)
-    ledger = DepositLedger(str(db_path), actor="ops")
+    ledger = DepositLedger(store_url, actor="ops")
     try:
         return fill_behind(ledger, 4, 2)
     finally:
@@ -284,19 +294,21 @@ def test_a_query_on_a_lagging_view_warns_on_stderr(cli: Cli, lagging: int) -> No
     assert err == f"deposit-ledger: warning: view audit_trail lags {lagging} events\n"
 
 
-def test_projections_rebuild_rebuilds_the_named_view_or_all(shops: Cli, db_path: Path) -> None:
-    before = view_rows(db_path)
+def test_projections_rebuild_rebuilds_the_named_view_or_all(shops: Cli, store: Store) -> None:
+    before = view_rows(store)
     assert [entry["lag"] for entry in _json(shops, "projections", "rebuild", "audit_trail")] == [0, 0]
     assert [entry["lag"] for entry in _json(shops, "projections", "rebuild")] == [0, 0]
-    assert view_rows(db_path) == before
+    assert view_rows(store) == before
     code, out, err = shops("projections", "rebuild")
     assert (code, err) == (0, "")
     assert "Read models" in out
 
 
-def test_a_poison_event_makes_catch_up_exit_1_naming_its_position(cli: Cli, lagging: int, db_path: Path) -> None:
-    with connect(db_path) as connection:
-        connection.execute("UPDATE stored_events SET state = ? WHERE rowid = 5", (b"{broken",))
+def test_a_poison_event_makes_catch_up_exit_1_naming_its_position(cli: Cli, lagging: int, store: Store) -> None:
+    with connect(store) as connection:
+        connection.execute(
+            f"UPDATE {store.events_table} SET state = ? WHERE {store.position_column} = 5", (b"{broken",)
+        )
     code, out, err = cli("projections", "catch-up")
     assert (code, out) == (1, "")
     assert err.startswith("deposit-ledger: view balances stopped at position 5: MapperDeserialisationError: ")

@@ -53,8 +53,8 @@ def template_store(factory: pytest.TempPathFactory) -> Path:
     return _templates[root]
 
 
-def build_store(path: Path) -> None:
-    """Record the long shop, then the demo, in a fresh store at ``path``, and close it."""
+def build_store(path: Path | str) -> None:
+    """Record the long shop, then the demo, in a fresh store at ``path`` (a file, or any store URL), and close it."""
     ledger = DepositLedger(str(path), actor="risk-ops", clock=FakeClock(START))
     try:
         first = START - timedelta(days=200)

@@ -15,6 +15,7 @@ from typing import Any
 
 from domain import Channel, DeductionReason, ShopDeposit, Stamp
 from ledger import DepositLedger
+from ledger.store import Store, resolve_store
 from projections.audit_trail import AuditTrailView
 from projections.balances import BalancesView
 
@@ -82,33 +83,56 @@ def fill_behind(ledger: DepositLedger, count: int, payments: int, *, prefix: str
         ledger.recorder.after_insert = hook
 
 
-def connect(path: Path) -> closing[sqlite3.Connection]:
-    """A plain connection to the store in autocommit mode, closed at the end of a ``with``."""
-    return closing(sqlite3.connect(path, isolation_level=None, timeout=30))
+Where = Store | Path | str
+"""A store: parsed, or its path or URL."""
 
 
-def view_rows(path: Path) -> dict[str, list[tuple[Any, ...]]]:
+def _store(where: Where) -> Store:
+    return where if isinstance(where, Store) else resolve_store(str(where))
+
+
+def connect(where: Where) -> closing[Any]:
+    """A plain connection to the store in autocommit mode (``?`` placeholders), closed at the end of a ``with``."""
+    return closing(_store(where).connect())
+
+
+def view_rows(where: Where) -> dict[str, list[tuple[Any, ...]]]:
     """Every row of both view tables, in key order."""
-    with connect(path) as connection:
+    with connect(where) as connection:
         return {table: connection.execute(f"SELECT * FROM {table} ORDER BY 1").fetchall() for table in VIEW_TABLES}
 
 
-def tracking(path: Path) -> dict[str, int]:
+def tracking(where: Where) -> dict[str, int]:
     """The tracking table: position by name."""
-    with connect(path) as connection:
+    with connect(where) as connection:
         return dict(connection.execute("SELECT name, position FROM view_tracking").fetchall())
 
 
-def drop_views(path: Path) -> None:
+def drop_views(where: Where) -> None:
     """Drop both view tables behind the ledger's back (it must be closed)."""
-    with connect(path) as connection:
+    with connect(where) as connection:
         for table in VIEW_TABLES:
             connection.execute(f"DROP TABLE {table}")
 
 
+def table_and_index_names(where: Where) -> tuple[set[str], set[str]]:
+    """The names of the store's tables and of its indexes (PostgreSQL: in the store's schema)."""
+    store = _store(where)
+    with connect(store) as connection:
+        if store.kind == "sqlite":
+            tables = connection.execute("SELECT name FROM sqlite_master WHERE type = 'table'").fetchall()
+            indexes = connection.execute("SELECT name FROM sqlite_master WHERE type = 'index'").fetchall()
+        else:
+            tables = connection.execute("SELECT tablename FROM pg_tables WHERE schemaname = ?", (store.schema,))
+            tables = tables.fetchall()
+            indexes = connection.execute("SELECT indexname FROM pg_indexes WHERE schemaname = ?", (store.schema,))
+            indexes = indexes.fetchall()
+    return {name for (name,) in tables}, {name for (name,) in indexes}
+
+
 def copy_store(source: Path, target: Path) -> Path:
-    """A consistent copy of the database file (WAL included), through SQLite's backup."""
-    with connect(source) as origin, connect(target) as copy:
+    """A consistent copy of an SQLite database file (WAL included), through SQLite's backup."""
+    with closing(sqlite3.connect(source)) as origin, closing(sqlite3.connect(target)) as copy:
         origin.backup(copy)
     return target
 

@@ -1,4 +1,4 @@
-"""``DepositLedger`` through its Python API, on a temporary SQLite file.
+"""``DepositLedger`` through its Python API, on a fresh store of each backend.
 
 What the domain tests cannot see: parsing at the edges, refusals that leave the
 store untouched, idempotent replays, effective and recording times, the
@@ -7,16 +7,15 @@ configurable settlement window, snapshots and retries on concurrent writers.
 
 from __future__ import annotations
 
-import sqlite3
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta, timezone
-from pathlib import Path
 from typing import Any
 
 import pytest
 
 from domain import (
     Deducted,
+    DeductionReason,
     DepositSnapshot,
     DepositState,
     DuplicateConflict,
@@ -36,7 +35,8 @@ from domain import (
 from domain.money import MAX_AMOUNT_MINOR
 from ledger import CommandResult, ConcurrencyExhausted, DepositLedger
 from ledger.application import MAX_ATTEMPTS, SNAPSHOT_INTERVAL
-from tests.conftest import FakeClock, writes_nothing
+from ledger.store import Store
+from tests.conftest import FakeClock, fetch_all, writes_nothing
 
 Command = Callable[[DepositLedger], object]
 
@@ -304,8 +304,8 @@ def test_settlement_is_due_ninety_days_after_closure_by_default(shops: DepositLe
     assert closing.state.status == Status.CLOSING
 
 
-def test_the_settlement_window_is_configurable(db_path: Path, clock: FakeClock) -> None:
-    ledger = DepositLedger(str(db_path), actor="tester", clock=clock, settlement_window=timedelta(days=30))
+def test_the_settlement_window_is_configurable(store_url: str, clock: FakeClock) -> None:
+    ledger = DepositLedger(store_url, actor="tester", clock=clock, settlement_window=timedelta(days=30))
     try:
         ledger.open("shop-1", currency="USD", required="500")
         ledger.pay("shop-1", "500", channel="alipay", ref="A1")
@@ -384,17 +384,17 @@ def record_a_long_history(ledger: DepositLedger) -> int:
     return payments
 
 
-def stored_snapshot_versions(db_path: Path) -> list[int]:
-    with sqlite3.connect(db_path) as connection:
-        rows = connection.execute("SELECT originator_version FROM stored_snapshots ORDER BY originator_version")
-        return [version for (version,) in rows]
+def stored_snapshot_versions(store: Store) -> list[int]:
+    rows = fetch_all(store, f"SELECT originator_version FROM {store.snapshots_table} ORDER BY originator_version")
+    return [version for (version,) in rows]
 
 
-def delete_snapshots(db_path: Path) -> None:
-    connection = sqlite3.connect(db_path)
-    with connection:
-        connection.execute("DELETE FROM stored_snapshots")
-    connection.close()
+def delete_snapshots(store: Store) -> None:
+    connection = store.connect()
+    try:
+        connection.cursor().execute(f"DELETE FROM {store.snapshots_table}")
+    finally:
+        connection.close()
 
 
 def loaded(deposit: ShopDeposit) -> tuple[object, ...]:
@@ -403,13 +403,13 @@ def loaded(deposit: ShopDeposit) -> tuple[object, ...]:
 
 
 def test_a_long_history_loads_the_same_with_and_without_snapshots(
-    ledger: DepositLedger, db_path: Path, reopen: Callable[[], DepositLedger], monkeypatch: pytest.MonkeyPatch
+    ledger: DepositLedger, store: Store, reopen: Callable[[], DepositLedger], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     record_a_long_history(ledger)
     ledger.deduct(LONG_SHOP, "15", reason="fake_listing", case="C3")
     ledger.close_shop(LONG_SHOP)
     assert ledger.show(LONG_SHOP).version > SNAPSHOT_INTERVAL
-    assert stored_snapshot_versions(db_path) == [201]
+    assert stored_snapshot_versions(store) == [201]
     restored: list[int] = []
     restore = DepositSnapshot.restore
 
@@ -421,7 +421,7 @@ def test_a_long_history_loads_the_same_with_and_without_snapshots(
 
     with_snapshot = reopen().deposit(LONG_SHOP)
     assert restored == [201]
-    delete_snapshots(db_path)
+    delete_snapshots(store)
     without_snapshot = reopen().deposit(LONG_SHOP)
     assert restored == [201]
 
@@ -431,10 +431,10 @@ def test_a_long_history_loads_the_same_with_and_without_snapshots(
 
 
 def test_a_deposit_loaded_from_a_snapshot_still_knows_its_payments_and_cases(
-    ledger: DepositLedger, db_path: Path, reopen: Callable[[], DepositLedger]
+    ledger: DepositLedger, store: Store, reopen: Callable[[], DepositLedger]
 ) -> None:
     record_a_long_history(ledger)
-    assert stored_snapshot_versions(db_path) == [201]
+    assert stored_snapshot_versions(store) == [201]
     fresh = reopen()
     with writes_nothing(fresh):
         assert fresh.pay(LONG_SHOP, "10", channel="alipay", ref="R1").duplicate is True
@@ -448,24 +448,34 @@ def test_a_deposit_loaded_from_a_snapshot_still_knows_its_payments_and_cases(
     assert fresh.show(LONG_SHOP).deducted_minor == 30_000
 
 
-def test_a_snapshot_is_never_taken_half_way_through_a_payment(ledger: DepositLedger, db_path: Path) -> None:
+def test_a_snapshot_is_never_taken_half_way_through_a_payment(ledger: DepositLedger, store: Store) -> None:
     record_a_long_history(ledger)
     boundary_payment = [event for event in ledger.history(LONG_SHOP) if event.originator_version >= SNAPSHOT_INTERVAL]
     assert [(event.originator_version, type(event)) for event in boundary_payment] == [(200, Paid), (201, Frozen)]
-    assert stored_snapshot_versions(db_path) == [201]
+    assert stored_snapshot_versions(store) == [201]
 
 
-def test_a_snapshot_is_taken_each_time_a_command_reaches_the_next_interval(
-    ledger: DepositLedger, db_path: Path
-) -> None:
+def test_a_snapshot_is_taken_each_time_a_command_reaches_the_next_interval(ledger: DepositLedger, store: Store) -> None:
     record_a_long_history(ledger)
     for n in range(SNAPSHOT_INTERVAL - 1):  # one-event commands: versions 202 to 400
         ledger.deduct(LONG_SHOP, "0.01", reason="other", case=f"D{n}")
     assert ledger.show(LONG_SHOP).version == 2 * SNAPSHOT_INTERVAL
-    assert stored_snapshot_versions(db_path) == [201, 400]
+    assert stored_snapshot_versions(store) == [201, 400]
 
 
 # -------------------------------------------------------------- concurrency
+
+
+def saved_by_a_rival(rival: DepositLedger, shop_id: str, amount_minor: int, reason: DeductionReason, case: str) -> None:
+    """A deduction saved by another writer straight through the repository.
+
+    Not through a command: on PostgreSQL a command waits for the deposit's lock,
+    which the command under test holds, so commands never race there. Writers
+    that save without commands (bulk loads, other tools) still can.
+    """
+    deposit = rival.deposit(shop_id)
+    deposit.deduct(amount_minor=amount_minor, reason=reason, case_id=case, note="", stamp=rival._stamp(None, None))
+    rival.save(deposit)
 
 
 def test_a_write_that_loses_a_race_is_retried_on_the_new_version(
@@ -479,7 +489,7 @@ def test_a_write_that_loses_a_race_is_retried_on_the_new_version(
         deposit = load(*args, **kwargs)
         if not raced:
             raced.append(True)
-            rival.deduct("shop-cn", "300", reason="late_shipment", case="C-rival")
+            saved_by_a_rival(rival, "shop-cn", 30_000, DeductionReason.LATE_SHIPMENT, "C-rival")
         return deposit
 
     monkeypatch.setattr(shops, "_checkout", load_then_lose_the_race)
@@ -503,7 +513,7 @@ def test_a_write_that_keeps_losing_gives_up_after_bounded_attempts(
     def load_then_lose_the_race(*args: Any, **kwargs: Any) -> Any:
         deposit = load(*args, **kwargs)
         rival_writes.append(1)
-        rival.deduct("shop-cn", "1", reason="other", case=f"C{len(rival_writes)}")
+        saved_by_a_rival(rival, "shop-cn", 100, DeductionReason.OTHER, f"C{len(rival_writes)}")
         return deposit
 
     monkeypatch.setattr(shops, "_checkout", load_then_lose_the_race)

@@ -8,10 +8,9 @@ them, upcast where the class says so, and refuse what they cannot know.
 from __future__ import annotations
 
 import json
-import sqlite3
 from collections.abc import Callable
+from contextlib import closing
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any, ClassVar
 
 import pytest
@@ -47,8 +46,8 @@ from domain.deposit import Phase
 from ledger import DepositLedger
 from ledger.audit import Auditor
 from ledger.mapper import DepositMapper
-from ledger.store import resolve_store
-from tests.conftest import FakeClock
+from ledger.store import Store, resolve_store
+from tests.conftest import FakeClock, fetch_all
 
 AT = datetime(2026, 3, 5, 9, 0, tzinfo=UTC)
 DEPOSIT = deposit_id("shop-1")
@@ -230,7 +229,7 @@ def test_topics_are_not_module_paths(plain_mapper: DepositMapper) -> None:
         assert ":" not in stored.topic and type(record).__module__ not in stored.topic
 
 
-def test_the_store_holds_only_stable_topics(ledger: DepositLedger, clock: FakeClock, db_path: Path) -> None:
+def test_the_store_holds_only_stable_topics(ledger: DepositLedger, clock: FakeClock, store: Store) -> None:
     ledger.open("shop-1", currency="CNY", required="10")
     ledger.deduct("shop-1", "15", reason="order_brushing", case="C1")
     ledger.pay("shop-1", "20", channel="alipay", ref="A1")
@@ -239,8 +238,7 @@ def test_the_store_holds_only_stable_topics(ledger: DepositLedger, clock: FakeCl
     ledger.refund("shop-1")
     ledger.open("shop-2", currency="JPY", required="70000")
     ledger.force_close("shop-2", reason="fraud")
-    with sqlite3.connect(db_path) as connection:
-        topics = {topic for (topic,) in connection.execute("SELECT DISTINCT topic FROM stored_events")}
+    topics = {topic for (topic,) in fetch_all(store, f"SELECT DISTINCT topic FROM {store.events_table}")}
     lifecycle = (Opened, Paid, Frozen, Deducted, ClosureRequested, Refunded, Forfeited)
     assert topics == {cls.TOPIC for cls in lifecycle}
 
@@ -389,7 +387,7 @@ def test_a_class_version_above_1_is_written_into_the_stored_json(
 
 
 def test_events_stored_by_an_older_release_are_upcast_when_the_ledger_reads_them(
-    ledger: DepositLedger, reopen: Callable[[], DepositLedger], monkeypatch: pytest.MonkeyPatch, db_path: Path
+    ledger: DepositLedger, reopen: Callable[[], DepositLedger], monkeypatch: pytest.MonkeyPatch, store: Store
 ) -> None:
     ledger.open("shop-1", currency="CNY", required="10")
     ledger.pay("shop-1", "10", channel="alipay", ref="A1")  # stored as Paid version 1, without a payer
@@ -404,9 +402,12 @@ def test_events_stored_by_an_older_release_are_upcast_when_the_ledger_reads_them
 
     payers = [event.payer for event in newer.history("shop-1") if isinstance(event, Paid)]
     assert payers == ["unrecorded", "shop-1-entity"]
-    with sqlite3.connect(db_path) as connection:
-        rows = connection.execute("SELECT state FROM stored_events WHERE topic = ? ORDER BY rowid", (Paid.TOPIC,))
-        versions = [json.loads(state).get("class_version", 1) for (state,) in rows]
+    rows = fetch_all(
+        store,
+        f"SELECT state FROM {store.events_table} WHERE topic = ? ORDER BY {store.position_column}",
+        (Paid.TOPIC,),
+    )
+    versions = [json.loads(state).get("class_version", 1) for (state,) in rows]
     assert versions == [1, 2]
 
 
@@ -457,23 +458,24 @@ def test_the_bumped_events_are_stored_as_version_2(plain_mapper: DepositMapper) 
         assert stored_json(plain_mapper.to_stored_event(record))["class_version"] == 2
 
 
-def test_a_ledger_replays_a_history_stored_before_policies(db_path: Path, clock: FakeClock) -> None:
-    with DepositLedger(str(db_path), actor="tester", clock=clock):
+def test_a_ledger_replays_a_history_stored_before_policies(store_url: str, store: Store, clock: FakeClock) -> None:
+    with DepositLedger(store_url, actor="tester", clock=clock):
         pass  # creates the tables
-    with sqlite3.connect(db_path) as connection:
+    with closing(store.connect()) as connection:
         for version, topic, state in V1_ROWS:
             connection.execute(
-                "INSERT INTO stored_events (originator_id, originator_version, topic, state) VALUES (?, ?, ?, ?)",
-                (deposit_id("tea-house").hex, version, topic, state.encode()),
+                f"INSERT INTO {store.events_table} (originator_id, originator_version, topic, state) "
+                "VALUES (?, ?, ?, ?)",
+                (store.deposit_param(deposit_id("tea-house").hex), version, topic, state.encode()),
             )
-    with DepositLedger(str(db_path), actor="tester", clock=clock) as ledger:
+    with DepositLedger(store_url, actor="tester", clock=clock) as ledger:
         state = ledger.show("tea-house")
         assert (state.status, state.owed_minor, state.categories, state.policy_version) == ("closing", 5_000, (), None)
         assert ledger.balance("tea-house") == state
 
 
 def test_a_snapshot_of_the_first_release_is_not_trusted_and_the_events_are_replayed(
-    ledger: DepositLedger, clock: FakeClock, db_path: Path, plain_mapper: DepositMapper
+    ledger: DepositLedger, clock: FakeClock, store_url: str, store: Store, plain_mapper: DepositMapper
 ) -> None:
     ledger.open("tea-house", currency="CNY", required="2000", site="CN")
     ledger.pay("tea-house", "2000", channel="alipay", ref="A1")
@@ -498,14 +500,15 @@ def test_a_snapshot_of_the_first_release_is_not_trusted_and_the_events_are_repla
     stored = StoredEvent(deposit_id("tea-house"), 4, DepositSnapshot.TOPIC, json.dumps(v1_snapshot).encode())
     with pytest.raises(OutdatedSnapshot):
         plain_mapper.to_domain_event(stored)
-    with sqlite3.connect(db_path) as connection:
+    with closing(store.connect()) as connection:
         connection.execute(
-            "INSERT INTO stored_snapshots (originator_id, originator_version, topic, state) VALUES (?, ?, ?, ?)",
-            (deposit_id("tea-house").hex, 4, stored.topic, stored.state),
+            f"INSERT INTO {store.snapshots_table} (originator_id, originator_version, topic, state) "
+            "VALUES (?, ?, ?, ?)",
+            (store.deposit_param(deposit_id("tea-house").hex), 4, stored.topic, stored.state),
         )
-    assert Auditor(resolve_store(str(db_path))).verify().ok, "an outdated snapshot is skipped, not a problem"
+    assert Auditor(resolve_store(store_url)).verify().ok, "an outdated snapshot is skipped, not a problem"
     clock.advance(days=1)
-    fresh = DepositLedger(str(db_path), actor="tester", clock=clock)
+    fresh = DepositLedger(store_url, actor="tester", clock=clock)
     try:
         appealed = fresh.appeal("tea-house", case="LS-1")  # needs the case's time, which v1 never kept
         assert appealed.state.version == 5

@@ -4,12 +4,9 @@ and the views and audit over every new event (rebuild equals replay, verify stay
 
 from __future__ import annotations
 
-import sqlite3
 from collections.abc import Iterator
 from contextlib import closing
 from datetime import timedelta
-from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -17,9 +14,10 @@ from domain import HISTORY_EVENTS, DepositState, Status
 from ledger import DepositLedger
 from ledger.audit import Auditor
 from ledger.policy_file import load_policy
-from ledger.store import resolve_store
+from ledger.store import Store
 from tests.conftest import FakeClock
 from tests.domain.policy_fixtures import policy
+from tests.ledger.stores import view_rows
 
 
 @pytest.fixture
@@ -69,14 +67,6 @@ def story(ledger: DepositLedger, clock: FakeClock) -> DepositLedger:
     return ledger
 
 
-def view_rows(db_path: Path) -> dict[str, list[tuple[Any, ...]]]:
-    with closing(sqlite3.connect(db_path)) as connection:
-        return {
-            table: connection.execute(f"SELECT * FROM {table} ORDER BY 1").fetchall()
-            for table in ("deposit_balances", "audit_trail")
-        }
-
-
 SHOPS = ("noodle-bar", "tea-house", "gadgets", "kimono")
 
 
@@ -115,11 +105,11 @@ def test_the_story_s_figures(story: DepositLedger) -> None:
     assert (noodle.required_minor, noodle.deducted_minor, noodle.reversed_minor) == (500_000, 12_000, 3_200)
 
 
-def test_rebuilding_the_views_gives_the_rows_the_commands_left(story: DepositLedger, db_path: Path) -> None:
-    live = view_rows(db_path)
+def test_rebuilding_the_views_gives_the_rows_the_commands_left(story: DepositLedger, store: Store) -> None:
+    live = view_rows(store)
     for name in ("balances", "audit_trail"):
         story.views.rebuild(name)
-    assert view_rows(db_path) == live
+    assert view_rows(store) == live
     audit = story.audit("noodle-bar")
     assert len(audit) == len(story.history("noodle-bar"))
     assert [row.position for row in audit] == sorted(row.position for row in audit)
@@ -150,13 +140,13 @@ def test_replay_answers_as_of_a_moment_restricted_then_though_topped_up_since(
 
 
 def test_the_policy_can_be_given_as_an_object_and_the_settlement_window_overridden(
-    db_path: Path, clock: FakeClock
+    store_url: str, clock: FakeClock
 ) -> None:
     custom = policy("2026.7")
-    with DepositLedger(str(db_path), actor="tester", clock=clock, policy=custom) as ledger:
+    with DepositLedger(store_url, actor="tester", clock=clock, policy=custom) as ledger:
         assert ledger.open("s1", site="CN", categories=["food"]).state.required_minor == 400_000
         assert ledger.policy is custom
-    with DepositLedger(str(db_path), clock=clock, policy=custom, settlement_window=timedelta(days=2)) as ledger:
+    with DepositLedger(store_url, clock=clock, policy=custom, settlement_window=timedelta(days=2)) as ledger:
         assert (ledger.settlement_window, ledger.policy.version) == (timedelta(days=2), "2026.7")
         assert ledger.close_shop("s1").state.settlement_due == clock.now + timedelta(days=2)
 
@@ -166,7 +156,7 @@ def test_the_settlement_window_defaults_to_the_shipped_policy_s(ledger: DepositL
 
 
 @pytest.fixture
-def old_balances_table(ledger: DepositLedger, db_path: Path) -> Iterator[list[DepositState]]:
+def old_balances_table(ledger: DepositLedger, store: Store) -> Iterator[list[DepositState]]:
     """A store whose balances table has the columns of the first release (no held, top_up_due...)."""
     ledger.open("tea-house", currency="CNY", required="2000", site="CN")
     ledger.pay("tea-house", "2000", channel="alipay", ref="A1")
@@ -177,7 +167,7 @@ def old_balances_table(ledger: DepositLedger, db_path: Path) -> Iterator[list[De
         "frozen_minor, deducted_minor, refunded_minor, forfeited_minor, owed_minor, shortfall_minor, "
         "settlement_due, version, last_effective_at, position"
     )
-    with closing(sqlite3.connect(db_path)) as connection, connection:
+    with closing(store.connect()) as connection:
         connection.execute(f"CREATE TABLE old_balances AS SELECT {old_columns} FROM deposit_balances")
         connection.execute("DROP TABLE deposit_balances")
         connection.execute("ALTER TABLE old_balances RENAME TO deposit_balances")
@@ -185,10 +175,10 @@ def old_balances_table(ledger: DepositLedger, db_path: Path) -> Iterator[list[De
 
 
 def test_verify_on_a_balances_table_of_an_older_release_says_so_instead_of_failing(
-    old_balances_table: list[DepositState], db_path: Path
+    old_balances_table: list[DepositState], store: Store
 ) -> None:
     # The auditor never writes: the table stays as the older release left it until a command runs.
-    report = Auditor(resolve_store(str(db_path))).verify()
+    report = Auditor(store).verify()
     assert [(problem.kind, problem.detail) for problem in report.problems] == [
         ("balances", "the balances view has another release's columns: run deposit-ledger projections rebuild")
     ]
@@ -196,8 +186,8 @@ def test_verify_on_a_balances_table_of_an_older_release_says_so_instead_of_faili
 
 
 def test_a_balances_table_of_an_older_release_is_rebuilt_from_the_events(
-    old_balances_table: list[DepositState], db_path: Path, clock: FakeClock
+    old_balances_table: list[DepositState], store_url: str, clock: FakeClock
 ) -> None:
-    with DepositLedger(str(db_path), actor="tester", clock=clock) as reopened:
+    with DepositLedger(store_url, actor="tester", clock=clock) as reopened:
         assert [reopened.balance("tea-house")] == old_balances_table
         assert reopened.auditor().verify().ok

@@ -16,9 +16,7 @@ def test_both_views_are_rebuilt_from_one_reading_of_the_events(
 ) -> None:
     monkeypatch.setattr("ledger.views.CATCH_UP_BATCH", 25)
     head = fill(ledger, 30, 3)
-    path = ledger.store.sqlite_path
-    assert path is not None
-    before, positions = view_rows(path), tracking(path)
+    before, positions = view_rows(ledger.store), tracking(ledger.store)
     decoded: list[int] = []
     positioned = ViewKeeper._positioned
 
@@ -32,8 +30,8 @@ def test_both_views_are_rebuilt_from_one_reading_of_the_events(
     assert ledger.views.rebuild(progress=lambda done, total: progress.append((done, total))) == head
 
     assert sorted(decoded) == list(range(1, head + 1)), "every event decoded once for both copies"
-    assert view_rows(path) == before
-    assert tracking(path) == positions
+    assert view_rows(ledger.store) == before
+    assert tracking(ledger.store) == positions
     assert progress[-1] == (head, head)
 
 
@@ -42,9 +40,7 @@ def test_a_copy_left_behind_by_an_interrupted_rebuild_is_started_afresh(
 ) -> None:
     monkeypatch.setattr("ledger.views.CATCH_UP_BATCH", 10)
     head = fill(ledger, 10, 2)
-    path = ledger.store.sqlite_path
-    assert path is not None
-    before = view_rows(path)
+    before = view_rows(ledger.store)
     stop = RuntimeError("killed")
 
     def interrupt(done: int, total: int) -> None:
@@ -53,7 +49,7 @@ def test_a_copy_left_behind_by_an_interrupted_rebuild_is_started_afresh(
 
     with pytest.raises(RuntimeError):
         ledger.views.rebuild("audit_trail", progress=interrupt)
-    assert tracking(path)["audit_trail.rebuild"] == 20
+    assert tracking(ledger.store)["audit_trail.rebuild"] == 20
 
     assert ledger.views.rebuild() == head
-    assert view_rows(path) == before
+    assert view_rows(ledger.store) == before

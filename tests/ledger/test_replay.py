@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import tempfile
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -20,7 +19,7 @@ from hypothesis import strategies as st
 from domain import DepositSnapshot, MalformedInput, Refused, ShopNotFound
 from ledger import DepositLedger
 from ledger.reports import state_json
-from tests.conftest import FakeClock
+from tests.conftest import FakeClock, examples, fresh_store
 from tests.ledger.audited_store import (
     LONG_SHOP,
     SNAPSHOT_VERSION,
@@ -164,10 +163,10 @@ def test_history_as_of_lists_the_events_effective_by_then(ledger: DepositLedger,
 
 
 def test_the_cli_replays_and_lists_as_of_a_time(
-    db_path: Path, ledger: DepositLedger, clock: FakeClock, capsys: pytest.CaptureFixture[str]
+    store_url: str, ledger: DepositLedger, clock: FakeClock, capsys: pytest.CaptureFixture[str]
 ) -> None:
     states = record_two_weeks(ledger, clock)
-    db = str(db_path)
+    db = store_url
     paid_at, paid = states["paid"]
     moment = paid_at.isoformat()
 
@@ -203,7 +202,7 @@ def test_the_cli_replays_and_lists_as_of_a_time(
     ],
 )
 def test_the_cli_refuses_replays_it_cannot_answer(
-    db_path: Path,
+    store_url: str,
     ledger: DepositLedger,
     clock: FakeClock,
     capsys: pytest.CaptureFixture[str],
@@ -211,7 +210,7 @@ def test_the_cli_refuses_replays_it_cannot_answer(
     code: int,
 ) -> None:
     record_two_weeks(ledger, clock)
-    outcome = run_cli(capsys, "--db", str(db_path), *args, "--json")
+    outcome = run_cli(capsys, "--db", store_url, *args, "--json")
     assert outcome.code == code
     assert outcome.out == ""
     assert len(outcome.err_lines) == 1
@@ -309,33 +308,34 @@ def run_command(ledger: DepositLedger, command: tuple[Any, ...]) -> None:
         ledger.force_close(shop, reason="repeated violations")
 
 
-@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(steps=st.lists(st.tuples(pauses, commands), min_size=1, max_size=20))
-def test_replay_as_of_any_moment_equals_what_show_printed_then(steps: list[tuple[timedelta, tuple[Any, ...]]]) -> None:
-    clock = FakeClock(OPENED_AT)
-    seen: list[tuple[datetime, str, Any]] = []
-    with tempfile.TemporaryDirectory() as folder:
-        ledger = DepositLedger(
-            str(Path(folder) / "deposits.db"), actor="risk-ops", clock=clock, settlement_window=timedelta(days=2)
-        )
-        try:
-            for pause, command in steps:
-                clock.now += pause
-                # A refused command writes nothing; the state after it is still worth checking.
-                with contextlib.suppress(Refused):
-                    run_command(ledger, command)
-                for shop in SHOPS:
-                    try:
-                        seen.append((clock.now, shop, ledger.show(shop)))
-                    except ShopNotFound:
-                        seen.append((clock.now, shop, None))
-            for moment, shop, state in seen:
-                if state is None:
-                    with pytest.raises(ShopNotFound):
-                        ledger.replay(shop, as_of=moment)
-                else:
-                    assert ledger.replay(shop, as_of=moment) == state
-                    assert ledger.replay(shop, version=state.version) == state
-                    assert len(ledger.history(shop, as_of=moment)) == state.version
-        finally:
-            ledger.close()
+def test_replay_as_of_any_moment_equals_what_show_printed_then(backend: str) -> None:
+    @settings(max_examples=examples(backend, 25), deadline=None, suppress_health_check=[HealthCheck.too_slow])
+    @given(steps=st.lists(st.tuples(pauses, commands), min_size=1, max_size=20))
+    def replays_agree(steps: list[tuple[timedelta, tuple[Any, ...]]]) -> None:
+        clock = FakeClock(OPENED_AT)
+        seen: list[tuple[datetime, str, Any]] = []
+        with fresh_store(backend) as url:
+            ledger = DepositLedger(url, actor="risk-ops", clock=clock, settlement_window=timedelta(days=2))
+            try:
+                for pause, command in steps:
+                    clock.now += pause
+                    # A refused command writes nothing; the state after it is still worth checking.
+                    with contextlib.suppress(Refused):
+                        run_command(ledger, command)
+                    for shop in SHOPS:
+                        try:
+                            seen.append((clock.now, shop, ledger.show(shop)))
+                        except ShopNotFound:
+                            seen.append((clock.now, shop, None))
+                for moment, shop, state in seen:
+                    if state is None:
+                        with pytest.raises(ShopNotFound):
+                            ledger.replay(shop, as_of=moment)
+                    else:
+                        assert ledger.replay(shop, as_of=moment) == state
+                        assert ledger.replay(shop, version=state.version) == state
+                        assert len(ledger.history(shop, as_of=moment)) == state.version
+            finally:
+                ledger.close()
+
+    replays_agree()

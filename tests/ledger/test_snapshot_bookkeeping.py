@@ -46,7 +46,7 @@ def test_queries_use_the_snapshot_figures_and_commands_read_its_bookkeeping_once
         return bookkeeping(snapshot)
 
     monkeypatch.setattr(DepositSnapshot, "bookkeeping", counting)
-    fresh = DepositLedger(str(ledger.store.sqlite_path), actor="tester", clock=ledger.clock)
+    fresh = DepositLedger(ledger.store, actor="tester", clock=ledger.clock)
     try:
         assert fresh.show("long").paid_minor == 11_000
         assert fresh.replay("long", version=221).version == 221
@@ -114,6 +114,7 @@ def test_a_version_2_snapshot_is_read_as_version_3() -> None:
     assert DepositSnapshot.take(deposit) == snapshot, "taken again, the same text"
 
 
+@pytest.mark.sqlite_only("edits the SQLite file behind the ledger")
 def test_a_snapshot_whose_bookkeeping_cannot_be_read_is_passed_over_for_the_events(ledger: DepositLedger) -> None:
     _long_deposit(ledger, SNAPSHOT_INTERVAL // 2 + 10)
     path = ledger.store.sqlite_path

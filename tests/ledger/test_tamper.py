@@ -39,6 +39,8 @@ from tests.ledger.audited_store import (
     template_store,
 )
 
+pytestmark = pytest.mark.sqlite_only("edits the SQLite file behind the ledger")
+
 PROBLEM_KEYS = {"position", "shop_id", "kind", "detail"}
 
 

@@ -6,7 +6,6 @@ import sqlite3
 import threading
 import time
 from collections.abc import Callable, Sequence
-from pathlib import Path
 
 import pytest
 from eventsourcing.persistence import IntegrityError, Tracking
@@ -14,10 +13,21 @@ from eventsourcing.persistence import IntegrityError, Tracking
 from domain import DepositState, DuplicateConflict, ShopNotFound, WrongStatus
 from ledger import DepositLedger
 from ledger.cli import main
+from ledger.store import resolve_store
 from ledger.views import ViewFailed
 from projections.view import Cursor, Positioned, View
 from tests.conftest import FakeClock
-from tests.ledger.stores import AUDIT, BALANCES, connect, drop_views, fill, fill_behind, tracking, view_rows
+from tests.ledger.stores import (
+    AUDIT,
+    BALANCES,
+    connect,
+    drop_views,
+    fill,
+    fill_behind,
+    table_and_index_names,
+    tracking,
+    view_rows,
+)
 
 
 def _lags(ledger: DepositLedger) -> dict[str, int]:
@@ -86,7 +96,7 @@ def test_many_deposits_saved_in_one_transaction_are_applied_inline(ledger: Depos
     head = fill(ledger, 30, 3)
     assert head == 30 * 8 + 6  # and three closures, three forced closures
     assert _lags(ledger) == {"balances": 0, "audit_trail": 0}
-    assert tracking(ledger.store.sqlite_path)[BALANCES] == head
+    assert tracking(ledger.store)[BALANCES] == head
     _assert_views_agree(ledger, ["bulk-00000", "bulk-00001", "bulk-00002", "bulk-00029"])
 
 
@@ -116,26 +126,26 @@ def test_the_next_command_brings_lagging_views_up_to_date(ledger: DepositLedger)
     _assert_views_agree(ledger, ["tea", "bulk-00000", "bulk-00004"])
 
 
-def test_views_behind_by_a_few_events_catch_up_when_the_ledger_opens(db_path: Path, clock: FakeClock) -> None:
-    first = DepositLedger(str(db_path), actor="tester", clock=clock)
+def test_views_behind_by_a_few_events_catch_up_when_the_ledger_opens(store_url: str, clock: FakeClock) -> None:
+    first = DepositLedger(store_url, actor="tester", clock=clock)
     head = fill_behind(first, 10, 2)
     first.close()
-    again = DepositLedger(str(db_path), actor="tester", clock=clock)
+    again = DepositLedger(store_url, actor="tester", clock=clock)
     try:
-        assert tracking(db_path)[BALANCES] == tracking(db_path)[AUDIT] == head
+        assert tracking(store_url)[BALANCES] == tracking(store_url)[AUDIT] == head
         _assert_views_agree(again, ["bulk-00000", "bulk-00009"])
     finally:
         again.close()
 
 
 def test_views_behind_by_more_than_the_limit_wait_for_catch_up(
-    db_path: Path, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+    store_url: str, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr("ledger.application.AUTO_CATCH_UP_LIMIT", 10)
-    first = DepositLedger(str(db_path), actor="tester", clock=clock)
+    first = DepositLedger(store_url, actor="tester", clock=clock)
     head = fill_behind(first, 3, 2)
     first.close()
-    again = DepositLedger(str(db_path), actor="tester", clock=clock)
+    again = DepositLedger(store_url, actor="tester", clock=clock)
     try:
         assert _lags(again) == {"balances": head, "audit_trail": head}
         assert again.views.catch_up() == 2 * head
@@ -144,25 +154,23 @@ def test_views_behind_by_more_than_the_limit_wait_for_catch_up(
         again.close()
 
 
-def test_a_vanished_view_table_is_recreated_and_refilled_on_open(db_path: Path, clock: FakeClock) -> None:
-    first = DepositLedger(str(db_path), actor="tester", clock=clock)
+def test_a_vanished_view_table_is_recreated_and_refilled_on_open(store_url: str, clock: FakeClock) -> None:
+    first = DepositLedger(store_url, actor="tester", clock=clock)
     fill(first, 10, 2)
-    before = view_rows(db_path)
+    before = view_rows(store_url)
     first.close()
-    with connect(db_path) as connection:
+    with connect(store_url) as connection:
         connection.execute("DROP TABLE audit_trail")
-    again = DepositLedger(str(db_path), actor="tester", clock=clock)
+    again = DepositLedger(store_url, actor="tester", clock=clock)
     again.close()
-    assert view_rows(db_path) == before
+    assert view_rows(store_url) == before
 
 
 def test_catch_up_commits_batch_by_batch(ledger: DepositLedger, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr("ledger.views.CATCH_UP_BATCH", 7)
     head = fill_behind(ledger, 5, 2)
     positions: list[int] = []
-    ledger.views.catch_up(
-        ["balances"], progress=lambda done, total: positions.append(tracking(ledger.store.sqlite_path)[BALANCES])
-    )
+    ledger.views.catch_up(["balances"], progress=lambda done, total: positions.append(tracking(ledger.store)[BALANCES]))
     assert positions == [*range(7, head, 7), head]
     assert _lags(ledger) == {"balances": 0, "audit_trail": head}
 
@@ -175,18 +183,17 @@ def test_a_rebuild_equals_the_live_view_row_for_row(ledger: DepositLedger, clock
     fill(ledger, 25, 3)
     clock.advance(days=1)
     ledger.pay("bulk-00003", "5", channel="alipay", ref="late")
-    path = ledger.store.sqlite_path
+    path = ledger.store
     before, positions = view_rows(path), tracking(path)
     assert ledger.views.rebuild(name) == ledger.views.head()
     assert view_rows(path) == before
     assert tracking(path) == positions
-    with connect(path) as connection:
-        tables = {row[0] for row in connection.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
-        indexes = {row[0] for row in connection.execute("SELECT name FROM sqlite_master WHERE type = 'index'")}
+    tables, indexes = table_and_index_names(path)
     assert not any(table.endswith("__rebuild") for table in tables)
     assert {"deposit_balances_shop", "deposit_balances_must_pay", "audit_trail_deposit"} <= indexes
 
 
+@pytest.mark.sqlite_only("reads SQLite's query plans and catalogue")
 def test_the_copy_is_indexed_while_it_is_built_and_the_swapped_view_keeps_the_live_index_names(
     ledger: DepositLedger, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -194,7 +201,7 @@ def test_the_copy_is_indexed_while_it_is_built_and_the_swapped_view_keeps_the_li
     # lookup scans the copy and a rebuild of a store with many interleaved shops goes quadratic.
     monkeypatch.setattr("ledger.views.CATCH_UP_BATCH", 10)
     fill(ledger, 10, 2)
-    path = ledger.store.sqlite_path
+    path = ledger.store
     with connect(path) as connection:
         live_indexes = _indexes(connection)
     plans: list[str] = []
@@ -221,19 +228,19 @@ def _indexes(connection: sqlite3.Connection) -> set[tuple[str, str]]:
 
 
 def test_dropping_the_view_tables_and_running_projections_rebuild_restores_identical_rows(
-    db_path: Path, clock: FakeClock, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    store_url: str, clock: FakeClock, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    first = DepositLedger(str(db_path), actor="tester", clock=clock)
+    first = DepositLedger(store_url, actor="tester", clock=clock)
     head = fill(first, 40, 3)
     first.close()
-    before = view_rows(db_path)
-    drop_views(db_path)
+    before = view_rows(store_url)
+    drop_views(store_url)
     # Nothing is caught up on opening: the rebuild itself restores every row.
     monkeypatch.setattr("ledger.application.AUTO_CATCH_UP_LIMIT", 0)
-    main(["--db", str(db_path), "projections", "rebuild", "--json"])
+    main(["--db", store_url, "projections", "rebuild", "--json"])
     assert '"lag": 0' in capsys.readouterr().out
-    assert view_rows(db_path) == before
-    assert tracking(db_path)[BALANCES] == tracking(db_path)[AUDIT] == head
+    assert view_rows(store_url) == before
+    assert tracking(store_url)[BALANCES] == tracking(store_url)[AUDIT] == head
 
 
 def test_queries_keep_answering_from_the_live_view_during_a_rebuild(
@@ -247,7 +254,7 @@ def test_queries_keep_answering_from_the_live_view_during_a_rebuild(
 
     def meanwhile(done: int, total: int) -> None:
         answers.append(ledger.balance("bulk-00009"))
-        with connect(ledger.store.sqlite_path) as connection:
+        with connect(ledger.store) as connection:
             built.append(connection.execute("SELECT MAX(position) FROM deposit_balances__rebuild").fetchone()[0])
 
     ledger.views.rebuild("balances", progress=meanwhile)
@@ -256,11 +263,11 @@ def test_queries_keep_answering_from_the_live_view_during_a_rebuild(
 
 
 def test_events_saved_during_a_rebuild_are_in_the_view_it_switches_to(
-    db_path: Path, ledger: DepositLedger, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+    store_url: str, ledger: DepositLedger, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr("ledger.views.CATCH_UP_BATCH", 10)
     fill(ledger, 10, 2)
-    other = DepositLedger(str(db_path), actor="other", clock=clock)
+    other = DepositLedger(store_url, actor="other", clock=clock)
     saved: list[int] = []
 
     def meanwhile(done: int, total: int) -> None:
@@ -273,7 +280,7 @@ def test_events_saved_during_a_rebuild_are_in_the_view_it_switches_to(
         ledger.views.rebuild("audit_trail", progress=meanwhile)
     finally:
         other.close()
-    assert tracking(db_path)[AUDIT] == saved[0]
+    assert tracking(store_url)[AUDIT] == saved[0]
     _assert_views_agree(ledger, ["late-comer", "bulk-00009"])
 
 
@@ -329,48 +336,51 @@ def test_a_poison_event_stops_only_its_view_and_nothing_is_skipped(
         "audit_trail": (0, None),
     }
     _assert_views_agree(ledger, ["tea", "gym"])
-    live = view_rows(ledger.store.sqlite_path)
+    live = view_rows(ledger.store)
     ledger.views.rebuild("balances")
-    assert view_rows(ledger.store.sqlite_path) == live
+    assert view_rows(ledger.store) == live
 
 
 def test_a_corrupt_stored_event_stops_both_views_at_its_position_until_repaired(
-    db_path: Path, clock: FakeClock
+    store_url: str, clock: FakeClock
 ) -> None:
-    first = DepositLedger(str(db_path), actor="tester", clock=clock)
+    first = DepositLedger(store_url, actor="tester", clock=clock)
     head = fill(first, 5, 2)
     first.close()
-    before = view_rows(db_path)
-    drop_views(db_path)
-    with connect(db_path) as connection:
-        (state,) = connection.execute("SELECT state FROM stored_events WHERE rowid = 17").fetchone()
-        connection.execute("UPDATE stored_events SET state = ? WHERE rowid = 17", (b"{not json",))
+    before = view_rows(store_url)
+    drop_views(store_url)
+    store = resolve_store(store_url)
+    select = f"SELECT state FROM {store.events_table} WHERE {store.position_column} = 17"
+    update = f"UPDATE {store.events_table} SET state = ? WHERE {store.position_column} = 17"
+    with connect(store) as connection:
+        (state,) = connection.execute(select).fetchone()
+        connection.execute(update, (b"{not json",))
 
-    ledger = DepositLedger(str(db_path), actor="tester", clock=clock)
+    ledger = DepositLedger(store_url, actor="tester", clock=clock)
     try:
         statuses = ledger.projection_status()
         assert [(s.name, s.position, s.head) for s in statuses] == [("balances", 16, head), ("audit_trail", 16, head)]
         assert all(s.error and s.error.startswith("position 17: MapperDeserialisationError") for s in statuses)
         with pytest.raises(ViewFailed, match="view balances stopped at position 17"):
             ledger.views.catch_up()
-        with connect(db_path) as connection:
-            connection.execute("UPDATE stored_events SET state = ? WHERE rowid = 17", (state,))
+        with connect(store) as connection:
+            connection.execute(update, (state,))
         assert ledger.views.catch_up() == 2 * (head - 16)
     finally:
         ledger.close()
-    assert view_rows(db_path) == before
+    assert view_rows(store_url) == before
 
 
 def test_a_rebuild_stopped_by_a_poison_event_leaves_the_live_view_alone(
     ledger: DepositLedger, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     fill(ledger, 5, 2)
-    before = view_rows(ledger.store.sqlite_path)
+    before = view_rows(ledger.store)
     audit = ledger.views.view("audit_trail")
     monkeypatch.setattr(audit, "apply", _fail_at(audit, 9, RuntimeError("poison")))
     with pytest.raises(ViewFailed, match="view audit_trail stopped at position 9: RuntimeError: poison"):
         ledger.views.rebuild("audit_trail")
-    assert view_rows(ledger.store.sqlite_path) == before
+    assert view_rows(ledger.store) == before
     assert _lags(ledger) == {"balances": 0, "audit_trail": 0}
 
 
@@ -379,7 +389,7 @@ def test_a_rebuild_stopped_by_a_poison_event_leaves_the_live_view_alone(
 
 def test_a_stale_batch_cannot_be_applied_twice(ledger: DepositLedger) -> None:
     head = fill(ledger, 3, 1)
-    path = ledger.store.sqlite_path
+    path = ledger.store
     before = view_rows(path)
     # A second keeper that read position 0 long ago now offers the first deposit's events (positions 1-4) again.
     stale = [Positioned(position, event) for position, event in enumerate(ledger.history("bulk-00000"), start=1)]
@@ -392,13 +402,13 @@ def test_a_stale_batch_cannot_be_applied_twice(ledger: DepositLedger) -> None:
 
 
 def test_two_racing_catch_ups_apply_every_event_once(
-    db_path: Path, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+    store_url: str, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr("ledger.views.CATCH_UP_BATCH", 10)
     monkeypatch.setattr("ledger.application.AUTO_CATCH_UP_LIMIT", 0)
-    first = DepositLedger(str(db_path), actor="tester", clock=clock)
+    first = DepositLedger(store_url, actor="tester", clock=clock)
     head = fill_behind(first, 30, 2)
-    keepers = [first, DepositLedger(str(db_path), actor="tester", clock=clock)]
+    keepers = [first, DepositLedger(store_url, actor="tester", clock=clock)]
     applied: list[int] = []
     start = threading.Barrier(len(keepers))
 
@@ -415,10 +425,10 @@ def test_two_racing_catch_ups_apply_every_event_once(
     try:
         assert min(applied) > 0, "the keepers took turns"
         assert sum(applied) == 2 * head
-        live = view_rows(db_path)
+        live = view_rows(store_url)
         for name in ("balances", "audit_trail"):
             first.views.rebuild(name)
-        assert view_rows(db_path) == live
+        assert view_rows(store_url) == live
     finally:
         for keeper in keepers:
             keeper.close()

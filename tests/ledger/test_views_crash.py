@@ -19,6 +19,8 @@ from ledger import DepositLedger
 from ledger.application import AUTO_CATCH_UP_LIMIT
 from tests.ledger.stores import AUDIT, BALANCES, connect, copy_store, fill_behind, tracking, view_rows
 
+pytestmark = pytest.mark.sqlite_only("kills SQLite catch-ups; workers are killed on both engines elsewhere")
+
 ROOT = Path(__file__).resolve().parents[2]
 KILL_WITHIN_S = 30.0
 

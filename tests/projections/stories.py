@@ -1,4 +1,4 @@
-"""Deposit histories built in memory, and a view's tables in an in-memory database.
+"""Deposit histories built in memory, and a view's tables in a database of either engine.
 
 The aggregate is the oracle: a view fed its events must report what the
 deposit itself reports after each command.
@@ -7,12 +7,16 @@ deposit itself reports after each command.
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, cast
 
+import psycopg
+
 from domain import Channel, DeductionReason, DepositEvent, DepositState, ShopDeposit, Stamp
+from ledger.store import Store
 from projections.view import Positioned, View
 from tests.domain.policy_fixtures import policy
 
@@ -209,6 +213,24 @@ def view_tables(view_class: type[View]) -> tuple[View, sqlite3.Cursor]:
     for statement in view.create_statements(view.table) + view.index_statements(view.table):
         cursor.execute(statement)
     return view, cursor
+
+
+@contextmanager
+def view_tables_in(store: Store, view_class: type[View]) -> Iterator[tuple[View, Any]]:
+    """The view and a cursor on ``store`` (either backend) holding its live tables, closed afterwards."""
+    connection = store.connect()
+    try:
+        view = view_class(view=cast(Any, None))
+        cursor = connection.cursor()
+        for statement in view.create_statements(view.table) + view.index_statements(view.table):
+            cursor.execute(statement)
+        yield view, cursor
+    finally:
+        connection.close()
+
+
+INTEGRITY_ERRORS = (sqlite3.IntegrityError, psycopg.IntegrityError)
+"""What either engine raises when a row's key is taken."""
 
 
 def table_rows(cursor: sqlite3.Cursor, table: str) -> list[tuple[Any, ...]]:

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Iterator
 
 import pytest
 
 from domain import deposit_id
+from ledger.store import Store
 from projections.audit_trail import AuditRow, AuditTrailView
 from tests.projections.stories import (
+    INTEGRITY_ERRORS,
     events_of,
     forfeited_story,
     policy_story,
@@ -16,6 +19,7 @@ from tests.projections.stories import (
     refunded_story,
     table_rows,
     view_tables,
+    view_tables_in,
 )
 
 TABLE = AuditTrailView.table
@@ -78,10 +82,11 @@ POLICY_TRAIL = [
 
 
 @pytest.fixture
-def audit() -> tuple[AuditTrailView, sqlite3.Cursor]:
-    view, cursor = view_tables(AuditTrailView)
-    assert isinstance(view, AuditTrailView)
-    return view, cursor
+def audit(store: Store) -> Iterator[tuple[AuditTrailView, sqlite3.Cursor]]:
+    """The view's tables in the test's store: each test using it runs on both engines."""
+    with view_tables_in(store, AuditTrailView) as (view, cursor):
+        assert isinstance(view, AuditTrailView)
+        yield view, cursor
 
 
 def _trail(view: AuditTrailView, cursor: sqlite3.Cursor, shop_id: str) -> list[tuple[object, ...]]:
@@ -185,7 +190,7 @@ def test_a_position_applied_twice_is_refused(audit: tuple[AuditTrailView, sqlite
     view, cursor = audit
     batch = positioned(events_of(refunded_story()))
     view.apply(cursor, TABLE, batch)
-    with pytest.raises(sqlite3.IntegrityError):
+    with pytest.raises(INTEGRITY_ERRORS):
         view.apply(cursor, TABLE, batch[-1:])
 
 

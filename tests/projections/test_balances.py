@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Iterator
 
 import pytest
 
 from domain import Channel, DeductionReason, ShopDeposit, Status
+from ledger.store import Store
 from projections.balances import BalancesView
 from projections.view import View, stored_time
 from tests.projections.stories import (
@@ -20,14 +22,17 @@ from tests.projections.stories import (
     stamp,
     table_rows,
     view_tables,
+    view_tables_in,
 )
 
 TABLE = BalancesView.table
 
 
 @pytest.fixture
-def balances() -> tuple[View, sqlite3.Cursor]:
-    return view_tables(BalancesView)
+def balances(store: Store) -> Iterator[tuple[View, sqlite3.Cursor]]:
+    """The view's tables in the test's store: each test using it runs on both engines."""
+    with view_tables_in(store, BalancesView) as tables:
+        yield tables
 
 
 def _get(view: View, cursor: sqlite3.Cursor, shop_id: str) -> tuple[object, int]:
