@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import tempfile
 import time
@@ -20,7 +21,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from benchmarks import balance_query, bulk, commands, replay
+from benchmarks import balance_query, bulk, commands, postgres_throughput, replay
 from benchmarks.common import Figure, machine, note, run_python
 
 DEFAULT_OUTPUT = Path(__file__).parent / "results" / "suite.json"
@@ -38,12 +39,13 @@ class Sizes:
     replay_rounds: int
     long_history_calls: int
     verify_events: int
+    postgres_commands: int
 
 
 SIZES = {
-    "full": Sizes(1_000_000, 20_000, 1_000, 600, 100_000, 100, 3_000, 100_000),
-    "quick": Sizes(20_000, 2_000, 100, 60, 10_000, 20, 300, 20_000),
-    "smoke": Sizes(600, 50, 5, 5, 400, 3, 20, 500),
+    "full": Sizes(1_000_000, 20_000, 1_000, 600, 100_000, 100, 3_000, 100_000, 200),
+    "quick": Sizes(20_000, 2_000, 100, 60, 10_000, 20, 300, 20_000, 20),
+    "smoke": Sizes(600, 50, 5, 5, 400, 3, 20, 500, 3),
 }
 
 
@@ -54,7 +56,31 @@ def run(sizes: Sizes, folder: Path) -> list[Figure]:
     figures += replay.measure(folder, sizes.replay_events, sizes.replay_rounds)
     figures += _long_history(folder, sizes.long_history_calls)
     figures += _verify(folder, sizes.verify_events)
+    postgres = os.environ.get(postgres_throughput.ENV_VAR)
+    if postgres:
+        figures += _postgres(postgres, sizes.postgres_commands)
+    else:
+        note(f"PostgreSQL throughput skipped: set {postgres_throughput.ENV_VAR} to a database URL to measure it")
     return figures
+
+
+def _postgres(url: str, commands: int) -> list[Figure]:
+    # benchmarks.postgres_throughput: writer processes on a schema of their own, beside bare INSERTs.
+    note(f"PostgreSQL: {commands} commands per writer, 1 and {postgres_throughput.WRITERS} writers")
+    results = {result.case: result for result in postgres_throughput.measure(url, commands)}
+    floors = {result.processes: result for case, result in results.items() if case.startswith("floor")}
+    return [
+        Figure(
+            f"PostgreSQL {result.case}",
+            result.per_s,
+            "commands/s",
+            floors[result.processes].per_s,
+            f"bare INSERT, {result.processes} connection(s)",
+            detail={"p50_ms": result.p50_ms, "p99_ms": result.p99_ms, "commands": result.commands},
+        )
+        for case, result in results.items()
+        if not case.startswith("floor")
+    ]
 
 
 def _long_history(folder: Path, calls: int) -> list[Figure]:
