@@ -498,6 +498,7 @@ def import_command(
             on_reject = _reject_to_stderr
         ledger = stack.enter_context(open_ledger(ctx))
         advance = stack.enter_context(progress_bar("importing", unit="lines"))
+        advance(0, total)
         try:
             summary = import_journal(
                 ledger, reader, on_reject=on_reject, progress=lambda done: advance(done, max(total, done))
