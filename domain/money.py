@@ -92,8 +92,6 @@ def to_minor(amount: str | Decimal, currency: str) -> int:
     """
     value = parse_decimal(amount)
     digits = minor_digits(currency)
-    too_large = f"amount {amount} exceeds the limit of {format_minor(MAX_AMOUNT_MINOR, currency)} {currency}"
-    too_precise = f"amount {amount} has more decimals than {currency} allows ({digits})"
     # Work on the digits and the exponent, never with Decimal arithmetic: the default
     # context rounds past 28 digits (1.000...0001 would become 1) and overflows on
     # huge exponents (1e999999).
@@ -101,14 +99,18 @@ def to_minor(amount: str | Decimal, currency: str) -> int:
     assert isinstance(exponent, int), "parse_decimal admits only finite amounts"
     leading_power = value.adjusted() + digits  # power of ten of the leading digit, in minor units
     if leading_power >= len(str(MAX_AMOUNT_MINOR)):
-        raise MalformedInput(too_large)
+        raise MalformedInput(_too_large(amount, currency))
     whole_digits = coefficient_digits[: leading_power + 1]
     if leading_power < 0 or any(coefficient_digits[leading_power + 1 :]):
-        raise MalformedInput(too_precise)
+        raise MalformedInput(f"amount {amount} has more decimals than {currency} allows ({digits})")
     amount_minor: int = int("".join(map(str, whole_digits))) * 10 ** max(exponent + digits, 0)
     if amount_minor > MAX_AMOUNT_MINOR:
-        raise MalformedInput(too_large)
+        raise MalformedInput(_too_large(amount, currency))
     return amount_minor
+
+
+def _too_large(amount: str | Decimal, currency: str) -> str:
+    return f"amount {amount} exceeds the limit of {format_minor(MAX_AMOUNT_MINOR, currency)} {currency}"
 
 
 def to_decimal(amount_minor: int, currency: str) -> Decimal:

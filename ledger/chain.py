@@ -12,6 +12,7 @@ the head kept outside the database.
 from __future__ import annotations
 
 import hashlib
+import struct
 from collections.abc import Sequence
 from typing import Any
 
@@ -44,16 +45,34 @@ def _field(value: bytes) -> bytes:
     return len(value).to_bytes(8, "big") + value
 
 
+_LENGTH = struct.Struct(">Q")
+_PAIR = struct.Struct(">QQ")
+_FORMAT_FIELD = _field(CHAIN_FORMAT)
+
+
 def link(previous: bytes, position: int, originator_id: str, version: int, topic: str, state: bytes) -> bytes:
-    """The link of the event stored at ``position``, given the link before it."""
-    digest = hashlib.sha256(_field(CHAIN_FORMAT))
-    digest.update(_field(previous))
-    digest.update(position.to_bytes(8, "big"))
-    digest.update(_field(originator_id.encode()))
-    digest.update(version.to_bytes(8, "big"))
-    digest.update(_field(topic.encode()))
-    digest.update(_field(state))
-    return digest.digest()
+    """The link of the event stored at ``position``, given the link before it.
+
+    SHA-256 over the format tag, the previous link, the position, the deposit id,
+    the version, the topic and the state, each variable field preceded by its
+    length (8 bytes, big-endian, as are the numbers).
+    """
+    identity, name = originator_id.encode(), topic.encode()
+    return hashlib.sha256(
+        b"".join(
+            (
+                _FORMAT_FIELD,
+                _LENGTH.pack(len(previous)),
+                previous,
+                _PAIR.pack(position, len(identity)),
+                identity,
+                _PAIR.pack(version, len(name)),
+                name,
+                _LENGTH.pack(len(state)),
+                state,
+            )
+        )
+    ).digest()
 
 
 def last_link(cursor: Any) -> tuple[int, bytes]:
