@@ -254,6 +254,11 @@ class Operation:
     repeats: Repeats | None = None
     """For operations without a key of their own: whether a history event is what the line records."""
 
+    @property
+    def fields(self) -> frozenset[str]:
+        """Every field a line of this operation may have."""
+        return frozenset((*_ENVELOPE, *self.required, *self.optional))
+
 
 def _names(fields: Mapping[str, str], field: str) -> list[str]:
     # A list field: categories separated by commas.
@@ -416,12 +421,14 @@ OPERATIONS: dict[str, Operation] = {
 }
 """Every operation a journal may hold, by its ``op``: the command line's write commands."""
 
+_KNOWN_FIELDS = frozenset(FIELDS)
+_ALLOWED = {operation: operation.fields for operation in OPERATIONS.values()}
+
 
 def _operation(fields: Mapping[str, str]) -> Operation:
     # The line's shape, before any command sees it: one clear reason per mistake.
-    unknown = sorted(set(fields) - set(FIELDS))
-    if unknown:
-        raise MalformedInput(f"unknown field {unknown[0]!r}")
+    if not _KNOWN_FIELDS.issuperset(fields):
+        raise MalformedInput(f"unknown field {sorted(set(fields) - _KNOWN_FIELDS)[0]!r}")
     name = fields.get("op")
     if name is None:
         raise MalformedInput("missing field 'op'")
@@ -431,9 +438,8 @@ def _operation(fields: Mapping[str, str]) -> Operation:
     for field in ("shop", "at", *operation.required):
         if field not in fields:
             raise MalformedInput(f"{name} needs the field {field!r}")
-    allowed = {*_ENVELOPE, *operation.required, *operation.optional}
-    extra = [field for field in FIELDS if field in fields and field not in allowed]
-    if extra:
+    if not _ALLOWED[operation].issuperset(fields):
+        extra = [field for field in FIELDS if field in fields and field not in _ALLOWED[operation]]
         raise MalformedInput(f"field {extra[0]!r} does not apply to {name}")
     return operation
 
