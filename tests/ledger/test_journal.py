@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 from uuid import UUID
@@ -398,3 +399,31 @@ def test_policy_lines_are_checked_like_their_commands(ledger: DepositLedger, tmp
     assert (summary.applied, summary.duplicates) == (1, 1), "a policy already applied is a duplicate"
     state = ledger.show("tea")
     assert (state.categories, state.required_minor, state.currency) == (("apparel", "food"), 400000, "CNY")
+
+
+def test_a_batch_that_loses_a_race_to_another_writer_is_decided_again(
+    ledger: DepositLedger, reopen: Callable[[], DepositLedger], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ledger.open("tea", currency="CNY", required="100", at="2025-01-01T00:00:00Z")
+    other = reopen()
+    records = [
+        line("pay", "tea", "2025-01-02T00:00:00Z", amount="10", channel="alipay", ref="A1"),
+        line("pay", "tea", "2025-01-03T00:00:00Z", amount="20", channel="alipay", ref="A2"),
+    ]
+    path = write_journal(tmp_path / "race.jsonl", records, "jsonl")
+    save = DepositLedger.save
+    raced: list[bool] = []
+
+    def racing_save(self: DepositLedger, *objs: Any, **kwargs: Any) -> Any:
+        if self is ledger and not raced:
+            raced.append(True)  # another process records the same payment first
+            other.pay("tea", "10", channel="alipay", ref="A1", at="2025-01-02T00:00:00Z")
+        return save(self, *objs, **kwargs)
+
+    monkeypatch.setattr(DepositLedger, "save", racing_save)
+
+    summary, rejected = run_import(ledger, path, "jsonl")
+
+    assert (rejected, summary.applied, summary.duplicates) == ([], 1, 1)
+    assert [event.type_name for event in ledger.history("tea")] == ["Opened", "Paid", "Frozen", "Paid", "Frozen"]
+    assert ledger.show("tea").paid_minor == 3000
