@@ -21,6 +21,7 @@ what the shop owes first, oldest case first, and only the rest is frozen.
 
 from __future__ import annotations
 
+import functools
 import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -72,8 +73,10 @@ FORCED_CLOSURE_RELEASE = "released by the forced closure"
 """The note of the ``HoldReleased`` events a forced closure records before it forfeits."""
 
 
+@functools.lru_cache(maxsize=4096)
 def deposit_id(shop_id: str) -> UUID:
     """The aggregate id of a shop's deposit: derived from the shop id, so no index is needed."""
+    # Cached: a command derives it several times, and a SHA-1 each time was a visible cost.
     return uuid.uuid5(SHOP_NAMESPACE, shop_id)
 
 

@@ -104,6 +104,10 @@ class ConcurrencyExhausted(LedgerError):
     """Other writers kept saving the same deposit first; nothing was written."""
 
 
+class StaleDeposit(IntegrityError):
+    """A cached deposit was behind the store: the command is decided again on the stored one."""
+
+
 class CommandResult(BaseModel):
     """What a command left behind: the deposit's new state, and whether it changed anything."""
 
@@ -842,10 +846,18 @@ class DepositLedger(Application[UUID]):
         actor: str | None,
     ) -> CommandResult:
         def attempt() -> CommandResult:
-            deposit = self._checkout(shop_id)
-            changed = command(deposit, self._stamp(effective_at, actor))
+            deposit, cached = self._checkout(shop_id)
+            checked_out = deposit.version
+            try:
+                changed = command(deposit, self._stamp(effective_at, actor))
+            except LedgerError:
+                if cached:
+                    self._confirm_current(deposit.id, checked_out)  # refused by the store's state, not a stale copy
+                raise
             if changed:
-                self._commit(deposit)
+                self._commit(deposit)  # a stale copy fails here: its next version is taken
+            elif cached:
+                self._confirm_current(deposit.id, checked_out)
             self._checkin(deposit)
             return CommandResult(state=deposit.state(self.clock()), duplicate=not changed)
 
@@ -858,16 +870,34 @@ class DepositLedger(Application[UUID]):
         else:
             self.save(deposit)
 
-    def _checkout(self, shop_id: str) -> ShopDeposit:
-        # A command takes the deposit out of the cache for its own exclusive use and
-        # brings it up to date with any events other processes saved since. If the
+    def _checkout(self, shop_id: str) -> tuple[ShopDeposit, bool]:
+        # A command takes the deposit out of the cache for its own exclusive use. If the
         # command fails half way, the deposit is simply not checked back in, so a
         # half-changed object can never serve the next command. Inside a batch the
         # batch holds the deposit until it is saved.
-        found = self._batch.find(shop_id) if self._batch is not None else self._take(shop_id)
+        #
+        # A cached deposit is used as it is, without asking the store whether another
+        # process saved events since (True comes back beside it): if one did, the
+        # command's events fail to insert (their versions are taken) and the command is
+        # decided again on the deposit as stored. Only an answer that writes nothing (a
+        # refusal, a duplicate) must then be confirmed against the store: _confirm_current.
+        if self._batch is not None:
+            found, cached = self._batch.find(shop_id), False
+        else:
+            with self._cache_lock:
+                found = self._cache.pop(deposit_id(shop_id), None)
+            cached = found is not None
+            if found is None:
+                found = self._load(deposit_id(shop_id))
         if found is None:
             raise ShopNotFound(f"shop {shop_id} has no deposit")
-        return found
+        return found, cached
+
+    def _confirm_current(self, deposit: UUID, version: int) -> None:
+        # Whether a cached copy at ``version`` was the deposit as stored; if not, the
+        # command is decided again (IntegrityError: the retry loads the deposit afresh).
+        if next(iter(self.events.get(deposit, gt=version, limit=1)), None) is not None:
+            raise StaleDeposit(f"deposit {deposit} changed in another process since it was cached")
 
     def _take(self, shop_id: str) -> ShopDeposit | None:
         # The cached deposit, brought up to date, or else the deposit as stored.
@@ -924,6 +954,8 @@ class DepositLedger(Application[UUID]):
         for number in range(1, MAX_ATTEMPTS + 1):
             try:
                 return attempt()
+            except StaleDeposit:
+                continue  # nobody to wait for: the next attempt reads the deposit as stored
             except IntegrityError:
                 # Another writer saved this deposit's next version first: reload and decide again,
                 # after a random pause that doubles each time, so that writers who collided do not

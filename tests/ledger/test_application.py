@@ -521,3 +521,56 @@ def test_a_write_that_keeps_losing_gives_up_after_bounded_attempts(
         shops.pay("shop-cn", "100", channel="wechat_pay", ref="W1")
     assert len(rival_writes) == MAX_ATTEMPTS
     assert event_types(rival, "shop-cn") == ["Opened", "Paid", "Frozen"] + ["Deducted"] * MAX_ATTEMPTS
+
+
+# ------------------------------------------- a cached deposit behind the store
+
+
+def test_a_payment_on_a_stale_cached_deposit_is_decided_again_on_the_stored_one(
+    shops: DepositLedger, reopen: Callable[[], DepositLedger]
+) -> None:
+    shops.pay("shop-cn", "10", channel="alipay", ref="A2")  # shop-cn is now cached here
+    rival = reopen()
+    rival.deduct("shop-cn", "300", reason="late_shipment", case="C-rival")
+    result = shops.pay("shop-cn", "100", channel="wechat_pay", ref="W1")
+    assert event_types(shops, "shop-cn")[-3:] == ["Deducted", "Paid", "Frozen"]
+    assert (result.state.paid_minor, result.state.deducted_minor, result.state.frozen_minor) == (
+        211_000,
+        30_000,
+        181_000,
+    )
+    assert shops.balance("shop-cn") == shops.show("shop-cn")
+
+
+def test_a_duplicate_on_a_stale_cached_deposit_answers_with_the_stored_state(
+    shops: DepositLedger, reopen: Callable[[], DepositLedger]
+) -> None:
+    shops.pay("shop-cn", "10", channel="alipay", ref="A2")
+    rival = reopen()
+    rival.deduct("shop-cn", "300", reason="late_shipment", case="C-rival")
+    result = shops.pay("shop-cn", "10", channel="alipay", ref="A2")
+    assert result.duplicate
+    assert (result.state.version, result.state.deducted_minor) == (6, 30_000)
+
+
+def test_a_refusal_on_a_stale_cached_deposit_is_judged_again_on_the_stored_one(
+    shops: DepositLedger, reopen: Callable[[], DepositLedger]
+) -> None:
+    shops.pay("shop-jp", "70000", channel="alipay", ref="J1")  # cached here: nothing above the requirement
+    rival = reopen()
+    rival.pay("shop-jp", "5000", channel="wechat_pay", ref="W9")
+    result = shops.refund_excess("shop-jp")  # the cached copy would refuse; the stored deposit has 5,000 extra
+    assert event_types(shops, "shop-jp")[-1] == "ExcessRefunded"
+    assert (result.state.frozen_minor, result.state.refunded_minor) == (70_000, 5_000)
+
+
+def test_a_refusal_stands_when_the_cached_deposit_was_current(
+    shops: DepositLedger, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    shops.pay("shop-jp", "70000", channel="alipay", ref="J1")
+    confirmed: list[int] = []
+    confirm = shops._confirm_current
+    monkeypatch.setattr(shops, "_confirm_current", lambda *args: confirmed.append(1) or confirm(*args))
+    with writes_nothing(shops), pytest.raises(Refused):
+        shops.refund_excess("shop-jp")
+    assert confirmed == [1]
