@@ -103,6 +103,7 @@ from ledger.application import (
     parse_shop_id,
     parse_time,
 )
+from ledger.collector import collect_young, collector_paused
 
 JournalFormat = Literal["jsonl", "csv"]
 JOURNAL_FORMATS: tuple[JournalFormat, ...] = ("jsonl", "csv")
@@ -517,16 +518,18 @@ def import_journal(
     counts = {"applied": 0, "duplicate": 0, "rejected": 0}
     events = done = 0
     remaining = iter(lines)
-    while chunk := list(islice(remaining, batch_lines)):
-        results, recorded = _apply_batch(ledger, chunk)
-        events += recorded
-        for result in results:
-            counts[result.outcome] += 1
-            if result.outcome == "rejected" and on_reject is not None:
-                on_reject(result)
-        done += len(chunk)
-        if progress is not None:
-            progress(done)
+    with collector_paused():
+        while chunk := list(islice(remaining, batch_lines)):
+            results, recorded = _apply_batch(ledger, chunk)
+            events += recorded
+            for result in results:
+                counts[result.outcome] += 1
+                if result.outcome == "rejected" and on_reject is not None:
+                    on_reject(result)
+            done += len(chunk)
+            collect_young()
+            if progress is not None:
+                progress(done)
     return ImportSummary(
         lines=done,
         applied=counts["applied"],

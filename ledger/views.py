@@ -24,17 +24,22 @@ from __future__ import annotations
 
 from bisect import bisect_right
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from eventsourcing.persistence import IntegrityError, Mapper, StoredEvent, Tracking
 
 from domain import DepositEvent, LedgerError
+from ledger.collector import collect_young, collector_paused
 from ledger.store import Store
-from projections.view import BatchRecorder, Cursor, Positioned, View
+from projections.view import BatchRecorder, Carry, Cursor, Positioned, View
 
 CATCH_UP_BATCH = 1000
-"""Events applied per transaction when catching up or rebuilding."""
+"""Events applied per transaction when catching up."""
+
+REBUILD_BATCH = 10_000
+"""Events applied per transaction when rebuilding: a deposit's rows are written once per
+batch however many of its events the batch holds, so larger batches write less."""
 
 Progress = Callable[[int, int], None]
 """Called with (events done, events to do) after each batch."""
@@ -55,11 +60,12 @@ class ViewFailed(LedgerError):
 
 @dataclass(frozen=True)
 class _Copy:
-    """A view's copy being rebuilt: the view, the copy's table, the copy's tracking name."""
+    """A view's copy being rebuilt: the view, the copy's table, the copy's tracking name, what it carries."""
 
     view: View
     table: str
     tracking_name: str
+    carry: Carry = field(default_factory=Carry)
 
 
 @dataclass(frozen=True)
@@ -265,7 +271,8 @@ class ViewKeeper(BatchRecorder):
             if stop_requested is not None and stop_requested():
                 break
             try:
-                applied += self._follow(view, view.table, view.name, progress, stop_requested)
+                with collector_paused():
+                    applied += self._follow(view, view.table, view.name, progress, stop_requested)
             except ViewFailed as failure:
                 failures.append(failure)
         if failures:
@@ -283,13 +290,16 @@ class ViewKeeper(BatchRecorder):
         with self.store.write_transaction(self.connection) as cursor:
             for copy in copies:
                 cursor.execute(f"DROP TABLE IF EXISTS {copy.table}")
-                # Indexed from the start: a view reads its own rows while it applies (the audit
-                # trail, each deposit's last row), and on an unindexed copy every such lookup
-                # scans the table, which makes the rebuild quadratic.
-                for statement in copy.view.create_statements(copy.table) + copy.view.index_statements(copy.table):
+                # With the indexes the view reads through from the start (the audit trail's, for
+                # each deposit's last row): on an unindexed copy every such lookup would scan
+                # the table, which makes the rebuild quadratic. The others come at the swap.
+                for statement in copy.view.create_statements(copy.table) + copy.view.lookup_index_statements(
+                    copy.table
+                ):
                     cursor.execute(statement)
                 cursor.execute("DELETE FROM view_tracking WHERE name = ?", (copy.tracking_name,))
-        applied = self._build(copies, progress)
+        with collector_paused():
+            applied = self._build(copies, progress)
         arrived_since = [self._swap(copy) for copy in copies]
         return applied + max(arrived_since)
 
@@ -301,7 +311,7 @@ class ViewKeeper(BatchRecorder):
             failure: ViewFailed | None = None
             with self.store.write_transaction(self.connection) as cursor:
                 positions = [self._position(cursor, copy.tracking_name, lock=True) for copy in copies]
-                rows = self._rows_after(cursor, min(positions), CATCH_UP_BATCH)
+                rows = self._rows_after(cursor, min(positions), REBUILD_BATCH)
                 try:
                     decoded: list[Positioned] | None = [self._positioned(row) for row in rows]
                 except Exception:
@@ -309,7 +319,9 @@ class ViewKeeper(BatchRecorder):
                 for copy, position in zip(copies, positions, strict=True):
                     start = bisect_right(rows, position, key=lambda row: int(row[0]))
                     mine = decoded[start:] if decoded is not None else None
-                    _, failed = self._apply_rows(cursor, copy.view, copy.table, copy.tracking_name, rows[start:], mine)
+                    _, failed = self._apply_rows(
+                        cursor, copy.view, copy.table, copy.tracking_name, rows[start:], mine, copy.carry
+                    )
                     failure = failure or failed
             # Raised only now, after the events before the poison one were committed.
             if failure is not None:
@@ -317,6 +329,7 @@ class ViewKeeper(BatchRecorder):
             if not rows:
                 return applied
             applied += len(rows)
+            collect_young()
             if progress is not None:
                 progress(applied, max(total, applied))
 
@@ -361,6 +374,7 @@ class ViewKeeper(BatchRecorder):
             if done == 0:
                 return applied
             applied += done
+            collect_young()
             if progress is not None:
                 progress(applied, max(total, applied))
             if stop_requested is not None and stop_requested():
@@ -387,14 +401,18 @@ class ViewKeeper(BatchRecorder):
         tracking_name: str,
         rows: list[Any],
         decoded: list[Positioned] | None,
+        carry: Carry | None = None,
     ) -> tuple[int, ViewFailed | None]:
         # Apply the rows (decoded already, or not) as one batch; if that fails, one by one.
         if not rows:
             return 0, None
         cursor.execute("SAVEPOINT view_batch")
         try:
-            view.apply(cursor, table, decoded if decoded is not None else [self._positioned(row) for row in rows])
+            batch = decoded if decoded is not None else [self._positioned(row) for row in rows]
+            view.apply(cursor, table, batch, carry)
         except Exception:
+            if carry is not None:
+                carry.clear()  # it may describe rows about to be rolled back
             cursor.execute("ROLLBACK TO SAVEPOINT view_batch")
             cursor.execute("RELEASE SAVEPOINT view_batch")
             return self._apply_one_by_one(cursor, view, table, tracking_name, rows)

@@ -34,7 +34,7 @@ from domain import (
     RequirementChanged,
     frozen_change,
 )
-from projections.view import Cursor, Positioned, View, stored_time
+from projections.view import Carry, Cursor, Positioned, View, stored_time
 
 
 class AuditRow(BaseModel):
@@ -99,10 +99,17 @@ class AuditTrailView(View):
         """A deposit's rows in order: for the trail of one shop and for the running balance."""
         return [f"CREATE INDEX IF NOT EXISTS {table}_deposit ON {table} (deposit_id, position)"]
 
-    def apply(self, cursor: Cursor, table: str, batch: Sequence[Positioned]) -> None:
+    def apply(self, cursor: Cursor, table: str, batch: Sequence[Positioned], carry: Carry | None = None) -> None:
         """Append one row per event, carrying each deposit's frozen balance forward."""
         continued = {p.event.originator_id for p in batch if not isinstance(p.event, Opened)}
-        last = self._last_rows(cursor, table, continued)
+        last: dict[UUID, tuple[str, str, int]] = {}
+        if carry is not None:
+            for deposit in list(continued):
+                remembered = carry.get(deposit)
+                if remembered is not None:
+                    last[deposit] = remembered
+                    continued.discard(deposit)
+        last.update(self._last_rows(cursor, table, continued))
         times: dict[datetime, str] = {}
         rows = []
         for positioned in batch:
@@ -122,6 +129,9 @@ class AuditTrailView(View):
             f"INSERT INTO {table} ({_SELECT}) VALUES ({', '.join('?' * len(_COLUMNS))})",
             rows,
         )
+        if carry is not None:
+            for deposit in dict.fromkeys(p.event.originator_id for p in batch):
+                carry.remember(deposit, last[deposit])
 
     def _last_rows(self, cursor: Cursor, table: str, deposits: set[UUID]) -> dict[UUID, tuple[str, str, int]]:
         # Each deposit's latest row, a few hundred deposits a query rather than one each.

@@ -19,7 +19,7 @@ from typing import Any, ClassVar
 from uuid import UUID
 
 from domain import Balance, DepositState, Opened, Phase, Status
-from projections.view import Cursor, Positioned, View, stored_time
+from projections.view import Carry, Cursor, Positioned, View, stored_time
 
 _COLUMNS = (
     "deposit_id",
@@ -84,10 +84,20 @@ class BalancesView(View):
             f"CREATE INDEX IF NOT EXISTS {table}_top_up_due ON {table} (top_up_due) WHERE top_up_due IS NOT NULL",
         ]
 
-    def apply(self, cursor: Cursor, table: str, batch: Sequence[Positioned]) -> None:
-        """Load the touched rows, apply the events in order, write the rows back."""
+    def lookup_index_statements(self, table: str) -> list[str]:
+        """None: the view reads its rows by the primary key."""
+        return []
+
+    def apply(self, cursor: Cursor, table: str, batch: Sequence[Positioned], carry: Carry | None = None) -> None:
+        """Load the touched rows (or take them from ``carry``), apply the events in order, write the rows back."""
         touched: dict[UUID, tuple[Balance, int]] = {}
         missing = {p.event.originator_id for p in batch if not isinstance(p.event, Opened)}
+        if carry is not None:
+            for deposit in list(missing):
+                remembered = carry.get(deposit)
+                if remembered is not None:
+                    touched[deposit] = remembered
+                    missing.discard(deposit)
         for balance, position in self._load(cursor, table, missing):
             touched[balance.deposit_id] = (balance, position)
         for positioned in batch:
@@ -106,6 +116,9 @@ class BalancesView(View):
             f"ON CONFLICT (deposit_id) DO UPDATE SET {_UPDATE}",
             [_row(balance, position) for balance, position in touched.values()],
         )
+        if carry is not None:
+            for deposit, written in touched.items():
+                carry.remember(deposit, written)
 
     def _load(self, cursor: Cursor, table: str, deposit_ids: set[UUID]) -> list[tuple[Balance, int]]:
         loaded: list[tuple[Balance, int]] = []

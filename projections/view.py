@@ -17,6 +17,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, ClassVar, Protocol
+from uuid import UUID
 
 from eventsourcing.persistence import Tracking, TrackingRecorder
 from eventsourcing.projection import Projection
@@ -40,6 +41,46 @@ class Positioned:
 
     position: int
     event: DepositEvent
+
+
+CARRY_LIMIT = 100_000
+"""Deposits a view remembers between the batches of a rebuild (a few hundred bytes each)."""
+
+
+class Carry:
+    """What a view last wrote for each deposit while it builds a copy alone, kept for its next batches.
+
+    A rebuild's copy has one writer, so the rows a batch wrote are exactly what the
+    next batch would read back: remembering them saves the reads and their decoding.
+    Bounded: the deposits used least recently are forgotten and read from the table
+    again when needed, as after a restart. Whoever rolls back rows the carry saw
+    must :meth:`clear` it.
+    """
+
+    def __init__(self, limit: int | None = None) -> None:
+        """Remember at most ``limit`` deposits (``CARRY_LIMIT`` by default)."""
+        self.limit = CARRY_LIMIT if limit is None else limit
+        self._items: dict[UUID, Any] = {}
+
+    def get(self, deposit: UUID) -> Any | None:
+        """What was remembered for ``deposit``, or None."""
+        return self._items.get(deposit)
+
+    def remember(self, deposit: UUID, value: Any) -> None:
+        """Remember ``value`` for ``deposit`` as its most recent; forget the oldest beyond the limit."""
+        items = self._items
+        items.pop(deposit, None)
+        items[deposit] = value
+        if len(items) > self.limit:
+            del items[next(iter(items))]
+
+    def clear(self) -> None:
+        """Forget everything (the rows it described were rolled back)."""
+        self._items.clear()
+
+    def __len__(self) -> int:
+        """How many deposits are remembered."""
+        return len(self._items)
 
 
 class Cursor(Protocol):
@@ -85,8 +126,20 @@ class View(Projection[BatchRecorder]):
 
     @abstractmethod
     def index_statements(self, table: str) -> list[str]:
-        """SQL that creates its indexes, on the live table and on a rebuild's copy alike."""
+        """SQL that creates its indexes, on the live table and after a rebuild's swap."""
+
+    def lookup_index_statements(self, table: str) -> list[str]:
+        """The indexes :meth:`apply` reads through: a rebuild's copy has only these until the swap.
+
+        Each index a copy lacks is one less to keep up for every row it writes; the
+        rest are built once, in order, when the copy becomes the live table.
+        """
+        return self.index_statements(table)
 
     @abstractmethod
-    def apply(self, cursor: Cursor, table: str, batch: Sequence[Positioned]) -> None:
-        """Change the tables by ``batch``, in position order, inside the caller's transaction."""
+    def apply(self, cursor: Cursor, table: str, batch: Sequence[Positioned], carry: Carry | None = None) -> None:
+        """Change the tables by ``batch``, in position order, inside the caller's transaction.
+
+        ``carry``, given only while one process builds ``table`` alone, remembers
+        between batches what the view wrote, so it need not read it back.
+        """

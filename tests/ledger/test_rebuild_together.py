@@ -15,6 +15,7 @@ def test_both_views_are_rebuilt_from_one_reading_of_the_events(
     ledger: DepositLedger, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr("ledger.views.CATCH_UP_BATCH", 25)
+    monkeypatch.setattr("ledger.views.REBUILD_BATCH", 25)
     head = fill(ledger, 30, 3)
     before, positions = view_rows(ledger.store), tracking(ledger.store)
     decoded: list[int] = []
@@ -39,6 +40,7 @@ def test_a_copy_left_behind_by_an_interrupted_rebuild_is_started_afresh(
     ledger: DepositLedger, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr("ledger.views.CATCH_UP_BATCH", 10)
+    monkeypatch.setattr("ledger.views.REBUILD_BATCH", 10)
     head = fill(ledger, 10, 2)
     before = view_rows(ledger.store)
     stop = RuntimeError("killed")
@@ -53,3 +55,17 @@ def test_a_copy_left_behind_by_an_interrupted_rebuild_is_started_afresh(
 
     assert ledger.views.rebuild() == head
     assert view_rows(ledger.store) == before
+
+
+@pytest.mark.parametrize("carried", [0, 3, 1000], ids=["nothing carried", "a few carried", "all carried"])
+def test_a_rebuild_equals_the_live_views_whatever_the_copies_carry_between_batches(
+    ledger: DepositLedger, monkeypatch: pytest.MonkeyPatch, carried: int
+) -> None:
+    # Carrying nothing reads every deposit's rows back each batch; a few, most of them.
+    monkeypatch.setattr("ledger.views.REBUILD_BATCH", 7)
+    monkeypatch.setattr("projections.view.CARRY_LIMIT", carried)
+    head = fill(ledger, 12, 3)
+    before, positions = view_rows(ledger.store), tracking(ledger.store)
+    assert ledger.views.rebuild() == head
+    assert view_rows(ledger.store) == before
+    assert tracking(ledger.store) == positions

@@ -200,6 +200,7 @@ def test_the_copy_is_indexed_while_it_is_built_and_the_swapped_view_keeps_the_li
     # The audit trail reads each deposit's last row as it applies a batch: unindexed, every
     # lookup scans the copy and a rebuild of a store with many interleaved shops goes quadratic.
     monkeypatch.setattr("ledger.views.CATCH_UP_BATCH", 10)
+    monkeypatch.setattr("ledger.views.REBUILD_BATCH", 10)
     fill(ledger, 10, 2)
     path = ledger.store
     with connect(path) as connection:
@@ -247,6 +248,7 @@ def test_queries_keep_answering_from_the_live_view_during_a_rebuild(
     ledger: DepositLedger, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr("ledger.views.CATCH_UP_BATCH", 10)
+    monkeypatch.setattr("ledger.views.REBUILD_BATCH", 10)
     head = fill(ledger, 10, 2)
     expected = ledger.show("bulk-00009")
     answers: list[DepositState] = []
@@ -266,6 +268,7 @@ def test_events_saved_during_a_rebuild_are_in_the_view_it_switches_to(
     store_url: str, ledger: DepositLedger, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr("ledger.views.CATCH_UP_BATCH", 10)
+    monkeypatch.setattr("ledger.views.REBUILD_BATCH", 10)
     fill(ledger, 10, 2)
     other = DepositLedger(store_url, actor="other", clock=clock)
     saved: list[int] = []
