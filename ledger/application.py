@@ -248,6 +248,7 @@ class DepositLedger(Application[UUID]):
         self.views.ensure_tables()
         if self.inline_views:
             self.recorder.after_insert = self.views.apply_inline
+            self.recorder.after_commit = self.views.committed
             self._refresh_views()
 
     def close(self) -> None:
@@ -855,7 +856,12 @@ class DepositLedger(Application[UUID]):
                     self._confirm_current(deposit.id, checked_out)  # refused by the store's state, not a stale copy
                 raise
             if changed:
-                self._commit(deposit)  # a stale copy fails here: its next version is taken
+                try:
+                    self._commit(deposit)
+                except IntegrityError as conflict:
+                    if cached:  # decided on a copy that was behind: decide again on the stored one, at once
+                        raise StaleDeposit(f"deposit {deposit.id} changed in another process") from conflict
+                    raise
             elif cached:
                 self._confirm_current(deposit.id, checked_out)
             self._checkin(deposit)
@@ -876,11 +882,16 @@ class DepositLedger(Application[UUID]):
         # half-changed object can never serve the next command. Inside a batch the
         # batch holds the deposit until it is saved.
         #
-        # A cached deposit is used as it is, without asking the store whether another
-        # process saved events since (True comes back beside it): if one did, the
-        # command's events fail to insert (their versions are taken) and the command is
-        # decided again on the deposit as stored. Only an answer that writes nothing (a
-        # refusal, a duplicate) must then be confirmed against the store: _confirm_current.
+        # On SQLite a cached deposit is used as it is, without asking the store whether
+        # another process saved events since (True comes back beside it): if one did,
+        # the command's events fail to insert (their versions are taken) and the command
+        # is decided again on the deposit as stored. Only an answer that writes nothing
+        # (a refusal, a duplicate) must then be confirmed: _confirm_current. One process
+        # is the usual writer of an SQLite file, and a failed insert costs little there.
+        # On PostgreSQL several processes writing is the point, so a cached copy is
+        # often behind, and a failed insert is a transaction lost under the events
+        # table's lock: the copy is brought up to date first (one query, inside the
+        # deposit's lock, so the insert then succeeds).
         if self._batch is not None:
             found, cached = self._batch.find(shop_id), False
         else:
@@ -889,6 +900,8 @@ class DepositLedger(Application[UUID]):
             cached = found is not None
             if found is None:
                 found = self._load(deposit_id(shop_id))
+            elif self.store.kind != "sqlite":
+                found, cached = self._brought_up(found), False
         if found is None:
             raise ShopNotFound(f"shop {shop_id} has no deposit")
         return found, cached

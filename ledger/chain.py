@@ -82,15 +82,19 @@ def last_link(cursor: Any) -> tuple[int, bytes]:
     return (0, GENESIS) if row is None else (int(row[0]), bytes(row[1]))
 
 
-def extend(cursor: Any, rows: Sequence[tuple[int, str, int, str, bytes]]) -> int:
+def extend(
+    cursor: Any, rows: Sequence[tuple[int, str, int, str, bytes]], head: tuple[int, bytes] | None = None
+) -> tuple[int, tuple[int, bytes]]:
     """Add the links of just-inserted events ``(position, deposit id, version, topic, state)``.
 
-    Returns the position of the event before them: the head of the log as it was.
+    ``head`` is the chain's head (position and link) if the caller knows it;
+    otherwise it is read from the table. Returns the position of the event before
+    the new ones (the head of the log as it was) and the new head.
     """
-    head, previous = last_link(cursor)
+    before, previous = head if head is not None else last_link(cursor)
     links = []
     for position, originator_id, version, topic, state in rows:
         previous = link(previous, position, originator_id, version, topic, state)
         links.append((position, previous))
     cursor.executemany("INSERT INTO event_chain (position, link) VALUES (?, ?)", links)
-    return head
+    return before, links[-1]

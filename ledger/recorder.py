@@ -32,6 +32,37 @@ AfterInsert = Callable[[Any, int, Sequence[int], Sequence[DepositEvent]], None]
 """Called inside the insert's transaction with a cursor, the position of the event before the new
 ones (the head as it was), the new positions and their domain events."""
 
+AfterCommit = Callable[[int], None]
+"""Called once the insert's transaction has committed, with the position of its last event."""
+
+
+class ChainHead:
+    """The chain's head as this process last committed it, so the next insert need not read it back.
+
+    Valid only while nobody has inserted since: the next insert uses it when its
+    first position directly follows the remembered one (positions only grow, and the
+    ledger never deletes an event), and reads the head from the table otherwise. A
+    transaction that rolls back changes nothing: what it extended is never remembered.
+    """
+
+    def __init__(self) -> None:
+        """Nothing remembered yet."""
+        self._committed: tuple[int, bytes] | None = None
+        self._pending: tuple[int, bytes] | None = None
+
+    def extend(self, cursor: Any, rows: Sequence[tuple[int, str, int, str, bytes]]) -> int:
+        """:func:`chain.extend`, from the remembered head when it is the one before ``rows``."""
+        known = self._committed
+        if known is not None and known[0] != rows[0][0] - 1:
+            known = None
+        previous_head, self._pending = chain.extend(cursor, rows, known)
+        return previous_head
+
+    def committed(self, head: int) -> None:
+        """The insert whose last event is at ``head`` has committed: its last link is the head now."""
+        if self._pending is not None and self._pending[0] == head:
+            self._committed = self._pending
+
 
 def _chain_rows(
     positions: Sequence[int], stored_events: Sequence[StoredEvent]
@@ -101,6 +132,12 @@ class LedgerRecorder(SQLiteApplicationRecorder):
     """SQLite: inserts events, extends the hash chain over them, lets current views follow."""
 
     after_insert: AfterInsert | None = None
+    after_commit: AfterCommit | None = None
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        """As the library's recorder, remembering the chain's head between inserts."""
+        super().__init__(*args, **kwargs)
+        self.chain_head = ChainHead()
 
     def construct_create_table_statements(self) -> list[str]:
         """The library's events table, and the chain of links beside it."""
@@ -113,10 +150,19 @@ class LedgerRecorder(SQLiteApplicationRecorder):
             return []
         cursor = c.sqlite_cursor
         positions = self._insert_rows(cursor, stored_events)
-        previous_head = chain.extend(cursor, _chain_rows(positions, stored_events))
+        previous_head = self.chain_head.extend(cursor, _chain_rows(positions, stored_events))
         events = kwargs.get("deposit_events")
         if self.after_insert is not None and events:
             self.after_insert(cursor, previous_head, positions, events)
+        return positions
+
+    def insert_events(self, stored_events: Sequence[StoredEvent], **kwargs: Any) -> Sequence[int] | None:
+        """Insert, chain and project in one transaction, as the library does; then tell who waits for the commit."""
+        positions = super().insert_events(stored_events, **kwargs)
+        if positions:
+            self.chain_head.committed(positions[-1])
+            if self.after_commit is not None:
+                self.after_commit(positions[-1])
         return positions
 
     def latest_versions(self, originator_ids: Sequence[UUID]) -> dict[UUID, int]:
@@ -160,10 +206,12 @@ class PostgresLedgerRecorder(PostgresApplicationRecorder):
     """PostgreSQL: the same, inside the library's table-locked insert transaction."""
 
     after_insert: AfterInsert | None = None
+    after_commit: AfterCommit | None = None
 
     def __init__(self, datastore: PostgresDatastore, *, events_table_name: str = "stored_events") -> None:
         """Add the chain table to what the library creates."""
         super().__init__(datastore, events_table_name=events_table_name)
+        self.chain_head = ChainHead()
         if not datastore.enable_db_functions:
             # Not used with database functions off; replacing it at every start only costs a catalogue write.
             del self.sql_create_statements[self.create_insert_function_statement_index]
@@ -195,8 +243,12 @@ class PostgresLedgerRecorder(PostgresApplicationRecorder):
             with connection.cursor(row_factory=tuple_row) as raw:
                 raw.execute(SQL("SET LOCAL search_path TO {0}").format(Identifier(self.datastore.schema)))
                 cursor = QmarkCursor(raw)
-                previous_head = chain.extend(cursor, _chain_rows(positions, stored_events))
+                previous_head = self.chain_head.extend(cursor, _chain_rows(positions, stored_events))
                 events = kwargs.get("deposit_events")
                 if self.after_insert is not None and events:
                     self.after_insert(cursor, previous_head, positions, events)
+        if positions:
+            self.chain_head.committed(positions[-1])
+            if self.after_commit is not None:
+                self.after_commit(positions[-1])
         return positions

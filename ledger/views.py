@@ -41,6 +41,9 @@ REBUILD_BATCH = 10_000
 """Events applied per transaction when rebuilding: a deposit's rows are written once per
 batch however many of its events the batch holds, so larger batches write less."""
 
+INLINE_CARRY_LIMIT = 2_000
+"""Deposits whose view rows a process remembers between its own commands (as many as it caches)."""
+
 Progress = Callable[[int, int], None]
 """Called with (events done, events to do) after each batch."""
 
@@ -95,6 +98,11 @@ class ViewKeeper(BatchRecorder):
         self.connection = connection if connection is not None else store.connect()
         self.views: dict[str, View] = {view.name: view(view=self) for view in views}
         self._current_after_insert = True
+        # What the views wrote inline, per deposit: exact while their tracking rows stay
+        # where this process's last committed insert left them (_carried_to).
+        self._inline_carries = {name: Carry(INLINE_CARRY_LIMIT) for name in self.views}
+        self._carried_to: int | None = None
+        self._carrying: int | None = None
         position = store.position_column
         self._select_after = (
             f"SELECT {position}, originator_id, originator_version, topic, state FROM {self.store.events_table} "
@@ -178,25 +186,51 @@ class ViewKeeper(BatchRecorder):
         numbers of inserts that were rolled back.
         """
         batch = [Positioned(position, event) for position, event in zip(positions, events, strict=True)]
-        # Lock order everywhere: the events (held by the insert), then the views' tracking
-        # rows, then their tables; catch-ups and rebuilds never wait on the events' lock.
-        current = self._views_at(cursor, previous_head)
-        self._current_after_insert = len(current) == len(self.views)
-        if not current:
-            return
-        # Every current view under one savepoint, tracked in one statement: a command pays
-        # a few statements for its views, not six per view.
+        carried = self._carried_to == previous_head
+        self._carried_to = None  # until this transaction is known to have committed
+        # Every current view under one savepoint. Lock order everywhere: the events (held by
+        # the insert), then the views' tracking rows, then their tables; catch-ups and
+        # rebuilds never wait on the events' lock.
         cursor.execute("SAVEPOINT inline_views")
+        current = self._move_current(cursor, previous_head, positions[-1])
+        self._current_after_insert = len(current) == len(self.views)
+        if not carried:
+            for carry in self._inline_carries.values():
+                carry.clear()
         try:
-            for view in current:
-                view.apply(cursor, view.table, batch)
-            _track_together(cursor, [view.name for view in current], previous_head, positions[-1])
+            for view in current.values():
+                view.apply(cursor, view.table, batch, self._inline_carries[view.name])
         except Exception:
+            # The carries may now describe rows about to be rolled back: _carrying stays
+            # where it was, so they are never trusted again (the next insert clears them).
             cursor.execute("ROLLBACK TO SAVEPOINT inline_views")
             cursor.execute("RELEASE SAVEPOINT inline_views")
-            self._apply_inline_one_by_one(cursor, current, batch)
+            self._apply_inline_one_by_one(cursor, list(current.values()), batch)
             return
         cursor.execute("RELEASE SAVEPOINT inline_views")
+        self._carrying = positions[-1]
+
+    def committed(self, head: int) -> None:
+        """The transaction that inserted the events up to ``head`` has committed.
+
+        What the views carry since the last insert is then exactly what their tables
+        hold, for as long as their tracking rows stay at ``head``: no other writer
+        has touched them. The next insert checks that before using it.
+        """
+        if self._carrying == head:
+            self._carried_to = head
+
+    def _move_current(self, cursor: Cursor, previous_head: int, head: int) -> dict[str, View]:
+        # The views whose tracking row was at ``previous_head``, moved on to ``head`` in one
+        # statement that also tells which they were (their rows locked, on PostgreSQL).
+        names = list(self.views)
+        cursor.execute(
+            f"UPDATE view_tracking SET position = ? WHERE name IN ({', '.join('?' * len(names))}) AND position = ? "
+            "RETURNING name",
+            (head, *names, previous_head),
+        )
+        moved = {name for (name,) in cursor.fetchall()}
+        return {name: view for name, view in self.views.items() if name in moved}
 
     def _apply_inline_one_by_one(self, cursor: Cursor, views: list[View], batch: list[Positioned]) -> None:
         # One view could not follow: let each view that can apply the events, alone.
@@ -211,17 +245,6 @@ class ViewKeeper(BatchRecorder):
                 cursor.execute("ROLLBACK TO SAVEPOINT inline_view")
                 self._current_after_insert = False
             cursor.execute("RELEASE SAVEPOINT inline_view")
-
-    def _views_at(self, cursor: Cursor, position: int) -> list[View]:
-        # The views whose tracking row is at ``position``, their rows locked (on PostgreSQL).
-        names = list(self.views)
-        cursor.execute(
-            f"SELECT name, position FROM view_tracking WHERE name IN ({', '.join('?' * len(names))})"
-            f"{self.store.for_update()}",
-            names,
-        )
-        at = {name for name, tracked in cursor.fetchall() if int(tracked) == position}
-        return [view for name, view in self.views.items() if name in at]
 
     @property
     def current_after_insert(self) -> bool:
@@ -469,17 +492,6 @@ class ViewKeeper(BatchRecorder):
         """A cursor for queries; each statement reads a committed, consistent state."""
         cursor: Cursor = self.connection.cursor()
         return cursor
-
-
-def _track_together(cursor: Cursor, names: list[str], before: int, position: int) -> None:
-    # The tracking rows of views that were all at ``before``, moved on to ``position`` at once.
-    cursor.execute(
-        f"UPDATE view_tracking SET position = ? WHERE name IN ({', '.join('?' * len(names))}) AND position = ? "
-        "RETURNING name",
-        (position, *names, before),
-    )
-    if len(cursor.fetchall()) != len(names):
-        raise IntegrityError(f"views {', '.join(names)} are no longer at position {before}")
 
 
 def _track(cursor: Cursor, name: str, position: int) -> None:

@@ -573,4 +573,5 @@ def test_a_refusal_stands_when_the_cached_deposit_was_current(
     monkeypatch.setattr(shops, "_confirm_current", lambda *args: confirmed.append(1) or confirm(*args))
     with writes_nothing(shops), pytest.raises(Refused):
         shops.refund_excess("shop-jp")
-    assert confirmed == [1]
+    # PostgreSQL brings a cached copy up to date before the command: nothing left to confirm.
+    assert confirmed == ([1] if shops.store.kind == "sqlite" else [])
