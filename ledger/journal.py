@@ -136,9 +136,11 @@ _AMOUNTS = frozenset({"amount", "required", "order_value"})
 _LISTS = frozenset({"category", "add", "remove"})
 _OUTCOMES = {"upheld": True, "rejected": False}
 
-IMPORT_BATCH_LINES = 2_000
-"""Lines applied per transaction: large enough to spread a commit over thousands of
-events, small enough that a batch's deposits stay a few megabytes of memory."""
+IMPORT_BATCH_LINES = 10_000
+"""Lines applied per transaction: large enough that a shop's lines close together in the
+file share one commit (each deposit's index and view pages written once, not once per
+line: 2,000 lines a batch imported a million events a fifth slower), small enough that
+a batch's deposits stay some tens of megabytes of memory."""
 
 MAX_LINE_CHARS = 16_384
 """A longer line is rejected without being parsed: no field of any operation comes near it."""

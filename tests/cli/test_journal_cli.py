@@ -159,7 +159,7 @@ def _stored_events(db: Path) -> int:
 
 @pytest.mark.slow
 def test_an_import_killed_half_way_and_run_again_applies_nothing_twice(run: Run, tmp_path: Path) -> None:
-    journal = _big_journal(tmp_path / "big.jsonl", shops=300, payments=30)  # 9,300 lines, 18,300 events
+    journal = _big_journal(tmp_path / "big.jsonl", shops=700, payments=30)  # 21,700 lines (3 batches), 42,700 events
     killed, clean = tmp_path / "killed.db", tmp_path / "clean.db"
     env = {key: value for key, value in os.environ.items() if not key.startswith("DEPOSIT_LEDGER_")}
     env["PYTHONPATH"] = str(ROOT)
@@ -175,15 +175,15 @@ def test_an_import_killed_half_way_and_run_again_applies_nothing_twice(run: Run,
     importer.send_signal(signal.SIGKILL)
     importer.wait()
     at_kill = _stored_events(killed)
-    assert 0 < at_kill < 18_300, "the kill must land between two batches"
+    assert 0 < at_kill < 42_700, "the kill must land between two batches"
 
     rerun = run(f"--db {killed} import {journal} --json")
-    assert run(f"--db {clean} import {journal} --json").json()["events"] == 18_300
+    assert run(f"--db {clean} import {journal} --json").json()["events"] == 42_700
 
     assert rerun.code == 0
     summary = rerun.json()
-    assert summary["events"] == 18_300 - at_kill
-    assert summary["applied"] + summary["duplicates"] == 9_300
+    assert summary["events"] == 42_700 - at_kill
+    assert summary["applied"] + summary["duplicates"] == 21_700
     assert _stored_events(killed) == _stored_events(clean)
     assert run(f"--db {killed} export journal").out == run(f"--db {clean} export journal").out
     assert run(f"--db {killed} shops --json").json() == run(f"--db {clean} shops --json").json()
