@@ -23,7 +23,7 @@ import sqlite3
 import statistics
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from functools import partial
 from pathlib import Path
@@ -61,7 +61,7 @@ def history(shop_id: str, events: int) -> ShopDeposit:
     return deposit
 
 
-def latencies_us(calls: list[Callable[[], Any]], rounds: int, warm_up: int) -> list[list[float]]:
+def latencies_us(calls: Sequence[Callable[[], Any]], rounds: int, warm_up: int) -> list[list[float]]:
     """Each call's wall time in microseconds, per call, after ``warm_up`` untimed rounds.
 
     The calls take turns round after round, so that a busy moment of the machine

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import sqlite3
 import statistics
+from abc import ABC, abstractmethod
 from contextlib import closing
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -96,7 +97,7 @@ def _settings(db: Path) -> dict[str, Any]:
     return {"synchronous": synchronous, "schema": schema}
 
 
-class _Floor:
+class _Floor(ABC):
     """A floor's connection and its one-transaction call."""
 
     def __init__(self, path: Path, settings: dict[str, Any]) -> None:
@@ -108,9 +109,9 @@ class _Floor:
     def __enter__(self) -> _Floor:
         return self
 
+    @abstractmethod
     def __call__(self) -> None:
         """One transaction."""
-        raise NotImplementedError
 
     def __exit__(self, *_: object) -> None:
         self.connection.close()
