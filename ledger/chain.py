@@ -25,9 +25,11 @@ GENESIS = bytes(32)
 """The link before the first event."""
 
 
-def create_table_statement(table: str = "event_chain", blob_type: str = "BLOB") -> str:
-    """SQL creating the table of links (``table`` may be schema-qualified)."""
-    return f"CREATE TABLE IF NOT EXISTS {table} (position BIGINT PRIMARY KEY, link {blob_type} NOT NULL)"
+def create_table_statement(
+    table: str = "event_chain", blob_type: str = "BLOB", position_key: str = "BIGINT PRIMARY KEY"
+) -> str:
+    """SQL creating the table of links (``table`` may be schema-qualified; see ``Store.position_key``)."""
+    return f"CREATE TABLE IF NOT EXISTS {table} (position {position_key}, link {blob_type} NOT NULL)"
 
 
 class Checkpoint(BaseModel):

@@ -141,7 +141,11 @@ class LedgerRecorder(SQLiteApplicationRecorder):
 
     def construct_create_table_statements(self) -> list[str]:
         """The library's events table, and the chain of links beside it."""
-        return [*super().construct_create_table_statements(), chain.create_table_statement()]
+        # Keyed by the row id itself: one b-tree, not a table and an index beside it.
+        return [
+            *super().construct_create_table_statements(),
+            chain.create_table_statement(position_key="INTEGER PRIMARY KEY"),
+        ]
 
     def _insert_events(
         self, c: SQLiteCursor, stored_events: Sequence[StoredEvent], **kwargs: Any

@@ -146,7 +146,8 @@ class ViewKeeper(BatchRecorder):
                     # Written by an older ledger: the view is derived, so rebuild it from the events.
                     cursor.execute(f"DROP TABLE {view.table}")
                 if not self.store.table_exists(cursor, view.table):
-                    for statement in view.create_statements(view.table) + view.index_statements(view.table):
+                    statements = view.create_statements(view.table, self.store.position_key)
+                    for statement in statements + view.index_statements(view.table):
                         cursor.execute(statement)
                     cursor.execute("DELETE FROM view_tracking WHERE name = ?", (view.name,))
                 cursor.execute(
@@ -318,9 +319,8 @@ class ViewKeeper(BatchRecorder):
                 # With the indexes the view reads through from the start (the audit trail's, for
                 # each deposit's last row): on an unindexed copy every such lookup would scan
                 # the table, which makes the rebuild quadratic. The others come at the swap.
-                for statement in copy.view.create_statements(copy.table) + copy.view.lookup_index_statements(
-                    copy.table
-                ):
+                statements = copy.view.create_statements(copy.table, self.store.position_key)
+                for statement in statements + copy.view.lookup_index_statements(copy.table):
                     cursor.execute(statement)
                 cursor.execute("DELETE FROM view_tracking WHERE name = ?", (copy.tracking_name,))
         with collector_paused():

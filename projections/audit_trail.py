@@ -85,11 +85,11 @@ class AuditTrailView(View):
     table: ClassVar[str] = "audit_trail"
     columns: ClassVar[tuple[str, ...]] = _COLUMNS
 
-    def create_statements(self, table: str) -> list[str]:
+    def create_statements(self, table: str, position_key: str = "BIGINT PRIMARY KEY") -> list[str]:
         """The audit table, keyed by the event's position in the store."""
         return [
             f"CREATE TABLE IF NOT EXISTS {table} ("
-            "position BIGINT PRIMARY KEY, deposit_id TEXT NOT NULL, shop_id TEXT NOT NULL, "
+            f"position {position_key}, deposit_id TEXT NOT NULL, shop_id TEXT NOT NULL, "
             "type TEXT NOT NULL, currency TEXT NOT NULL, amount_minor BIGINT, "
             "frozen_after_minor BIGINT NOT NULL, actor TEXT NOT NULL, effective_at TEXT NOT NULL, "
             "recorded_at TEXT NOT NULL, channel TEXT, ref TEXT, reason TEXT, case_id TEXT, note TEXT)"

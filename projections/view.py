@@ -121,8 +121,13 @@ class View(Projection[BatchRecorder]):
         self.view.record_batch(self, [Positioned(tracking.notification_id, domain_event)], tracking)
 
     @abstractmethod
-    def create_statements(self, table: str) -> list[str]:
-        """SQL that creates the view's tables under the main table name ``table``."""
+    def create_statements(self, table: str, position_key: str = "BIGINT PRIMARY KEY") -> list[str]:
+        """SQL that creates the view's tables under the main table name ``table``.
+
+        ``position_key`` is the column type of a key holding event positions: on
+        SQLite ``INTEGER PRIMARY KEY``, the row id itself, so a table keyed by
+        position is one b-tree instead of two.
+        """
 
     @abstractmethod
     def index_statements(self, table: str) -> list[str]:

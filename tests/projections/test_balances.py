@@ -10,7 +10,7 @@ import pytest
 from domain import Channel, DeductionReason, ShopDeposit, Status
 from ledger.store import Store
 from projections.balances import BalancesView
-from projections.view import View, stored_time
+from projections.view import Positioned, View, stored_time
 from tests.projections.stories import (
     SETTLEMENT_WINDOW,
     Step,
@@ -252,3 +252,32 @@ def test_select_filters_by_status_site_and_shortfall(balances: tuple[View, sqlit
     assert shops(must_pay=True) == ["c-waiting", "d-forfeited"]
     assert shops(site="US", must_pay=True) == ["d-forfeited"]
     assert shops(site="CN", must_pay=True) == []
+
+
+def _update_set(cursor: sqlite3.Cursor, view: View, batch: list[Positioned]) -> list[str]:
+    # The columns the write of one existing row names in its SET clause.
+    statements: list[str] = []
+    cursor.connection.set_trace_callback(statements.append)
+    try:
+        view.apply(cursor, TABLE, batch)
+    finally:
+        cursor.connection.set_trace_callback(None)
+    (upsert,) = [statement for statement in statements if statement.startswith("INSERT")]
+    return [part.split(" = ")[0].strip() for part in upsert.split("DO UPDATE SET ")[1].split(",")]
+
+
+def test_a_row_s_write_names_the_indexed_columns_only_when_they_change() -> None:
+    # SQLite rewrites an index entry for every column a SET names, changed or not.
+    view, cursor = view_tables(BalancesView)
+    deposit = ShopDeposit.open(shop_id="tea-house", site="CN", currency="CNY", required_minor=100000, stamp=stamp(0))
+    view.apply(cursor, TABLE, positioned(deposit.collect_events(), first=1))
+    deposit.pay(amount_minor=150000, channel=Channel.ALIPAY, trade_no="A1", payer=None, stamp=stamp(1))
+    funded = _update_set(cursor, view, positioned(deposit.collect_events(), first=2))
+    assert {"status", "shortfall_minor"} <= set(funded), "awaiting payment, then funded: both changed"
+    deposit.deduct(amount_minor=1000, reason=DeductionReason.LATE_SHIPMENT, case_id="LS-1", note="", stamp=stamp(2))
+    still_funded = _update_set(cursor, view, positioned(deposit.collect_events(), first=4))
+    assert {"paid_minor", "frozen_minor", "deducted_minor", "version", "position"} <= set(still_funded)
+    assert not {"deposit_id", "shop_id", "site", "currency", "status", "phase", "shortfall_minor", "top_up_due"} & set(
+        still_funded
+    )
+    assert _get(view, cursor, "tea-house") == (deposit.state(), 4)
