@@ -529,6 +529,7 @@ def import_journal(
                 if result.outcome == "rejected" and on_reject is not None:
                     on_reject(result)
             done += len(chunk)
+            del chunk, results  # gone before the collection: only what survives the batch is walked
             collect_young()
             if progress is not None:
                 progress(done)

@@ -332,31 +332,36 @@ class ViewKeeper(BatchRecorder):
         # Like _follow, for several copies at once.
         applied = 0
         total = max(0, self.head() - min(self.max_tracking_id(copy.tracking_name) or 0 for copy in copies))
-        while True:
-            failure: ViewFailed | None = None
-            with self.store.write_transaction(self.connection) as cursor:
-                positions = [self._position(cursor, copy.tracking_name, lock=True) for copy in copies]
-                rows = self._rows_after(cursor, min(positions), REBUILD_BATCH)
-                try:
-                    decoded: list[Positioned] | None = [self._positioned(row) for row in rows]
-                except Exception:
-                    decoded = None  # a poison event: each copy finds it one by one
-                for copy, position in zip(copies, positions, strict=True):
-                    start = bisect_right(rows, position, key=lambda row: int(row[0]))
-                    mine = decoded[start:] if decoded is not None else None
-                    _, failed = self._apply_rows(
-                        cursor, copy.view, copy.table, copy.tracking_name, rows[start:], mine, copy.carry
-                    )
-                    failure = failure or failed
-            # Raised only now, after the events before the poison one were committed.
-            if failure is not None:
-                raise failure
-            if not rows:
-                return applied
-            applied += len(rows)
+        while done := self._build_batch(copies):
+            applied += done
+            # The batch's events and rows are gone by now: only what survives it is walked.
             collect_young()
             if progress is not None:
                 progress(applied, max(total, applied))
+        return applied
+
+    def _build_batch(self, copies: list[_Copy]) -> int:
+        # One transaction: the next events, decoded once, applied to every copy that has
+        # not seen them. Returns how many events were read (0 at the head).
+        failure: ViewFailed | None = None
+        with self.store.write_transaction(self.connection) as cursor:
+            positions = [self._position(cursor, copy.tracking_name, lock=True) for copy in copies]
+            rows = self._rows_after(cursor, min(positions), REBUILD_BATCH)
+            try:
+                decoded: list[Positioned] | None = [self._positioned(row) for row in rows]
+            except Exception:
+                decoded = None  # a poison event: each copy finds it one by one
+            for copy, position in zip(copies, positions, strict=True):
+                start = bisect_right(rows, position, key=lambda row: int(row[0]))
+                mine = decoded[start:] if decoded is not None else None
+                _, failed = self._apply_rows(
+                    cursor, copy.view, copy.table, copy.tracking_name, rows[start:], mine, copy.carry
+                )
+                failure = failure or failed
+        # Raised only now, after the events before the poison one were committed.
+        if failure is not None:
+            raise failure
+        return len(rows)
 
     def _swap(self, copy: _Copy) -> int:
         view, building, tracking_name = copy.view, copy.table, copy.tracking_name
