@@ -72,19 +72,22 @@ DbOption = Annotated[
     typer.Option(
         "--db",
         help="Store: an SQLite file path or sqlite:///path, or postgresql://USER@HOST/DBNAME[?schema=NAME]. "
-        "[env: DEPOSIT_LEDGER_DB; default: deposits.db]",
+        "(environment: DEPOSIT_LEDGER_DB; default: deposits.db)",
     ),
 ]
 PolicyOption = Annotated[
     str | None,
     typer.Option(
         "--policy",
-        help="Deposit policy file (TOML). [env: DEPOSIT_LEDGER_POLICY; default: the policy shipped with the package]",
+        help="Deposit policy file (TOML). "
+        "(environment: DEPOSIT_LEDGER_POLICY; default: the policy shipped with the package)",
     ),
 ]
 ActorOption = Annotated[
     str | None,
-    typer.Option("--actor", help="Who is recorded as asking. [env: DEPOSIT_LEDGER_ACTOR; default: the OS user]"),
+    typer.Option(
+        "--actor", help="Who is recorded as asking. (environment: DEPOSIT_LEDGER_ACTOR; default: the OS user)"
+    ),
 ]
 AtOption = Annotated[
     str | None,

@@ -64,3 +64,11 @@ def test_the_installed_program_exits_2_with_one_line_on_malformed_input(tmp_path
     assert len(failed.stderr.splitlines()) == 1, failed.stderr
     assert failed.stderr.startswith("deposit-ledger: ")
     assert "Traceback" not in failed.stderr
+
+
+def test_the_help_names_the_environment_variables_behind_the_global_options(tmp_path: Path) -> None:
+    shown = deposit_ledger("--help", tmp_path)
+    assert shown.returncode == 0
+    text = " ".join(shown.stdout.replace("│", " ").split())
+    for variable in ("DEPOSIT_LEDGER_DB", "DEPOSIT_LEDGER_POLICY", "DEPOSIT_LEDGER_ACTOR"):
+        assert variable in text, f"{variable} missing from --help"
