@@ -101,8 +101,9 @@ class AuditTrailView(View):
 
     def apply(self, cursor: Cursor, table: str, batch: Sequence[Positioned], carry: Carry | None = None) -> None:
         """Append one row per event, carrying each deposit's frozen balance forward."""
-        continued = {p.event.originator_id for p in batch if not isinstance(p.event, Opened)}
-        last: dict[UUID, tuple[str, str, int]] = {}
+        # Deposits keyed by their ids' integers: hashing UUID objects is a Python call.
+        continued = {p.event.originator_id.int for p in batch if not isinstance(p.event, Opened)}
+        last: dict[int, tuple[str, str, int]] = {}
         if carry is not None:
             for deposit in list(continued):
                 remembered = carry.get(deposit)
@@ -114,14 +115,14 @@ class AuditTrailView(View):
         rows = []
         for positioned in batch:
             event = positioned.event
-            deposit = event.originator_id
+            deposit = event.originator_id.int
             if isinstance(event, Opened):
                 shop_id, currency, frozen = event.shop_id, event.currency, 0
             else:
                 try:
                     shop_id, currency, frozen = last[deposit]
                 except KeyError:
-                    raise LookupError(f"no audit rows for deposit {deposit}") from None
+                    raise LookupError(f"no audit rows for deposit {event.originator_id}") from None
                 frozen += frozen_change(event)
             last[deposit] = (shop_id, currency, frozen)
             rows.append(_row(positioned.position, shop_id, currency, frozen, event, times))
@@ -130,13 +131,13 @@ class AuditTrailView(View):
             rows,
         )
         if carry is not None:
-            for deposit in dict.fromkeys(p.event.originator_id for p in batch):
+            for deposit in dict.fromkeys(p.event.originator_id.int for p in batch):
                 carry.remember(deposit, last[deposit])
 
-    def _last_rows(self, cursor: Cursor, table: str, deposits: set[UUID]) -> dict[UUID, tuple[str, str, int]]:
+    def _last_rows(self, cursor: Cursor, table: str, deposits: set[int]) -> dict[int, tuple[str, str, int]]:
         # Each deposit's latest row, a few hundred deposits a query rather than one each.
-        found: dict[UUID, tuple[str, str, int]] = {}
-        ids = sorted(deposit.hex for deposit in deposits)
+        found: dict[int, tuple[str, str, int]] = {}
+        ids = sorted(f"{deposit:032x}" for deposit in deposits)  # UUID.hex
         for start in range(0, len(ids), 500):
             chunk = ids[start : start + 500]
             cursor.execute(
@@ -146,7 +147,7 @@ class AuditTrailView(View):
                 chunk,
             )
             for deposit_hex, shop_id, currency, frozen in cursor.fetchall():
-                found[UUID(deposit_hex)] = (shop_id, currency, frozen)
+                found[int(deposit_hex, 16)] = (shop_id, currency, frozen)
         return found
 
     def expected_row(

@@ -95,8 +95,9 @@ class BalancesView(View):
 
     def apply(self, cursor: Cursor, table: str, batch: Sequence[Positioned], carry: Carry | None = None) -> None:
         """Load the touched rows (or take them from ``carry``), apply the events in order, write the rows back."""
-        touched: dict[UUID, tuple[Balance, int]] = {}
-        missing = {p.event.originator_id for p in batch if not isinstance(p.event, Opened)}
+        # Deposits keyed by their ids' integers: hashing UUID objects is a Python call.
+        touched: dict[int, tuple[Balance, int]] = {}
+        missing = {p.event.originator_id.int for p in batch if not isinstance(p.event, Opened)}
         if carry is not None:
             for deposit in list(missing):
                 remembered = carry.get(deposit)
@@ -104,19 +105,20 @@ class BalancesView(View):
                     touched[deposit] = remembered
                     missing.discard(deposit)
         for balance, position in self._load(cursor, table, missing):
-            touched[balance.deposit_id] = (balance, position)
+            touched[balance.deposit_id.int] = (balance, position)
         indexed_before = {deposit: _indexed(balance) for deposit, (balance, _) in touched.items()}
         for positioned in batch:
             event = positioned.event
+            key = event.originator_id.int
             if isinstance(event, Opened):
                 balance = Balance.opened(event)
             else:
                 try:
-                    balance, _ = touched[event.originator_id]
+                    balance, _ = touched[key]
                 except KeyError:
                     raise LookupError(f"no balances row for deposit {event.originator_id}") from None
                 balance.apply(event)
-            touched[event.originator_id] = (balance, positioned.position)
+            touched[key] = (balance, positioned.position)
         # A row is written with the columns the secondary indexes read only where they
         # changed: SQLite rewrites an index entry for every column a SET names, even with
         # the same value, and most events change none of them (four pages a command fewer).
@@ -136,9 +138,9 @@ class BalancesView(View):
             for deposit, written in touched.items():
                 carry.remember(deposit, written)
 
-    def _load(self, cursor: Cursor, table: str, deposit_ids: set[UUID]) -> list[tuple[Balance, int]]:
+    def _load(self, cursor: Cursor, table: str, deposits: set[int]) -> list[tuple[Balance, int]]:
         loaded: list[tuple[Balance, int]] = []
-        ids = [deposit_id.hex for deposit_id in deposit_ids]
+        ids = [f"{deposit:032x}" for deposit in deposits]  # UUID.hex
         # Bounded IN lists: SQLite allows a limited number of parameters per statement.
         for start in range(0, len(ids), 500):
             chunk = ids[start : start + 500]

@@ -88,7 +88,7 @@ def test_deposits_the_carry_remembers_are_not_read_back(view_class: type[View]) 
 
 
 def test_the_carry_forgets_the_deposit_used_least_recently() -> None:
-    first, second, third = uuid4(), uuid4(), uuid4()
+    first, second, third = uuid4().int, uuid4().int, uuid4().int
     carry = Carry(limit=2)
     carry.remember(first, "a")
     carry.remember(second, "b")
