@@ -63,14 +63,20 @@ class ViewFailed(LedgerError):
         self.reason = reason
 
 
-@dataclass(frozen=True)
+@dataclass
 class _Copy:
-    """A view's copy being rebuilt: the view, the copy's table, the copy's tracking name, what it carries."""
+    """A view's copy being rebuilt: the view, the copy's table, the copy's tracking name, what it carries.
+
+    ``carried_to`` is the position up to which this rebuild committed the copy: the
+    carry is exact only while the copy's tracking row still stands there (another
+    rebuild of the same view may have dropped and restarted the copy meanwhile).
+    """
 
     view: View
     table: str
     tracking_name: str
     carry: Carry = field(default_factory=Carry)
+    carried_to: int = 0
 
 
 @dataclass(frozen=True)
@@ -190,15 +196,19 @@ class ViewKeeper(BatchRecorder):
         """
         batch = [Positioned(position, event) for position, event in zip(positions, events, strict=True)]
         carried = self._carried_to == previous_head
-        self._carried_to = None  # until this transaction is known to have committed
+        # Nothing is trusted until this transaction is known to have committed: neither what
+        # the carries hold now, nor (for a commit another thread reports late) what they held.
+        self._carried_to = self._carrying = None
         # Every current view under one savepoint. Lock order everywhere: the events (held by
         # the insert), then the views' tracking rows, then their tables; catch-ups and
         # rebuilds never wait on the events' lock.
         cursor.execute("SAVEPOINT inline_views")
         current = self._move_current(cursor, previous_head, positions[-1])
         self._current_after_insert = len(current) == len(self.views)
-        if not carried:
-            for carry in self._inline_carries.values():
+        for name, carry in self._inline_carries.items():
+            # A view that is not current misses these events: whatever brings it up to date
+            # later (a catch-up, a rebuild, another process), its carry would be behind.
+            if not carried or name not in current:
                 carry.clear()
         try:
             for view in current.values():
@@ -352,6 +362,8 @@ class ViewKeeper(BatchRecorder):
             except Exception:
                 decoded = None  # a poison event: each copy finds it one by one
             for copy, position in zip(copies, positions, strict=True):
+                if position != copy.carried_to:
+                    copy.carry.clear()  # someone else has written this copy since
                 start = bisect_right(rows, position, key=lambda row: int(row[0]))
                 mine = decoded[start:] if decoded is not None else None
                 _, failed = self._apply_rows(
@@ -361,6 +373,9 @@ class ViewKeeper(BatchRecorder):
         # Raised only now, after the events before the poison one were committed.
         if failure is not None:
             raise failure
+        if rows:
+            for copy in copies:
+                copy.carried_to = int(rows[-1][0])
         return len(rows)
 
     def _swap(self, copy: _Copy) -> int:

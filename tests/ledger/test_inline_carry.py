@@ -19,6 +19,7 @@ from ledger.chain import GENESIS, link
 from ledger.recorder import ChainHead
 from tests.conftest import FakeClock
 from tests.ledger.checks import assert_views_are_a_rebuild_and_verify_clean
+from tests.ledger.stores import drop_views
 
 
 def statements(command: Callable[[], object]) -> list[str]:
@@ -139,6 +140,74 @@ def test_a_view_that_fell_behind_forgets_what_it_carried(
     assert ledger.balance("shop-1") == ledger.show("shop-1")
     assert ledger.balance("shop-1").paid_minor == 3_000
     assert_views_are_a_rebuild_and_verify_clean(ledger.store.url)
+
+
+@pytest.mark.parametrize("audit_alone", [False, True], ids=["both views", "audit trail alone"])
+def test_views_dropped_and_rebuilt_elsewhere_do_not_take_the_rows_this_process_carried(
+    ledger: DepositLedger, store_url: str, clock: FakeClock, monkeypatch: pytest.MonkeyPatch, audit_alone: bool
+) -> None:
+    # The operator drops the views and rebuilds them from another process while this one
+    # keeps taking payments: its views were not current for one of them, so what they
+    # carried is behind what the rebuild wrote.
+    ledger.open("shop-1", currency="CNY", required="1000")
+    ledger.pay("shop-1", "10", channel="alipay", ref="A1")  # both views carry the deposit's rows now
+    if audit_alone:
+        balances_stopped(ledger, monkeypatch)
+    drop_views(ledger.store)
+    operator = DepositLedger(store_url, actor="operator", clock=clock, inline_views=False)
+    try:
+        clock.advance(minutes=1)
+        ledger.pay("shop-1", "10", channel="alipay", ref="A2")  # no view is current here
+        operator.views.rebuild("audit_trail")
+        clock.advance(minutes=1)
+        ledger.pay("shop-1", "10", channel="alipay", ref="A3")
+    finally:
+        operator.close()
+    assert frozen_after(ledger, "shop-1") == [0, 0, 1_000, 1_000, 2_000, 2_000, 3_000]
+    if not audit_alone:
+        assert ledger.balance("shop-1") == ledger.show("shop-1")
+        assert_views_are_a_rebuild_and_verify_clean(ledger.store.url)
+
+
+@pytest.mark.parametrize("audit_alone", [False, True], ids=["both views", "audit trail alone"])
+def test_a_commit_reported_late_by_another_thread_does_not_vouch_for_a_transaction_rolled_back_since(
+    ledger: DepositLedger, clock: FakeClock, monkeypatch: pytest.MonkeyPatch, audit_alone: bool
+) -> None:
+    ledger.open("shop-1", currency="CNY", required="1000")
+    if audit_alone:
+        balances_stopped(ledger, monkeypatch)
+    ledger.pay("shop-1", "10", channel="alipay", ref="A1")
+    reports: list[int] = []
+    monkeypatch.setattr(ledger.recorder, "after_commit", reports.append)  # thread A: its report is late
+    clock.advance(minutes=1)
+    ledger.pay("shop-1", "10", channel="alipay", ref="A2")
+    (late,) = reports
+    monkeypatch.setattr(ledger.recorder, "after_commit", ledger.views.committed)
+
+    # Thread B's insert: thread A's report lands while B's views apply, then B's transaction fails.
+    audit = ledger.views.view("audit_trail")
+    audit_apply, apply_inline = audit.apply, ledger.views.apply_inline
+
+    def apply_then_late_report(*args: Any) -> None:
+        audit_apply(*args)
+        ledger.views.committed(late)
+
+    def apply_then_fail(*args: Any) -> None:
+        apply_inline(*args)
+        raise sqlite3.OperationalError("disk I/O error")
+
+    monkeypatch.setattr(audit, "apply", apply_then_late_report)
+    monkeypatch.setattr(ledger.recorder, "after_insert", apply_then_fail)
+    with pytest.raises(Exception, match="disk I/O error"):
+        ledger.pay("shop-1", "500", channel="alipay", ref="B-lost")
+    monkeypatch.setattr(audit, "apply", audit_apply)
+    monkeypatch.setattr(ledger.recorder, "after_insert", apply_inline)
+
+    clock.advance(minutes=1)
+    ledger.pay("shop-1", "10", channel="alipay", ref="A3")
+    assert frozen_after(ledger, "shop-1")[-2:] == [2_000, 3_000]
+    if not audit_alone:
+        assert_views_are_a_rebuild_and_verify_clean(ledger.store.url)
 
 
 # ------------------------------------------------------------------ chain head

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import pytest
 
 from ledger import DepositLedger
-from ledger.views import ViewKeeper
+from ledger.views import ViewKeeper, _Copy
 from tests.ledger.stores import fill, tracking, view_rows
 
 
@@ -69,3 +70,34 @@ def test_a_rebuild_equals_the_live_views_whatever_the_copies_carry_between_batch
     assert ledger.views.rebuild() == head
     assert view_rows(ledger.store) == before
     assert tracking(ledger.store) == positions
+
+
+def test_a_rebuild_whose_copy_another_rebuild_restarted_does_not_trust_what_it_carried(
+    ledger: DepositLedger, reopen: Callable[[], DepositLedger], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Two `projections rebuild` of one view at once: the second drops the first's copy and
+    # starts it again; the first must read the copy back rather than use its carry.
+    monkeypatch.setattr("ledger.views.REBUILD_BATCH", 10)
+    head = fill(ledger, 3, 5)
+    before = view_rows(ledger.store)
+    rival = reopen().views
+    audit = rival.view("audit_trail")
+    batches: list[int] = []
+
+    def rival_restarts_the_copy(done: int, total: int) -> None:
+        batches.append(done)
+        if len(batches) == 2:
+            copy = _Copy(audit, f"{audit.table}__rebuild", f"{audit.name}.rebuild")
+            with rival.store.write_transaction(rival.connection) as cursor:
+                cursor.execute(f"DROP TABLE IF EXISTS {copy.table}")
+                for statement in audit.create_statements(copy.table, rival.store.position_key):
+                    cursor.execute(statement)
+                for statement in audit.lookup_index_statements(copy.table):
+                    cursor.execute(statement)
+                cursor.execute("DELETE FROM view_tracking WHERE name = ?", (copy.tracking_name,))
+            rival._build_batch([copy])  # one batch of the rival's own rebuild
+
+    assert head > 30
+    ledger.views.rebuild("audit_trail", progress=rival_restarts_the_copy)
+    assert view_rows(ledger.store) == before
+    assert ledger.auditor().verify().ok
