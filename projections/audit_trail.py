@@ -105,11 +105,7 @@ class AuditTrailView(View):
         continued = {p.event.originator_id.int for p in batch if not isinstance(p.event, Opened)}
         last: dict[int, tuple[str, str, int]] = {}
         if carry is not None:
-            for deposit in list(continued):
-                remembered = carry.get(deposit)
-                if remembered is not None:
-                    last[deposit] = remembered
-                    continued.discard(deposit)
+            last, continued = carry.recall(continued)
         last.update(self._last_rows(cursor, table, continued))
         times: dict[datetime, str] = {}
         rows = []

@@ -99,11 +99,7 @@ class BalancesView(View):
         touched: dict[int, tuple[Balance, int]] = {}
         missing = {p.event.originator_id.int for p in batch if not isinstance(p.event, Opened)}
         if carry is not None:
-            for deposit in list(missing):
-                remembered = carry.get(deposit)
-                if remembered is not None:
-                    touched[deposit] = remembered
-                    missing.discard(deposit)
+            touched, missing = carry.recall(missing)
         for balance, position in self._load(cursor, table, missing):
             touched[balance.deposit_id.int] = (balance, position)
         indexed_before = {deposit: _indexed(balance) for deposit, (balance, _) in touched.items()}

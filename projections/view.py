@@ -66,6 +66,18 @@ class Carry:
         """What was remembered for ``deposit`` (a deposit id's ``UUID.int``), or None."""
         return self._items.get(deposit)
 
+    def recall(self, deposits: set[int]) -> tuple[dict[int, Any], set[int]]:
+        """What is remembered for ``deposits``, and the deposits it does not know (to be read back)."""
+        known: dict[int, Any] = {}
+        unknown: set[int] = set()
+        for deposit in deposits:
+            value = self._items.get(deposit)
+            if value is None:
+                unknown.add(deposit)
+            else:
+                known[deposit] = value
+        return known, unknown
+
     def remember(self, deposit: int, value: Any) -> None:
         """Remember ``value`` for ``deposit`` as its most recent; forget the oldest beyond the limit."""
         items = self._items

@@ -95,5 +95,6 @@ def test_the_carry_forgets_the_deposit_used_least_recently() -> None:
     carry.remember(first, "a2")  # used again: now the most recent
     carry.remember(third, "c")
     assert (carry.get(first), carry.get(second), carry.get(third)) == ("a2", None, "c")
+    assert carry.recall({first, second, third}) == ({first: "a2", third: "c"}, {second})
     carry.clear()
     assert len(carry) == 0 and carry.get(first) is None
