@@ -16,6 +16,7 @@ from domain.deposit import (
 )
 from domain.errors import (
     DuplicateConflict,
+    InvariantBroken,
     LedgerError,
     MalformedInput,
     OutOfOrder,
@@ -88,6 +89,7 @@ __all__ = [
     "Frozen",
     "HoldPlaced",
     "HoldReleased",
+    "InvariantBroken",
     "LedgerError",
     "MalformedInput",
     "Opened",

@@ -15,6 +15,7 @@ from uuid import UUID
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict
 
+from domain.errors import InvariantBroken
 from domain.events import (
     AppealFiled,
     AppealRejected,
@@ -152,9 +153,8 @@ class Balance:
 
     def apply(self, event: DepositEvent) -> None:
         """Change the figures by one event (after ``Opened``), then assert they still balance."""
-        assert event.originator_version == self.version + 1, (
-            f"version gap in {self.shop_id}: {self.version} then {event.originator_version}"
-        )
+        if event.originator_version != self.version + 1:
+            raise InvariantBroken(f"version gap in {self.shop_id}: {self.version} then {event.originator_version}")
         self.frozen_minor += frozen_change(event)
         if isinstance(event, Paid):
             self.paid_minor += event.amount_minor
@@ -168,14 +168,16 @@ class Balance:
             self.settlement_due = event.settlement_due
         elif isinstance(event, Refunded):
             # A second refund corrects a closed deposit after an upheld appeal.
-            assert self.phase in (Phase.CLOSING, Phase.CLOSED), f"refund of {self.shop_id} while {self.phase}"
+            if self.phase not in (Phase.CLOSING, Phase.CLOSED):
+                raise InvariantBroken(f"refund of {self.shop_id} while {self.phase}")
             self.refunded_minor += event.amount_minor
             self.phase = Phase.CLOSED
         elif isinstance(event, Forfeited):
             self.forfeited_minor += event.amount_minor
             self.phase = Phase.FORFEITED
         elif isinstance(event, RequirementChanged):
-            assert event.old_required_minor == self.required_minor, f"requirement of {self.shop_id} out of step"
+            if event.old_required_minor != self.required_minor:
+                raise InvariantBroken(f"requirement of {self.shop_id} out of step")
             self.required_minor = event.new_required_minor
             self.categories = event.categories
             self.policy_version = event.policy_version
@@ -212,19 +214,22 @@ class Balance:
             self.unfrozen_minor -= event.amount_collected_minor
             self.owed_minor -= event.amount_collected_minor
         else:
-            assert event.collected_from_hold_minor <= event.amount_collected_minor, "hold beyond the collection"
+            if event.collected_from_hold_minor > event.amount_collected_minor:
+                raise InvariantBroken("hold beyond the collection")
             self.held_minor -= event.collected_from_hold_minor
             self.owed_minor += event.amount_owed_minor
             self._start_top_up_clock(event.top_up_due)
 
     def _start_top_up_clock(self, due: datetime | None) -> None:
         if due is not None:
-            assert self.top_up_due is None, f"a second top-up clock in {self.shop_id}"
+            if self.top_up_due is not None:
+                raise InvariantBroken(f"a second top-up clock in {self.shop_id}")
             self.top_up_due = due
 
     def _restart_settlement(self, due: datetime | None) -> None:
         if due is not None:
-            assert self.phase is Phase.CLOSING, f"settlement restarted in {self.shop_id} while {self.phase}"
+            if self.phase is not Phase.CLOSING:
+                raise InvariantBroken(f"settlement restarted in {self.shop_id} while {self.phase}")
             self.settlement_due = due
 
     def assert_balanced(self) -> None:
@@ -240,13 +245,15 @@ class Balance:
             self.owed_minor,
             self.reversed_minor,
         )
-        assert min(figures) >= 0, f"negative figure in {self.shop_id}: {figures}"
+        if min(figures) < 0:
+            raise InvariantBroken(f"negative figure in {self.shop_id}: {figures}")
         # paid = unfrozen + frozen + held + deducted + refunded + forfeited
-        assert self.paid_minor == sum(figures[1:7]), f"conservation broken in {self.shop_id}: {figures}"
-        assert self.owed_minor == 0 or self.frozen_minor == 0, f"owed beside frozen money in {self.shop_id}"
-        assert self.top_up_due is None or (self.phase is Phase.OPEN and self.shortfall_minor > 0), (
-            f"top-up due without a shortfall in {self.shop_id}"
-        )
+        if self.paid_minor != sum(figures[1:7]):
+            raise InvariantBroken(f"conservation broken in {self.shop_id}: {figures}")
+        if not (self.owed_minor == 0 or self.frozen_minor == 0):
+            raise InvariantBroken(f"owed beside frozen money in {self.shop_id}")
+        if not (self.top_up_due is None or (self.phase is Phase.OPEN and self.shortfall_minor > 0)):
+            raise InvariantBroken(f"top-up due without a shortfall in {self.shop_id}")
 
     @property
     def shortfall_minor(self) -> int:

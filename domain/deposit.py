@@ -35,6 +35,7 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, TypeAdapter, Validati
 from domain.balance import Balance, DepositState, Phase, Status
 from domain.errors import (
     DuplicateConflict,
+    InvariantBroken,
     MalformedInput,
     OutOfOrder,
     Refused,
@@ -523,7 +524,8 @@ class ShopDeposit:
         """
         self._require_phase("be refunded", Phase.CLOSING)
         self._require_in_order(stamp)
-        assert self.balance.settlement_due is not None
+        if self.balance.settlement_due is None:
+            raise InvariantBroken(f"no settlement due time for {self.shop_id} while closing")
         if stamp.effective_at < self.balance.settlement_due:
             raise Refused(
                 f"shop {self.shop_id} cannot be refunded before its settlement is due at "
@@ -666,26 +668,30 @@ class ShopDeposit:
         A failure is a bug in the ledger, never bad input.
         """
         self.balance.assert_balanced()
-        assert self.balance.unfrozen_minor == 0, f"money left unfrozen in {self.shop_id}"
+        if self.balance.unfrozen_minor != 0:
+            raise InvariantBroken(f"money left unfrozen in {self.shop_id}")
         # Against running totals: summing every case, hold and payment after each command
         # would make a command's cost grow with the deposit's history. recount() checks
         # the totals themselves whenever a deposit is restored or snapshot.
         totals = self.totals
-        assert self.balance.owed_minor == totals.owed_minor, f"owed figure and open cases disagree in {self.shop_id}"
-        assert self.balance.held_minor == totals.held_minor, f"held figure and holds disagree in {self.shop_id}"
-        assert self.balance.refunded_minor == totals.refunded_minor, f"refunds and payments disagree in {self.shop_id}"
+        if self.balance.owed_minor != totals.owed_minor:
+            raise InvariantBroken(f"owed figure and open cases disagree in {self.shop_id}")
+        if self.balance.held_minor != totals.held_minor:
+            raise InvariantBroken(f"held figure and holds disagree in {self.shop_id}")
+        if self.balance.refunded_minor != totals.refunded_minor:
+            raise InvariantBroken(f"refunds and payments disagree in {self.shop_id}")
 
     def recount(self) -> None:
         """Assert that the running totals are the sums of the cases, holds and payments (costs a pass over them)."""
-        assert self.totals == BookkeepingTotals.count(self.payments, self.cases, self.holds), (
-            f"running totals and bookkeeping disagree in {self.shop_id}"
-        )
+        if self.totals != BookkeepingTotals.count(self.payments, self.cases, self.holds):
+            raise InvariantBroken(f"running totals and bookkeeping disagree in {self.shop_id}")
 
     # ------------------------------------------------------------------- events
 
     def apply(self, event: DepositEvent) -> None:
         """Change the state by one event: the figures, then the rules' bookkeeping."""
-        assert event.originator_id == self.id, "event of another deposit"
+        if event.originator_id != self.id:
+            raise InvariantBroken("event of another deposit")
         closing = self.phase is Phase.CLOSING
         self.balance.apply(event)
         if isinstance(event, Paid):
@@ -917,7 +923,8 @@ class ShopDeposit:
             if share:
                 lines.append(RefundLine(channel=payment.channel, trade_no=payment.trade_no, amount_minor=share))
                 remaining -= share
-        assert remaining == 0, f"refund of {amount_minor} exceeds payments into {self.shop_id}"
+        if remaining != 0:
+            raise InvariantBroken(f"refund of {amount_minor} exceeds payments into {self.shop_id}")
         return tuple(lines)
 
     def _describe_case(self, case: Case) -> str:
@@ -960,7 +967,8 @@ def _field_text(field: Any) -> str:
     if isinstance(field, bool):
         return "1" if field else "0"
     text = str(field)
-    assert text and " " not in text and ";" not in text and text != "-", f"{text!r} cannot be kept as a field"
+    if not (text and " " not in text and ";" not in text and text != "-"):
+        raise InvariantBroken(f"{text!r} cannot be kept as a field")
     return text
 
 
@@ -1193,7 +1201,8 @@ def project_deposit(
             else:
                 raise AssertionError(f"history of {event.originator_id} starts with {type(event).__name__}")
         else:
-            assert isinstance(event, DepositEvent), "a snapshot can only start a history"
+            if not isinstance(event, DepositEvent):
+                raise InvariantBroken("a snapshot can only start a history")
             deposit.apply(event)
     return deposit
 

@@ -38,3 +38,12 @@ class DuplicateConflict(Refused):
 
 class OutOfOrder(Refused):
     """The effective time lies before the deposit's last event."""
+
+
+class InvariantBroken(AssertionError):
+    """A law of the books failed (conservation, a version gap, a figure below zero).
+
+    Never the caller's fault: a bug, or a store edited behind the ledger's back.
+    Raised explicitly rather than by ``assert``, so that ``python -O`` cannot turn
+    the checks off.
+    """

@@ -13,7 +13,7 @@ from functools import cache
 from babel.core import get_global
 from babel.numbers import get_currency_precision, is_currency
 
-from domain.errors import MalformedInput
+from domain.errors import InvariantBroken, MalformedInput
 
 MAX_AMOUNT_MINOR = 10**13
 """The largest single amount the ledger accepts, in minor units.
@@ -96,7 +96,8 @@ def to_minor(amount: str | Decimal, currency: str) -> int:
     # context rounds past 28 digits (1.000...0001 would become 1) and overflows on
     # huge exponents (1e999999).
     _, coefficient_digits, exponent = value.as_tuple()
-    assert isinstance(exponent, int), "parse_decimal admits only finite amounts"
+    if not isinstance(exponent, int):
+        raise InvariantBroken("parse_decimal admits only finite amounts")
     leading_power = value.adjusted() + digits  # power of ten of the leading digit, in minor units
     if leading_power >= len(str(MAX_AMOUNT_MINOR)):
         raise MalformedInput(_too_large(amount, currency))
