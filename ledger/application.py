@@ -895,8 +895,7 @@ class DepositLedger(Application[UUID]):
         if self._batch is not None:
             found, cached = self._batch.find(shop_id), False
         else:
-            with self._cache_lock:
-                found = self._cache.pop(deposit_id(shop_id), None)
+            found = self._uncache(shop_id)
             cached = found is not None
             if found is None:
                 found = self._load(deposit_id(shop_id))
@@ -914,11 +913,15 @@ class DepositLedger(Application[UUID]):
 
     def _take(self, shop_id: str) -> ShopDeposit | None:
         # The cached deposit, brought up to date, or else the deposit as stored.
-        with self._cache_lock:
-            deposit = self._cache.pop(deposit_id(shop_id), None)
+        deposit = self._uncache(shop_id)
         if deposit is None:
             return self._load(deposit_id(shop_id))
         return self._brought_up(deposit)
+
+    def _uncache(self, shop_id: str) -> ShopDeposit | None:
+        # The shop's deposit out of the cache, for one command's exclusive use, or None.
+        with self._cache_lock:
+            return self._cache.pop(deposit_id(shop_id), None)
 
     def _take_many(self, shop_ids: list[str]) -> dict[str, ShopDeposit | None]:
         # A batch's deposits at once: one query per few hundred tells which exist and
@@ -1060,40 +1063,40 @@ def parse_time(value: datetime | str) -> datetime:
 
 def parse_shop_id(shop_id: str) -> str:
     """A valid shop id, or ``MalformedInput``."""
-    try:
-        return _SHOP_ID.validate_python(shop_id)
-    except ValidationError:
-        raise MalformedInput(
-            f"shop id {shop_id!r} must be 1-64 letters, digits or _ . : -, starting with a letter or digit"
-        ) from None
+    return _valid(
+        _SHOP_ID, shop_id, "shop id {!r} must be 1-64 letters, digits or _ . : -, starting with a letter or digit"
+    )
 
 
 def parse_case_id(case: str) -> str:
     """A valid case id, or ``MalformedInput``."""
-    try:
-        return _CASE_ID.validate_python(case)
-    except ValidationError:
-        raise MalformedInput(
-            f"case id {case!r} must be 1-64 letters, digits or _ . : / -, starting with a letter or digit"
-        ) from None
+    return _valid(
+        _CASE_ID, case, "case id {!r} must be 1-64 letters, digits or _ . : / -, starting with a letter or digit"
+    )
 
 
 def parse_category(category: str) -> str:
     """A valid category name, in lower case, or ``MalformedInput``."""
-    try:
-        return _CATEGORY.validate_python(category.strip().lower())
-    except ValidationError:
-        raise MalformedInput(
-            f"category {category!r} must be 1-32 letters, digits, _ or -, starting with a letter or digit"
-        ) from None
+    return _valid(
+        _CATEGORY,
+        category.strip().lower(),
+        "category {!r} must be 1-32 letters, digits, _ or -, starting with a letter or digit",
+        shown=category,
+    )
 
 
 def parse_actor(actor: str) -> str:
     """A valid actor name, or ``MalformedInput``."""
+    return _valid(_ACTOR, actor, "actor {!r} must be 1-64 characters without control characters")
+
+
+def _valid(adapter: TypeAdapter[str], value: str, rule: str, *, shown: str | None = None) -> str:
+    # ``value`` as ``adapter`` admits it, or MalformedInput: ``rule`` with what was given
+    # (``shown``, when it differs from the value checked), formatted only when raised.
     try:
-        return _ACTOR.validate_python(actor)
+        return adapter.validate_python(value)
     except ValidationError:
-        raise MalformedInput(f"actor {actor!r} must be 1-64 characters without control characters") from None
+        raise MalformedInput(rule.format(value if shown is None else shown)) from None
 
 
 def parse_choice(choices: type[Channel] | type[DeductionReason] | type[Status], value: str, what: str) -> Any:

@@ -124,15 +124,36 @@ class LedgerSQLiteFactory(SQLiteFactory):
         unused.close()
 
 
+class _ChainedAndProjected:
+    """What both recorders do around the library's insert: the chain, the current views, the news of the commit."""
+
+    after_insert: AfterInsert | None = None
+    after_commit: AfterCommit | None = None
+    chain_head: ChainHead
+
+    def _chain_and_project(
+        self, cursor: Any, positions: Sequence[int], stored_events: Sequence[StoredEvent], **kwargs: Any
+    ) -> None:
+        # Inside the insert's transaction: one link per event, then the views that were current.
+        previous_head = self.chain_head.extend(cursor, _chain_rows(positions, stored_events))
+        events = kwargs.get("deposit_events")
+        if self.after_insert is not None and events:
+            self.after_insert(cursor, previous_head, positions, events)
+
+    def _committed(self, positions: Sequence[int] | None) -> None:
+        # After the commit: what the chain and the views remember may now be trusted.
+        if positions:
+            self.chain_head.committed(positions[-1])
+            if self.after_commit is not None:
+                self.after_commit(positions[-1])
+
+
 MAX_ROWID = 2**63 - 1
 """SQLite's largest rowid; only once a table holds it does SQLite pick new rowids at random."""
 
 
-class LedgerRecorder(SQLiteApplicationRecorder):
+class LedgerRecorder(_ChainedAndProjected, SQLiteApplicationRecorder):
     """SQLite: inserts events, extends the hash chain over them, lets current views follow."""
-
-    after_insert: AfterInsert | None = None
-    after_commit: AfterCommit | None = None
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         """As the library's recorder, remembering the chain's head between inserts."""
@@ -154,19 +175,13 @@ class LedgerRecorder(SQLiteApplicationRecorder):
             return []
         cursor = c.sqlite_cursor
         positions = self._insert_rows(cursor, stored_events)
-        previous_head = self.chain_head.extend(cursor, _chain_rows(positions, stored_events))
-        events = kwargs.get("deposit_events")
-        if self.after_insert is not None and events:
-            self.after_insert(cursor, previous_head, positions, events)
+        self._chain_and_project(cursor, positions, stored_events, **kwargs)
         return positions
 
     def insert_events(self, stored_events: Sequence[StoredEvent], **kwargs: Any) -> Sequence[int] | None:
         """Insert, chain and project in one transaction, as the library does; then tell who waits for the commit."""
         positions = super().insert_events(stored_events, **kwargs)
-        if positions:
-            self.chain_head.committed(positions[-1])
-            if self.after_commit is not None:
-                self.after_commit(positions[-1])
+        self._committed(positions)
         return positions
 
     def latest_versions(self, originator_ids: Sequence[UUID]) -> dict[UUID, int]:
@@ -206,11 +221,8 @@ class LedgerRecorder(SQLiteApplicationRecorder):
         return list(range(last - len(stored_events) + 1, last + 1))
 
 
-class PostgresLedgerRecorder(PostgresApplicationRecorder):
+class PostgresLedgerRecorder(_ChainedAndProjected, PostgresApplicationRecorder):
     """PostgreSQL: the same, inside the library's table-locked insert transaction."""
-
-    after_insert: AfterInsert | None = None
-    after_commit: AfterCommit | None = None
 
     def __init__(self, datastore: PostgresDatastore, *, events_table_name: str = "stored_events") -> None:
         """Add the chain table to what the library creates."""
@@ -246,13 +258,6 @@ class PostgresLedgerRecorder(PostgresApplicationRecorder):
                 positions = [row["notification_id"] for row in library_cursor.fetchall()]
             with connection.cursor(row_factory=tuple_row) as raw:
                 raw.execute(SQL("SET LOCAL search_path TO {0}").format(Identifier(self.datastore.schema)))
-                cursor = QmarkCursor(raw)
-                previous_head = self.chain_head.extend(cursor, _chain_rows(positions, stored_events))
-                events = kwargs.get("deposit_events")
-                if self.after_insert is not None and events:
-                    self.after_insert(cursor, previous_head, positions, events)
-        if positions:
-            self.chain_head.committed(positions[-1])
-            if self.after_commit is not None:
-                self.after_commit(positions[-1])
+                self._chain_and_project(QmarkCursor(raw), positions, stored_events, **kwargs)
+        self._committed(positions)
         return positions
