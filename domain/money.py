@@ -26,11 +26,11 @@ such amounts stay exact in a 64-bit SQL integer column.
 MAX_AMOUNT_TEXT_LENGTH = 40
 """Longer amount texts are refused before ``Decimal`` parses them."""
 
-# ASCII digits only: Decimal alone would also take "1_000" and full-width or Arabic-Indic
-# digits. The special values pass here so that the refusal can name them.
-_DECIMAL_TEXT = re.compile(
-    r"^[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?$|^[+-]?(s?nan|inf|infinity)$", re.ASCII | re.IGNORECASE
-)
+# ASCII digits in plain notation only: Decimal alone would also take "1_000", full-width or
+# Arabic-Indic digits, and exponents ("1E2", "2e-1"), which no bill or bank statement writes
+# and which hide a typo's factor of ten. The special values pass here so that the refusal
+# can name them.
+_DECIMAL_TEXT = re.compile(r"^[+-]?(\d+(\.\d*)?|\.\d+)$|^[+-]?(s?nan|inf|infinity)$", re.ASCII | re.IGNORECASE)
 
 
 @cache

@@ -62,7 +62,6 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from decimal import Decimal
 from itertools import islice
 from typing import IO, Any, Literal
 from uuid import UUID
@@ -187,7 +186,7 @@ class JournalReader:
                 yield JournalLine(number, raw[:200], {}, f"line longer than {MAX_LINE_CHARS} characters")
                 continue
             try:
-                record = json.loads(raw, parse_float=Decimal)
+                record = json.loads(raw, parse_float=_NumberText)
             except ValueError as error:
                 yield JournalLine(number, raw, {}, f"not JSON: {error}")
                 continue
@@ -225,14 +224,22 @@ class JournalReader:
                 yield JournalLine(number, row, {name: cell for name, cell in zip(header, row, strict=True) if cell})
 
 
+class _NumberText(str):
+    """A JSON number with a fraction or an exponent, exactly as the line writes it.
+
+    Kept as text, so that an amount is judged as written: ``2e-1`` is refused like the
+    string ``"2e-1"``, where a ``Decimal`` would have turned it into ``0.2``.
+    """
+
+
 def _json_fields(record: dict[str, Any]) -> tuple[dict[str, str], str | None]:
     fields: dict[str, str] = {}
     for key, value in record.items():
         if value is None:
             continue
-        if isinstance(value, str):
+        if isinstance(value, str) and not isinstance(value, _NumberText):
             fields[key] = value
-        elif key in _AMOUNTS and isinstance(value, int | Decimal) and not isinstance(value, bool):
+        elif key in _AMOUNTS and isinstance(value, int | _NumberText) and not isinstance(value, bool):
             fields[key] = str(value)
         elif key in _LISTS and isinstance(value, list) and all(isinstance(item, str) for item in value):
             fields[key] = ",".join(value)

@@ -379,7 +379,27 @@ FAILURES = [
     pytest.param(
         "deduct tea-house Infinity --reason other --case X5", MALFORMED, "not a finite number", id="amount-infinite"
     ),
-    pytest.param("pay tea-house 1e20 --channel alipay --ref X5", MALFORMED, "exceeds the limit", id="amount-absurd"),
+    pytest.param(
+        "pay tea-house 100000000000000000000 --channel alipay --ref X5",
+        MALFORMED,
+        "exceeds the limit",
+        id="amount-absurd",
+    ),
+    pytest.param(
+        "pay tea-house 1E2 --channel alipay --ref X5", MALFORMED, "amount '1E2' is not a decimal", id="amount-exponent"
+    ),
+    pytest.param(
+        "deduct tea-house 2e-1 --reason other --case X5",
+        MALFORMED,
+        "amount '2e-1' is not a decimal",
+        id="amount-negative-exponent",
+    ),
+    pytest.param(
+        "open new-shop --currency CNY --required 1e3",
+        MALFORMED,
+        "amount '1e3' is not a decimal",
+        id="required-exponent",
+    ),
     pytest.param(
         "pay tea-house 10 --channel paypal --ref X5",
         MALFORMED,

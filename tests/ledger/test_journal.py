@@ -368,6 +368,27 @@ def test_the_policy_commands_import_rerun_and_export_back(
         copy.close()
 
 
+def test_amounts_in_exponent_notation_are_rejected_as_text_and_as_json_numbers(
+    ledger: DepositLedger, tmp_path: Path
+) -> None:
+    path = tmp_path / "exponents.jsonl"
+    path.write_text(
+        '{"op":"open","shop":"tea","at":"2025-01-01T00:00:00Z","currency":"CNY","required":"100"}\n'
+        '{"op":"pay","shop":"tea","at":"2025-01-02T00:00:00Z","amount":"1E2","channel":"alipay","ref":"A1"}\n'
+        '{"op":"pay","shop":"tea","at":"2025-01-02T00:00:00Z","amount":2e-1,"channel":"alipay","ref":"A2"}\n'
+        '{"op":"pay","shop":"tea","at":"2025-01-02T00:00:00Z","amount":100,"channel":"alipay","ref":"A3"}\n',
+        encoding="utf-8",
+    )
+
+    summary, rejected = run_import(ledger, path, "jsonl")
+
+    assert reasons(rejected) == {
+        2: "amount '1E2' is not a decimal number",
+        3: "amount '2e-1' is not a decimal number",
+    }
+    assert (summary.applied, ledger.show("tea").paid_minor) == (2, 10000)
+
+
 def test_policy_lines_are_checked_like_their_commands(ledger: DepositLedger, tmp_path: Path) -> None:
     path = tmp_path / "policy.jsonl"
     path.write_text(
