@@ -25,6 +25,7 @@ from uuid import UUID
 
 from eventsourcing.application import AggregateNotFoundError, Application, ProcessingEvent
 from eventsourcing.persistence import IntegrityError, Mapper
+from eventsourcing.utils import Environment, EnvType
 from pydantic import BaseModel, ConfigDict, TypeAdapter, ValidationError
 
 from domain import (
@@ -50,6 +51,7 @@ from domain import (
 )
 from domain.events import Actor, CaseId, CategoryCode, ShopId
 from domain.money import normalise_currency, parse_decimal, to_minor
+from ledger.app.settings import refuse_library_variables
 from ledger.audit import Auditor
 from ledger.mapper import DepositMapper
 from ledger.policy_file import load_policy
@@ -226,6 +228,7 @@ class DepositLedger(Application[UUID]):
         views are the projection workers' job: they lag until a worker applies
         the new events.
         """
+        refuse_library_variables()
         self.store = store if isinstance(store, Store) else resolve_store(store)
         self.inline_views = inline_views_setting() if inline_views is None else inline_views
         self.default_actor = actor or _os_user()
@@ -281,6 +284,20 @@ class DepositLedger(Application[UUID]):
         for deposit in batch.deposits.values():
             if deposit is not None:
                 self._checkin(deposit)
+
+    def construct_env(self, name: str, env: EnvType | None = None) -> Environment:
+        """The library's settings as the ledger gives them, and nothing from the process environment.
+
+        The library's own way merges ``os.environ`` in, where a variable named after the
+        application (``DEPOSITLEDGER_SQLITE_DBNAME``) beats the store the ledger chose, and
+        any other (``COMPRESSOR_TOPIC``) changes how events are written: see
+        :mod:`ledger.app.settings`.
+        """
+        settings = dict(type(self).env)
+        if type(self).is_snapshotting_enabled or type(self).snapshotting_intervals:
+            settings["IS_SNAPSHOTTING_ENABLED"] = "y"
+        settings.update(env or {})
+        return Environment(name, settings)
 
     def construct_mapper(self) -> Mapper[UUID]:
         """Use the pydantic mapper with stable topics and class-version upcasting."""

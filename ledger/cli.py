@@ -21,6 +21,7 @@ from eventsourcing.persistence import PersistenceError
 from rich.console import Console
 
 from domain import LedgerError, MalformedInput, deposit_id
+from ledger.app.settings import refuse_library_variables
 from ledger.application import CommandResult, DepositLedger, parse_shop_id, parse_time
 from ledger.audit import Auditor, parse_checkpoint
 from ledger.demo import run_demo
@@ -115,6 +116,7 @@ def main_options(
     ctx: typer.Context, db: DbOption = None, actor: ActorOption = None, policy: PolicyOption = None
 ) -> None:
     """Record and inspect shop deposits: pay, deduct, hold, appeal, close, refund, force-close."""
+    refuse_library_variables()
     ctx.obj = Settings(db, actor, policy)
 
 
