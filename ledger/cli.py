@@ -25,6 +25,8 @@ from ledger.app.settings import refuse_library_variables
 from ledger.application import CommandResult, DepositLedger, parse_shop_id, parse_time
 from ledger.audit import Auditor, parse_checkpoint
 from ledger.demo import run_demo
+from ledger.faces.http.keys import ApiKeys, keys_table
+from ledger.faces.http.roles import Role
 from ledger.journal import (
     JOURNAL_FORMATS,
     JournalFormat,
@@ -706,6 +708,79 @@ def _warn_if_stale(ledger: DepositLedger) -> None:
         if status.lag:
             detail = f" ({status.error})" if status.error else ""
             sys.stderr.write(f"deposit-ledger: warning: view {status.name} lags {status.lag} events{detail}\n")
+
+
+@app.command("serve")
+def serve_command(
+    ctx: typer.Context,
+    host: Annotated[str, typer.Option("--host", help="The address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option("--port", min=1, max=65535, help="The TCP port to listen on.")] = 8000,
+) -> None:
+    """Serve the ledger's HTTP API on this store until SIGTERM (docs/service.md)."""
+    from ledger.faces.http.serve import serve  # the web stack is loaded only by the command that needs it
+
+    settings: Settings = ctx.obj
+    store = resolve_store(settings.db)
+    sys.stderr.write(f"deposit-ledger: serving {store.describe()} on http://{host}:{port} (docs at /docs)\n")
+    sys.stderr.flush()
+    serve(store, host=host, port=port, policy=settings.policy)
+
+
+keys_app = typer.Typer(help="API keys of the HTTP service: each with a name (the actor it writes as) and a role.")
+app.add_typer(keys_app, name="keys")
+KeyName = Annotated[str, typer.Argument(help="The key's name: the actor of every event written with it.")]
+
+
+def _keys(ctx: typer.Context) -> ApiKeys:
+    return ApiKeys(resolve_store(ctx.obj.db))
+
+
+@keys_app.command("create")
+def keys_create_command(
+    ctx: typer.Context,
+    name: KeyName,
+    role: Annotated[str, typer.Option("--role", help=f"One of {', '.join(Role)}.")],
+    as_json: JsonOption = False,
+) -> None:
+    """Create a key and print its secret, once: the store keeps only its hash."""
+    keys = _keys(ctx)
+    try:
+        key, secret = keys.create(name, role)
+    finally:
+        keys.close()
+    if as_json:
+        _print_json({"name": key.name, "role": key.role.value, "key": secret})
+        return
+    Console().print(f"key [bold]{key.name}[/] ({key.role.value}): {secret}", markup=True, highlight=False)
+    sys.stderr.write("deposit-ledger: keep the key now: it is not shown again\n")
+
+
+@keys_app.command("list")
+def keys_list_command(ctx: typer.Context, as_json: JsonOption = False) -> None:
+    """Every key with its role, creation and revocation times (never a secret)."""
+    keys = _keys(ctx)
+    try:
+        listed = keys.all()
+    finally:
+        keys.close()
+    if as_json:
+        _print_json([key.as_json() for key in listed])
+        return
+    Console().print(keys_table(listed))
+
+
+@keys_app.command("revoke")
+def keys_revoke_command(ctx: typer.Context, name: KeyName, as_json: JsonOption = False) -> None:
+    """Revoke a key: refused from now on by every server on this store. Its name is never reused."""
+    keys = _keys(ctx)
+    try:
+        key = keys.revoke(name)
+    finally:
+        keys.close()
+    if as_json:
+        _print_json(key.as_json())
+    else:
+        Console().print(f"key {key.name} revoked at {key.revoked_at.isoformat() if key.revoked_at else '?'}")
 
 
 @app.command("demo")

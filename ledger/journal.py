@@ -467,6 +467,8 @@ class LineResult:
     line: JournalLine
     outcome: Outcome
     reason: str | None = None
+    error: LedgerError | None = None
+    """What refused a rejected line, when the ledger did (a malformed line's shape says nothing more)."""
 
 
 class ImportSummary(BaseModel):
@@ -587,8 +589,13 @@ def _apply_line(ledger: DepositLedger, line: JournalLine) -> LineResult:
                 return LineResult(line, "duplicate")
             raise
     except LedgerError as error:
-        return LineResult(line, "rejected", " ".join(str(error).split()))
+        return LineResult(line, "rejected", " ".join(str(error).split()), error)
     return LineResult(line, "duplicate" if result.duplicate else "applied")
+
+
+def apply_line(ledger: DepositLedger, line: JournalLine) -> LineResult:
+    """Decide one journal line as ``import`` does (inside the caller's :meth:`DepositLedger.batch`, if any)."""
+    return _apply_line(ledger, line)
 
 
 def _already_recorded(ledger: DepositLedger, repeats: Repeats, fields: Mapping[str, str]) -> bool:

@@ -1,0 +1,1 @@
+"""The ledger's faces beyond the command line: the HTTP service."""

@@ -1,0 +1,163 @@
+"""Group commit: one writer thread gathers concurrent write requests into one transaction.
+
+Every command costs a transaction on its own: a lock, some round trips, a commit
+that waits for the disk. Gathered, many commands share them. The writer takes
+the requests waiting in its queue (up to ``max_batch``; if fewer are waiting, it
+waits up to ``max_wait_s`` for more), runs each in one :meth:`DepositLedger.batch`
+in arrival order, and saves them together. Each command is decided on its own:
+one the rules refuse raises inside the batch and leaves no trace in it, its
+neighbours go on. A request is answered only when the batch holding it is
+committed. If another process saved one of the batch's deposits first, the
+batch's commands are all decided again on the deposits as stored (as
+``import`` does).
+
+Stopping lets the batch in flight finish and decides what is still queued, so a
+graceful shutdown answers every request it accepted.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from typing import Any
+
+from eventsourcing.persistence import IntegrityError
+
+from ledger.application import MAX_ATTEMPTS, ConcurrencyExhausted, DepositLedger
+
+MAX_BATCH_COMMANDS = 256
+"""Commands per transaction at most: bounds a batch's memory and how long its first request waits."""
+
+MAX_WAIT_S = 0.002
+"""How long a batch that is not full waits for more requests before it commits."""
+
+Command = Callable[[DepositLedger], Any]
+BatchObserver = Callable[[int, float], None]
+
+
+@dataclass(slots=True)
+class _Request:
+    command: Command
+    answer: Future[Any] = field(default_factory=Future)
+
+
+_STOP = object()
+
+
+class GroupWriter:
+    """The one writer of a server process: commands in, answers out once committed."""
+
+    def __init__(
+        self,
+        ledger: DepositLedger,
+        *,
+        max_batch: int = MAX_BATCH_COMMANDS,
+        max_wait_s: float = MAX_WAIT_S,
+        on_batch: BatchObserver | None = None,
+    ) -> None:
+        """Write through ``ledger`` (this writer's alone); ``on_batch`` hears each commit's size and seconds."""
+        assert 1 <= max_batch <= 10_000 and 0 <= max_wait_s <= 1
+        self.ledger = ledger
+        self.max_batch = max_batch
+        self.max_wait_s = max_wait_s
+        self._on_batch = on_batch
+        self._queue: queue.Queue[Any] = queue.Queue()
+        self._thread = threading.Thread(target=self._run, name="group-writer", daemon=True)
+        self._stopping = False
+
+    def start(self) -> None:
+        """Start the writer thread."""
+        self._thread.start()
+
+    def submit(self, command: Command) -> Future[Any]:
+        """Queue a command; its future holds its answer once committed, or the error that refused it."""
+        if self._stopping:
+            raise RuntimeError("the writer is stopping")
+        request = _Request(command)
+        self._queue.put(request)
+        return request.answer
+
+    def stop(self) -> None:
+        """Finish the batch in flight and whatever is queued, then end the thread."""
+        self._stopping = True
+        self._queue.put(_STOP)
+        self._thread.join()
+
+    def _run(self) -> None:
+        stopping = False
+        while not stopping:
+            first = self._queue.get()
+            if first is _STOP:
+                stopping = True
+                first = None
+            requests = [first] if first is not None else []
+            stopping = self._gather(requests) or stopping
+            if requests:
+                self._write(requests)
+        # Whatever was queued after the stop sign still gets its answer.
+        leftovers = []
+        while not self._queue.empty():
+            item = self._queue.get_nowait()
+            if item is not _STOP:
+                leftovers.append(item)
+        for start in range(0, len(leftovers), self.max_batch):
+            self._write(leftovers[start : start + self.max_batch])
+
+    def _gather(self, requests: list[_Request]) -> bool:
+        # Take what is waiting; if the batch is not full, wait a little for more. True: stop after this batch.
+        deadline = time.monotonic() + self.max_wait_s
+        while len(requests) < self.max_batch:
+            try:
+                item = self._queue.get_nowait()
+            except queue.Empty:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0 or not requests:
+                    return False
+                try:
+                    item = self._queue.get(timeout=remaining)
+                except queue.Empty:
+                    return False
+            if item is _STOP:
+                return True
+            requests.append(item)
+        return False
+
+    def _write(self, requests: list[_Request]) -> None:
+        started = time.perf_counter()
+        outcomes: list[tuple[bool, Any]] = []
+        try:
+            for _ in range(MAX_ATTEMPTS):
+                try:
+                    outcomes = self._decide(requests)
+                    break
+                except IntegrityError:
+                    continue  # another process saved one of these deposits first: decide them all again
+            else:
+                raise ConcurrencyExhausted(f"gave up after {MAX_ATTEMPTS} conflicting writes; nothing was written")
+        except BaseException as failure:  # the save itself failed: nothing of this batch was written
+            for request in requests:
+                request.answer.set_exception(failure)
+            return
+        for request, (ok, value) in zip(requests, outcomes, strict=True):
+            if ok:
+                request.answer.set_result(value)
+            else:
+                request.answer.set_exception(value)
+        if self._on_batch is not None:
+            self._on_batch(len(requests), time.perf_counter() - started)
+
+    def _decide(self, requests: list[_Request]) -> list[tuple[bool, Any]]:
+        outcomes: list[tuple[bool, Any]] = []
+        with self.ledger.batch():
+            for request in requests:
+                try:
+                    outcomes.append((True, request.command(self.ledger)))
+                except IntegrityError:
+                    raise
+                except Exception as refused:  # this command alone: the batch dropped whatever it did
+                    outcomes.append((False, refused))
+        return outcomes

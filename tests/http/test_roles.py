@@ -1,0 +1,90 @@
+"""Segregation of duties: each role is refused (403) every action the matrix does not give it, and may do the rest."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from ledger.faces.http.roles import Action, Role, matrix, may
+from tests.http.conftest import Api, opened
+
+pytestmark = pytest.mark.anyio
+
+AT = "2025-01-06T09:00:00+08:00"
+
+REQUESTS: dict[Action, tuple[str, str, Any]] = {
+    Action.READ: ("GET", "/v1/shops/S1", None),
+    Action.VERIFY: ("GET", "/v1/verify", None),
+    Action.FEED: ("GET", "/v1/events", None),
+    Action.OPEN: ("POST", "/v1/shops", {"shop_id": "S2", "currency": "CNY", "required": "1.00"}),
+    Action.PAY: ("POST", "/v1/shops/S1/payments", {"amount": "1.00", "channel": "alipay", "ref": "T"}),
+    Action.DEDUCT: ("POST", "/v1/shops/S1/deductions", {"amount": "1.00", "reason": "other", "case": "C"}),
+    Action.HOLD: ("POST", "/v1/shops/S1/holds", {"amount": "1.00", "case": "H"}),
+    Action.RELEASE: ("POST", "/v1/shops/S1/holds/H/release", None),
+    Action.APPEAL: ("POST", "/v1/shops/S1/appeals", {"case": "C"}),
+    Action.RESOLVE_APPEAL: ("POST", "/v1/shops/S1/appeals/C/resolution", {"upheld": False}),
+    Action.CATEGORIES: ("POST", "/v1/shops/S1/categories", {"add": ["apparel"]}),
+    Action.APPLY_POLICY: ("POST", "/v1/shops/S1/apply-policy", None),
+    Action.REFUND_EXCESS: ("POST", "/v1/shops/S1/refund-excess", None),
+    Action.CLOSE: ("POST", "/v1/shops/S1/closure", None),
+    Action.REFUND: ("POST", "/v1/shops/S1/refund", None),
+    Action.FORCE_CLOSE: ("POST", "/v1/shops/S1/forced-closure", {"reason": "fraud"}),
+}
+
+
+async def _send(api: Api, role: Role, action: Action) -> int:
+    method, path, body = REQUESTS[action]
+    response = await api.client.request(method, path, json=body, headers=api.as_role(role.value))
+    return response.status_code
+
+
+def test_the_matrix_is_as_documented() -> None:
+    assert matrix() == {
+        "read": ["auditor", "risk", "finance", "admin"],
+        "verify": ["auditor", "admin"],
+        "feed": ["auditor", "admin"],
+        "open": ["finance", "admin"],
+        "pay": ["finance", "admin"],
+        "deduct": ["risk", "admin"],
+        "hold": ["risk", "admin"],
+        "release": ["risk", "admin"],
+        "appeal": ["finance", "admin"],
+        "resolve-appeal": ["risk", "admin"],
+        "categories": ["finance", "admin"],
+        "apply-policy": ["finance", "admin"],
+        "refund-excess": ["finance", "admin"],
+        "close": ["finance", "admin"],
+        "refund": ["finance", "admin"],
+        "force-close": ["risk", "admin"],
+        "keys": ["admin"],
+    }
+
+
+@pytest.mark.parametrize("role", list(Role), ids=[role.value for role in Role])
+async def test_each_role_is_refused_what_it_may_not_do(api_factory: Any, role: Role) -> None:
+    async with api_factory() as api:
+        await opened(api)
+        before = (await api.get("/v1/shops/S1")).json()
+        for action in REQUESTS:
+            status = await _send(api, role, action)
+            if may(role, action):
+                assert status != 403, (role, action)
+            else:
+                assert status == 403, (role, action, status)
+        if role is Role.AUDITOR:
+            assert (await api.get("/v1/shops/S1")).json() == before
+
+
+async def test_batch_lines_need_their_own_right(api_factory: Any) -> None:
+    # The pay line is finance's, the hold line risk's: a line refused for its role is 403, its neighbours go on.
+    async with api_factory() as api:
+        body = {"shop_id": "S1", "currency": "CNY", "required": "10.00", "at": "2025-01-01T00:00:00Z"}
+        assert (await api.post("/v1/shops", "finance", body)).status_code == 201
+        lines = [
+            {"op": "pay", "shop": "S1", "at": AT, "amount": "1", "channel": "alipay", "ref": "T"},
+            {"op": "hold", "shop": "S1", "at": AT, "amount": "1", "case": "H"},
+        ]
+        for role, expected in (("finance", [201, 403]), ("risk", [403, 201]), ("auditor", [403, 403])):
+            results = (await api.post("/v1/batch", role, lines)).json()["results"]
+            assert [result["status"] for result in results] == expected
