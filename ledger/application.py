@@ -766,12 +766,23 @@ class DepositLedger(Application[UUID]):
         self._take_snapshots(processing_event)
         self._notify(recordings)
         if self.inline_views and not self.views.current_after_insert:
-            # The events are committed: views that cannot follow just now (the database going
-            # away) must not turn the command into a failure. They lag, and the next command,
-            # a catch-up or a worker brings them up.
-            with contextlib.suppress(*UNAVAILABLE):
-                self._refresh_views()
+            # Once the events are committed (inside a writing turn, at its end: the views
+            # write on a connection of their own), the views that did not follow catch up.
+            self._recorder.when_committed(self._refresh_views_if_reachable)
         return recordings
+
+    @property
+    def _recorder(self) -> LedgerRecorder | PostgresLedgerRecorder:
+        # The recorder, as the ledger chose it (the library types it as any recorder).
+        assert isinstance(self.recorder, LedgerRecorder | PostgresLedgerRecorder)
+        return self.recorder
+
+    def _refresh_views_if_reachable(self) -> None:
+        # Views that cannot follow just now (the database going away) must not turn a
+        # committed command into a failure. They lag, and the next command, a catch-up or
+        # a worker brings them up.
+        with contextlib.suppress(*UNAVAILABLE):
+            self._refresh_views()
 
     def _record(self, processing_event: ProcessingEvent[UUID]) -> Any:
         # Hand the domain events to the recorder, so the views apply them inside the
@@ -986,7 +997,11 @@ class DepositLedger(Application[UUID]):
     def _retried(self, attempt: Callable[[], _Result]) -> _Result:
         for number in range(1, MAX_ATTEMPTS + 1):
             try:
-                return attempt()
+                # Writers queue for their turn before reading the deposit, so that another's write
+                # can hardly make theirs stale: the deposit's lock on PostgreSQL (taken above), the
+                # file's write lock here on SQLite. A turn that fails is rolled back whole.
+                with self._recorder.writing_turn():
+                    return attempt()
             except StaleDeposit:
                 continue  # nobody to wait for: the next attempt reads the deposit as stored
             except IntegrityError:

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Callable, Sequence
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from typing import Any
 from uuid import UUID
 
-from eventsourcing.persistence import InterfaceError, OperationalError, StoredEvent
+from eventsourcing.persistence import IntegrityError, InterfaceError, OperationalError, StoredEvent
 from eventsourcing.postgres import PostgresApplicationRecorder, PostgresDatastore
 from eventsourcing.sqlite import (
     SQLITE3_DEFAULT_LOCK_TIMEOUT,
@@ -15,6 +17,7 @@ from eventsourcing.sqlite import (
     SQLiteConnection,
     SQLiteConnectionPool,
     SQLiteCursor,
+    SQLiteDatastore,
     SQLiteFactory,
 )
 from eventsourcing.utils import Environment, EnvType, retry
@@ -113,14 +116,97 @@ class StatementCachingPool(SQLiteConnectionPool):
         return SQLiteConnection(sqlite_conn=connection, max_age=self.max_age)
 
 
+class LedgerSQLiteDatastore(SQLiteDatastore):
+    """The library's SQLite datastore, where a command's reads and writes can share one write transaction.
+
+    Inside :meth:`writing_turn` the thread holds SQLite's write lock from the
+    start (``BEGIN IMMEDIATE``, waiting up to the lock timeout for other
+    writers), and every transaction the recorders open in that thread runs
+    inside it: the deposit a command loads cannot change before its events are
+    inserted, so concurrent writers of one store queue instead of losing their
+    writes to each other and giving up.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        """As the library's datastore, with no turn held yet."""
+        super().__init__(*args, **kwargs)
+        self._turn = threading.local()
+
+    @contextmanager
+    def writing_turn(self) -> Iterator[None]:
+        """Hold the store's write lock while the block runs; commit at its end, roll back if it raises.
+
+        What waited for the commit (:meth:`when_committed`) runs once it is done.
+        A turn inside a turn is the same turn.
+        """
+        if getattr(self._turn, "connection", None) is not None:
+            yield
+            return
+        connection = self.pool.get_connection()
+        waiting: list[Callable[[], None]] = []
+        try:
+            try:
+                connection.cursor().execute("BEGIN IMMEDIATE")
+            except sqlite3.OperationalError as error:
+                raise OperationalError(error) from error
+            self._turn.connection, self._turn.waiting = connection, waiting
+            try:
+                yield
+            except BaseException:
+                connection.rollback()
+                raise
+            else:
+                try:
+                    connection.commit()
+                except sqlite3.OperationalError as error:
+                    raise OperationalError(error) from error
+            finally:
+                self._turn.connection = self._turn.waiting = None
+        finally:
+            self.pool.put_connection(connection)
+        for callback in waiting:
+            callback()
+
+    def when_committed(self, callback: Callable[[], None]) -> None:
+        """Run ``callback`` once what this thread wrote is committed: now, or at the end of its turn."""
+        waiting = getattr(self._turn, "waiting", None)
+        if waiting is None:
+            callback()
+        else:
+            waiting.append(callback)
+
+    @contextmanager
+    def transaction(self, *, commit: bool) -> Iterator[SQLiteCursor]:
+        """The library's transaction, or inside a turn a part of the turn's (which commits or rolls back whole)."""
+        connection: SQLiteConnection | None = getattr(self._turn, "connection", None)
+        if connection is None:
+            with super().transaction(commit=commit) as cursor:
+                yield cursor
+            return
+        try:
+            yield connection.cursor()
+        except sqlite3.IntegrityError as error:
+            # A version taken (a stale cached deposit): the caller decides again, in a new turn.
+            raise IntegrityError(error) from error
+
+
 class LedgerSQLiteFactory(SQLiteFactory):
-    """The library's SQLite factory, on a pool that caches prepared statements."""
+    """The library's SQLite factory, on a datastore with writing turns and a pool that caches prepared statements."""
+
+    datastore: LedgerSQLiteDatastore
 
     def __init__(self, env: Environment | EnvType | None) -> None:
-        """Build as the library does, then swap in the caching pool before any connection exists."""
+        """Build as the library does, then swap in our datastore and pool before any connection exists."""
         super().__init__(env)
-        unused = self.datastore.pool
-        self.datastore.pool = StatementCachingPool(db_name=unused.db_name, lock_timeout=unused.lock_timeout)
+        unused = self.datastore
+        self.datastore = LedgerSQLiteDatastore(
+            db_name=unused.pool.db_name,
+            lock_timeout=unused.pool.lock_timeout,
+            single_row_tracking=unused.single_row_tracking,
+            originator_id_type=unused.originator_id_type,
+        )
+        self.datastore.pool.close()
+        self.datastore.pool = StatementCachingPool(db_name=unused.pool.db_name, lock_timeout=unused.pool.lock_timeout)
         unused.close()
 
 
@@ -146,6 +232,14 @@ class _ChainedAndProjected:
             self.chain_head.committed(positions[-1])
             if self.after_commit is not None:
                 self.after_commit(positions[-1])
+
+    def writing_turn(self) -> AbstractContextManager[None]:
+        """A command's turn to write: nothing to take here (PostgreSQL writers queue on the deposit's lock)."""
+        return nullcontext()
+
+    def when_committed(self, callback: Callable[[], None]) -> None:
+        """Run ``callback`` once what this thread wrote is committed (here: it is)."""
+        callback()
 
 
 MAX_ROWID = 2**63 - 1
@@ -181,8 +275,21 @@ class LedgerRecorder(_ChainedAndProjected, SQLiteApplicationRecorder):
     def insert_events(self, stored_events: Sequence[StoredEvent], **kwargs: Any) -> Sequence[int] | None:
         """Insert, chain and project in one transaction, as the library does; then tell who waits for the commit."""
         positions = super().insert_events(stored_events, **kwargs)
-        self._committed(positions)
+        self.when_committed(lambda: self._committed(positions))
         return positions
+
+    def writing_turn(self) -> AbstractContextManager[None]:
+        """Take SQLite's write lock for a whole command: see :meth:`LedgerSQLiteDatastore.writing_turn`."""
+        return self._datastore.writing_turn()
+
+    def when_committed(self, callback: Callable[[], None]) -> None:
+        """Run ``callback`` once what this thread wrote is committed: now, or at the end of its turn."""
+        self._datastore.when_committed(callback)
+
+    @property
+    def _datastore(self) -> LedgerSQLiteDatastore:
+        assert isinstance(self.datastore, LedgerSQLiteDatastore)
+        return self.datastore
 
     def latest_versions(self, originator_ids: Sequence[UUID]) -> dict[UUID, int]:
         """Each deposit's latest version, a few hundred deposits a query; deposits without events are absent."""
