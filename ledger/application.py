@@ -26,7 +26,7 @@ from uuid import UUID
 from eventsourcing.application import AggregateNotFoundError, Application, ProcessingEvent
 from eventsourcing.persistence import IntegrityError, Mapper
 from eventsourcing.utils import Environment, EnvType
-from pydantic import BaseModel, ConfigDict, TypeAdapter, ValidationError
+from pydantic import BaseModel, ConfigDict
 
 from domain import (
     Balance,
@@ -49,8 +49,17 @@ from domain import (
     deposit_id,
     project_deposit,
 )
-from domain.events import Actor, CaseId, CategoryCode, ShopId
 from domain.money import normalise_currency, parse_decimal, to_minor
+from ledger.app.parse import (
+    parse_actor,
+    parse_case_id,
+    parse_category,
+    parse_choice,
+    parse_effective_time,
+    parse_shop_id,
+    parse_time,
+    parse_version,
+)
 from ledger.app.settings import refuse_library_variables
 from ledger.audit import Auditor
 from ledger.mapper import DepositMapper
@@ -90,10 +99,6 @@ _SWITCH_VALUES = {
 }
 
 Clock = Callable[[], datetime]
-_SHOP_ID: TypeAdapter[str] = TypeAdapter(ShopId)
-_CASE_ID: TypeAdapter[str] = TypeAdapter(CaseId)
-_CATEGORY: TypeAdapter[str] = TypeAdapter(CategoryCode)
-_ACTOR: TypeAdapter[str] = TypeAdapter(Actor)
 _Result = TypeVar("_Result")
 
 
@@ -667,8 +672,8 @@ class DepositLedger(Application[UUID]):
         version's last event), so a top-up overdue then reads ``restricted``.
         """
         shop_id = parse_shop_id(shop_id)
-        if version is not None and version < 1:
-            raise MalformedInput(f"version {version} must be 1 or more")
+        if version is not None:
+            version = parse_version(version)
         moment = parse_time(as_of) if as_of is not None else None
         if moment is not None:
             at_time = self._version_as_of(shop_id, moment)
@@ -1021,12 +1026,7 @@ class DepositLedger(Application[UUID]):
         )
 
     def _effective_at(self, at: datetime | str | None) -> datetime | None:
-        if at is None:
-            return None
-        moment = parse_time(at)
-        if moment > self.clock():
-            raise MalformedInput(f"effective time {moment.isoformat()} lies in the future")
-        return moment
+        return None if at is None else parse_effective_time(at, self.clock())
 
     def _take_snapshots(self, processing_event: ProcessingEvent[UUID]) -> None:
         # A command records several events; snapshot the deposit as the command left
@@ -1077,64 +1077,3 @@ def _always_changes(command: Callable[[ShopDeposit, Stamp], None]) -> Callable[[
         return True
 
     return run
-
-
-def parse_time(value: datetime | str) -> datetime:
-    """An ISO-8601 time with a zone, as an aware UTC ``datetime``; else ``MalformedInput``."""
-    if isinstance(value, datetime):
-        moment = value
-    else:
-        try:
-            moment = datetime.fromisoformat(value.strip())
-        except ValueError:
-            raise MalformedInput(f"time {value!r} is not ISO-8601 (e.g. 2026-03-05T09:30:00+08:00)") from None
-    if moment.tzinfo is None or moment.utcoffset() is None:
-        raise MalformedInput(f"time {value!s} has no time zone: add Z or an offset such as +08:00")
-    return moment.astimezone(UTC)
-
-
-def parse_shop_id(shop_id: str) -> str:
-    """A valid shop id, or ``MalformedInput``."""
-    return _valid(
-        _SHOP_ID, shop_id, "shop id {!r} must be 1-64 letters, digits or _ . : -, starting with a letter or digit"
-    )
-
-
-def parse_case_id(case: str) -> str:
-    """A valid case id, or ``MalformedInput``."""
-    return _valid(
-        _CASE_ID, case, "case id {!r} must be 1-64 letters, digits or _ . : / -, starting with a letter or digit"
-    )
-
-
-def parse_category(category: str) -> str:
-    """A valid category name, in lower case, or ``MalformedInput``."""
-    return _valid(
-        _CATEGORY,
-        category.strip().lower(),
-        "category {!r} must be 1-32 letters, digits, _ or -, starting with a letter or digit",
-        shown=category,
-    )
-
-
-def parse_actor(actor: str) -> str:
-    """A valid actor name, or ``MalformedInput``."""
-    return _valid(_ACTOR, actor, "actor {!r} must be 1-64 characters without control characters")
-
-
-def _valid(adapter: TypeAdapter[str], value: str, rule: str, *, shown: str | None = None) -> str:
-    # ``value`` as ``adapter`` admits it, or MalformedInput: ``rule`` with what was given
-    # (``shown``, when it differs from the value checked), formatted only when raised.
-    try:
-        return adapter.validate_python(value)
-    except ValidationError:
-        raise MalformedInput(rule.format(value if shown is None else shown)) from None
-
-
-def parse_choice(choices: type[Channel] | type[DeductionReason] | type[Status], value: str, what: str) -> Any:
-    """One member of a closed set of choices, or ``MalformedInput`` listing them."""
-    try:
-        return choices(value.strip().lower())
-    except ValueError:
-        allowed = ", ".join(member.value for member in choices)
-        raise MalformedInput(f"unknown {what} {value!r}: expected one of {allowed}") from None

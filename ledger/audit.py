@@ -38,7 +38,7 @@ from ledger.recorder import stored_id
 from ledger.store import Store
 from projections.audit_trail import AuditTrailView
 from projections.balances import BalancesView
-from projections.view import stored_time
+from projections.view import fixed_width_time, stored_time
 
 READ_BATCH = 2000
 """Rows fetched from SQLite at a time while streaming."""
@@ -461,8 +461,8 @@ def _export_record(row: tuple[Any, ...]) -> dict[str, Any]:
         "amount": None if row[4] is None else format_minor(row[4], currency),
         "frozen_after": format_minor(row[5], currency),
         "actor": row[6],
-        "effective_at": row[7],
-        "recorded_at": row[8],
+        "effective_at": fixed_width_time(row[7]),
+        "recorded_at": fixed_width_time(row[8]),
         "channel": row[9],
         "ref": row[10],
         "reason": row[11],

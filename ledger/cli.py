@@ -21,8 +21,9 @@ from eventsourcing.persistence import PersistenceError
 from rich.console import Console
 
 from domain import LedgerError, MalformedInput, deposit_id
+from ledger.app.parse import parse_shop_id, parse_time
 from ledger.app.settings import refuse_library_variables
-from ledger.application import CommandResult, DepositLedger, parse_shop_id, parse_time
+from ledger.application import CommandResult, DepositLedger
 from ledger.audit import Auditor, parse_checkpoint
 from ledger.demo import run_demo
 from ledger.faces.http.keys import ApiKeys, keys_table

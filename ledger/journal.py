@@ -61,7 +61,6 @@ import json
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from itertools import islice
 from typing import IO, Any, Literal
 from uuid import UUID
@@ -93,16 +92,15 @@ from domain import (
 )
 from domain.deposit import FORCED_CLOSURE_RELEASE
 from domain.money import format_minor, normalise_currency, to_minor
+from ledger.app.parse import parse_category, parse_shop_id, parse_time
 from ledger.application import (
     MAX_ATTEMPTS,
     CommandResult,
     ConcurrencyExhausted,
     DepositLedger,
-    parse_category,
-    parse_shop_id,
-    parse_time,
 )
 from ledger.collector import collect_young, collector_paused
+from projections.view import stored_time
 
 JournalFormat = Literal["jsonl", "csv"]
 JOURNAL_FORMATS: tuple[JournalFormat, ...] = ("jsonl", "csv")
@@ -687,7 +685,7 @@ class _Commands:
 
     def _line(self, event: DepositEvent, phase: Phase) -> dict[str, str] | None:
         shop_id = self._shops[event.originator_id]
-        line = {"op": "", "shop": shop_id, "at": _journal_time(event.effective_at), "actor": event.actor}
+        line = {"op": "", "shop": shop_id, "at": stored_time(event.effective_at), "actor": event.actor}
         if isinstance(event, Opened):
             line.update(op="open")
             if event.policy_version is None:
@@ -770,10 +768,6 @@ def _caused(command: DepositEvent, event: DepositEvent, phase: Phase) -> bool:
             isinstance(event, Forfeited) and phase is Phase.FORFEITED
         )
     return False
-
-
-def _journal_time(moment: datetime) -> str:
-    return moment.astimezone(UTC).isoformat().replace("+00:00", "Z")
 
 
 def _events_in_order(ledger: DepositLedger) -> Iterator[DepositEvent]:

@@ -34,7 +34,7 @@ from domain import (
     RequirementChanged,
     frozen_change,
 )
-from projections.view import Carry, Cursor, Positioned, View, stored_time
+from projections.view import Carry, Cursor, Positioned, UnreadableRow, View, read_stored_time, stored_time
 
 
 class AuditRow(BaseModel):
@@ -239,6 +239,15 @@ def _categories(categories: tuple[str, ...]) -> str | None:
 
 
 def _audit_row(row: Sequence[Any]) -> AuditRow:
+    try:
+        return _decoded_audit_row(row)
+    except (ValueError, TypeError, KeyError) as error:
+        raise UnreadableRow(
+            f"the audit trail cannot read its row at position {row[0]} ({error}): rebuild the view from the events"
+        ) from None
+
+
+def _decoded_audit_row(row: Sequence[Any]) -> AuditRow:
     return AuditRow(
         position=row[0],
         shop_id=row[2],
@@ -247,8 +256,8 @@ def _audit_row(row: Sequence[Any]) -> AuditRow:
         amount_minor=row[5],
         frozen_after_minor=row[6],
         actor=row[7],
-        effective_at=datetime.fromisoformat(row[8]),
-        recorded_at=datetime.fromisoformat(row[9]),
+        effective_at=read_stored_time(row[8]),
+        recorded_at=read_stored_time(row[9]),
         channel=row[10],
         ref=row[11],
         reason=row[12],

@@ -20,7 +20,7 @@ from typing import Any, ClassVar
 from uuid import UUID
 
 from domain import Balance, DepositState, Opened, Phase, Status
-from projections.view import Carry, Cursor, Positioned, View, stored_time
+from projections.view import Carry, Cursor, Positioned, UnreadableRow, View, read_stored_time, stored_time
 
 _COLUMNS = (
     "deposit_id",
@@ -255,6 +255,15 @@ def _row(balance: Balance, position: int) -> tuple[Any, ...]:
 
 
 def _balance(row: Sequence[Any]) -> tuple[Balance, int]:
+    try:
+        return _decoded_balance(row)
+    except (ValueError, TypeError, KeyError) as error:
+        raise UnreadableRow(
+            f"the balances view cannot read its row of shop {row[1]!r} ({error}): rebuild the view from the events"
+        ) from None
+
+
+def _decoded_balance(row: Sequence[Any]) -> tuple[Balance, int]:
     balance = Balance(
         deposit_id=UUID(row[0]),
         shop_id=row[1],
@@ -269,12 +278,12 @@ def _balance(row: Sequence[Any]) -> tuple[Balance, int]:
         refunded_minor=row[11],
         forfeited_minor=row[12],
         owed_minor=row[13],
-        settlement_due=datetime.fromisoformat(row[15]) if row[15] else None,
+        settlement_due=read_stored_time(row[15]) if row[15] else None,
         version=row[16],
-        last_effective_at=datetime.fromisoformat(row[17]),
+        last_effective_at=read_stored_time(row[17]),
         held_minor=row[18],
         reversed_minor=row[19],
-        top_up_due=datetime.fromisoformat(row[20]) if row[20] else None,
+        top_up_due=read_stored_time(row[20]) if row[20] else None,
         policy_version=row[21],
         categories=tuple(json.loads(row[22])),
     )

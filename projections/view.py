@@ -21,17 +21,45 @@ from typing import Any, ClassVar, Protocol
 from eventsourcing.persistence import Tracking, TrackingRecorder
 from eventsourcing.projection import Projection
 
-from domain import DepositEvent
+from domain import DepositEvent, LedgerError
+
+
+class UnreadableRow(LedgerError):
+    """A view's row cannot be read back (written by a faulty release, or edited by hand).
+
+    The view is derived from the events: rebuilding it repairs it. Raised instead of
+    whatever the decoding raised, so that a query reports it in one line.
+    """
+
+
+STORED_TIME_LENGTH = len("2026-03-05T01:00:00.000000+00:00")
+"""Every time a view stores is this wide: UTC, a four-digit year, microseconds, ``+00:00``."""
 
 
 def stored_time(moment: datetime) -> str:
-    """A time as the views store it: UTC with microseconds, so text order is time order."""
-    utc = moment.astimezone(UTC)
-    if utc.year < 1000:
-        # The text the views first wrote (strftime's), which does not pad such years.
-        return utc.strftime("%Y-%m-%dT%H:%M:%S.%f+00:00")
-    # The same text, in half the time.
-    return utc.isoformat(timespec="microseconds")
+    """A time as the views (and the audit export) keep it: one fixed-width ISO-8601 form, in UTC.
+
+    Fixed width makes text order time order, which the views' range queries rely on.
+    """
+    return moment.astimezone(UTC).isoformat(timespec="microseconds")
+
+
+def read_stored_time(text: str) -> datetime:
+    """A time the views stored, back as an aware ``datetime``.
+
+    Views written before times were fixed width stored years below 1000 unpadded
+    (``25-01-06T...``); they are read as the year they meant, until a rebuild
+    rewrites them.
+    """
+    if len(text) != STORED_TIME_LENGTH:
+        year, _, rest = text.partition("-")
+        text = f"{year.zfill(4)}-{rest}"
+    return datetime.fromisoformat(text)
+
+
+def fixed_width_time(text: str) -> str:
+    """A stored time in the fixed-width form, whichever form it was stored in (for exports)."""
+    return text if len(text) == STORED_TIME_LENGTH else stored_time(read_stored_time(text))
 
 
 @dataclass(frozen=True, slots=True)

@@ -418,6 +418,27 @@ FAILURES = [
     pytest.param("close tea-house --at 2025-02-01T09:00:00", MALFORMED, "has no time zone", id="time-without-zone"),
     pytest.param("close tea-house --at 2999-01-01T00:00:00Z", MALFORMED, "lies in the future", id="time-in-future"),
     pytest.param(
+        "open early --currency CNY --required 10 --at 0025-01-06T00:00:00Z",
+        MALFORMED,
+        "effective time 0025-01-06T00:00:00+00:00 lies before 2000-01-01T00:00:00+00:00",
+        id="time-before-window",
+    ),
+    pytest.param(
+        "close tea-house --at 0001-01-01T00:00:00+01:00",
+        MALFORMED,
+        "time 0001-01-01T00:00:00+01:00 is out of range",
+        id="time-out-of-range",
+    ),
+    pytest.param(
+        "history tea-house --as-of 9999-12-31T23:00:00-05:00", MALFORMED, "is out of range", id="as-of-out-of-range"
+    ),
+    pytest.param(
+        "replay tea-house --version 9223372036854775808",
+        MALFORMED,
+        "version 9223372036854775808 is larger than any history can be",
+        id="version-beyond-64-bits",
+    ),
+    pytest.param(
         "open new-shop --currency ZZZ --required 10", MALFORMED, "unknown currency 'ZZZ'", id="unknown-currency"
     ),
     pytest.param(

@@ -328,10 +328,10 @@ def test_an_export_is_one_line_per_command(ledger: DepositLedger, tmp_path: Path
     lines = out.getvalue().splitlines()
     settling_pay = lines[6]
     assert settling_pay == (
-        '{"op": "pay", "shop": "sneaker-lab", "at": "2025-01-10T10:00:00Z", "actor": "tester", '
-        '"amount": "700.00", "channel": "alipay", "ref": "A2"}'
+        '{"op": "pay", "shop": "sneaker-lab", "at": "2025-01-10T10:00:00.000000+00:00", '
+        '"actor": "tester", "amount": "700.00", "channel": "alipay", "ref": "A2"}'
     )
-    assert lines[0].startswith('{"op": "open", "shop": "tea-house", "at": "2025-01-06T01:00:00Z"')
+    assert lines[0].startswith('{"op": "open", "shop": "tea-house", "at": "2025-01-06T01:00:00.000000+00:00"')
 
 
 # ------------------------------------------------------------------- the policy's commands
