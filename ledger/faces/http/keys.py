@@ -22,7 +22,7 @@ from typing import Any
 from rich.table import Table
 
 from domain import MalformedInput, Refused
-from ledger.application import parse_actor
+from ledger.app.parse import parse_actor
 from ledger.faces.http.roles import Role
 from ledger.store import Store
 
