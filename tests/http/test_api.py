@@ -219,11 +219,12 @@ async def test_batch_answers_each_line_on_its_own(api_factory: Any) -> None:
             {"op": "deduct", "shop": "B1", "at": at, "amount": "1", "reason": "other", "case": "C"},
             {"op": "pay", "shop": "B1", "at": at, "amount": "0.005", "channel": "alipay", "ref": "P3"},
             {"op": "fly", "shop": "B1", "at": at},
+            {"op": "categories", "shop": "B1", "at": at, "add": [1.5]},
         ]
         response = await api.post("/v1/batch", "finance", lines)
         assert response.status_code == 200
         results = response.json()["results"]
-        assert [result["status"] for result in results] == [201, 201, 200, 404, 403, 422, 422]
+        assert [result["status"] for result in results] == [201, 201, 200, 404, 403, 422, 422, 422]
         assert results[1]["state"]["frozen"] == "60.00"
         assert results[2]["state"]["duplicate"] is True
         assert (await api.get("/v1/shops/B1")).json()["paid"] == "60.00"

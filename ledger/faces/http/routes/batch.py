@@ -37,7 +37,7 @@ def _lines(raw: bytes) -> list[JournalLine]:
         raise MalformedInput("the body must be a JSON array of journal lines")
     if len(records) > MAX_BATCH_LINES:
         raise MalformedInput(f"a batch holds at most {MAX_BATCH_LINES} lines")
-    text = "\n".join(json.dumps(_plain(record), ensure_ascii=False) for record in records)
+    text = "\n".join(json.dumps(_plain(record), ensure_ascii=False, default=_number) for record in records)
     return list(JournalReader(io.StringIO(text), "jsonl")) if records else []
 
 
@@ -46,9 +46,17 @@ def _plain(record: Any) -> Any:
     if not isinstance(record, dict):
         return record
     return {
-        key: (str(value) if key in _AMOUNT_FIELDS else float(value)) if isinstance(value, Decimal) else value
+        key: str(value) if key in _AMOUNT_FIELDS and isinstance(value, Decimal) else value
         for key, value in record.items()
     }
+
+
+def _number(value: object) -> float:
+    # A number where the journal wants text (a note, a list of categories): the line is refused for its
+    # type, as import refuses it; its value no longer matters.
+    if isinstance(value, Decimal):
+        return float(value)
+    raise TypeError(f"{type(value).__name__} is not JSON")
 
 
 def _refused_line(line: JournalLine, who: Caller) -> Problem | None:
