@@ -21,7 +21,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from benchmarks import balance_query, bulk, commands, postgres_throughput, replay
+from benchmarks import balance_query, bulk, commands, http_service, postgres_throughput, replay
 from benchmarks.common import Figure, machine, note, run_python
 
 DEFAULT_OUTPUT = Path(__file__).parent / "results" / "suite.json"
@@ -40,12 +40,13 @@ class Sizes:
     long_history_calls: int
     verify_events: int
     postgres_commands: int
+    http_requests: int
 
 
 SIZES = {
-    "full": Sizes(1_000_000, 20_000, 1_000, 600, 100_000, 100, 3_000, 100_000, 200),
-    "quick": Sizes(20_000, 2_000, 100, 60, 10_000, 20, 300, 20_000, 20),
-    "smoke": Sizes(600, 50, 5, 5, 400, 3, 20, 500, 3),
+    "full": Sizes(1_000_000, 20_000, 1_000, 600, 100_000, 100, 3_000, 100_000, 200, 150),
+    "quick": Sizes(20_000, 2_000, 100, 60, 10_000, 20, 300, 20_000, 20, 20),
+    "smoke": Sizes(600, 50, 5, 5, 400, 3, 20, 500, 3, 2),
 }
 
 
@@ -56,6 +57,7 @@ def run(sizes: Sizes, folder: Path) -> list[Figure]:
     figures += replay.measure(folder, sizes.replay_events, sizes.replay_rounds)
     figures += _long_history(folder, sizes.long_history_calls)
     figures += _verify(folder, sizes.verify_events)
+    figures += _http(folder, sizes.http_requests)
     postgres = os.environ.get(postgres_throughput.ENV_VAR)
     if postgres:
         figures += _postgres(postgres, sizes.postgres_commands)
@@ -81,6 +83,38 @@ def _postgres(url: str, commands: int) -> list[Figure]:
         for case, result in results.items()
         if not case.startswith("floor")
     ]
+
+
+def _http(folder: Path, requests_each: int) -> list[Figure]:
+    # benchmarks.http_service: pay over HTTP beside an empty handler on the same server stack.
+    results = http_service.measure(folder, requests_each)
+    floors = {(result.store, result.clients): result for result in results if result.case.startswith("HTTP floor")}
+    figures = []
+    for result in results:
+        if result.case.startswith("HTTP floor"):
+            continue
+        floor = floors[result.store, result.clients]
+        ratio = result.per_s / floor.per_s
+        figures.append(
+            Figure(
+                f"{result.store} HTTP pay, {result.clients} clients",
+                result.per_s,
+                "requests/s",
+                floor.per_s,
+                "empty handler, same stack",
+                target="≥ 50% of the floor; p99 < 50 ms",
+                met=ratio >= 0.5 and result.p99_ms < 50,
+                detail={
+                    "p50_ms": result.p50_ms,
+                    "p99_ms": result.p99_ms,
+                    "mean_batch": result.mean_batch,
+                    "errors": result.errors,
+                    "floor_p50_ms": floor.p50_ms,
+                    "floor_p99_ms": floor.p99_ms,
+                },
+            )
+        )
+    return figures
 
 
 def _long_history(folder: Path, calls: int) -> list[Figure]:
