@@ -155,3 +155,44 @@ def test_a_killed_server_loses_no_acknowledged_payment_and_applies_none_twice(
         assert ledger.auditor().verify().ok
     finally:
         ledger.close()
+
+
+def test_two_servers_on_one_postgresql_store_lose_nothing(children: Children, postgres_store_url: str) -> None:
+    # Two processes, each with its own group writer, paying the same shop: the deposit's
+    # optimistic versions make a losing batch decide again; every acknowledged payment is in.
+    secret = _create_key(postgres_store_url, "order-service", "finance")
+    headers = {"Authorization": f"Bearer {secret}"}
+    servers = [_serve(children, postgres_store_url, f"server-{number}") for number in range(2)]
+    with httpx.Client(base_url=servers[0][1], headers=headers) as client:
+        assert (
+            client.post("/v1/shops", json={"shop_id": "S1", "currency": "CNY", "required": "1.00"}).status_code == 201
+        )
+    acknowledged: list[str] = []
+    lock = threading.Lock()
+
+    def writer(number: int) -> None:
+        with httpx.Client(base_url=servers[number % 2][1], headers=headers, timeout=60) as client:
+            for payment in range(25):
+                ref = f"W{number}-{payment}"
+                body = {"amount": "1.00", "channel": "alipay", "ref": ref}
+                response = client.post("/v1/shops/S1/payments", json=body)
+                assert response.status_code == 201, response.text
+                with lock:
+                    acknowledged.append(ref)
+
+    threads = [threading.Thread(target=writer, args=(number,)) for number in range(WRITERS)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    for child, _ in servers:
+        assert child.stop(signal.SIGTERM) == 0
+    assert len(acknowledged) == WRITERS * 25
+    ledger = DepositLedger(postgres_store_url)
+    try:
+        stored = [event.trade_no for event in ledger.history("S1") if event.type_name == "Paid"]
+        assert sorted(stored) == sorted(acknowledged)
+        assert ledger.show("S1").paid_minor == 100 * len(acknowledged)
+        assert ledger.auditor().verify().ok
+    finally:
+        ledger.close()

@@ -9,7 +9,9 @@ one the rules refuse raises inside the batch and leaves no trace in it, its
 neighbours go on. A request is answered only when the batch holding it is
 committed. If another process saved one of the batch's deposits first, the
 batch's commands are all decided again on the deposits as stored (as
-``import`` does).
+``import`` does), after a random pause that doubles with each collision; if
+that keeps happening, each command is decided alone, as the command line
+decides it (under the deposit's lock, with its retries).
 
 Stopping lets the batch in flight finish and decides what is still queued, so a
 graceful shutdown answers every request it accepted.
@@ -18,6 +20,7 @@ graceful shutdown answers every request it accepted.
 from __future__ import annotations
 
 import queue
+import random
 import threading
 import time
 from collections.abc import Callable
@@ -27,10 +30,14 @@ from typing import Any
 
 from eventsourcing.persistence import IntegrityError
 
-from ledger.application import MAX_ATTEMPTS, ConcurrencyExhausted, DepositLedger
+from ledger.application import RETRY_PAUSE_FIRST_S, DepositLedger
 
 MAX_BATCH_COMMANDS = 256
 """Commands per transaction at most: bounds a batch's memory and how long its first request waits."""
+
+BATCH_ATTEMPTS = 3
+"""How many times a batch is decided again after another process saved one of its deposits first;
+then each of its commands is decided alone."""
 
 MAX_WAIT_S = 0.002
 """How long a batch that is not full waits for more requests before it commits."""
@@ -128,16 +135,12 @@ class GroupWriter:
 
     def _write(self, requests: list[_Request]) -> None:
         started = time.perf_counter()
-        outcomes: list[tuple[bool, Any]] = []
         try:
-            for _ in range(MAX_ATTEMPTS):
-                try:
-                    outcomes = self._decide(requests)
-                    break
-                except IntegrityError:
-                    continue  # another process saved one of these deposits first: decide them all again
-            else:
-                raise ConcurrencyExhausted(f"gave up after {MAX_ATTEMPTS} conflicting writes; nothing was written")
+            outcomes = self._decide_together(requests)
+        except IntegrityError:
+            # Other processes keep saving these deposits between our reads and our commit: decide each
+            # command alone, as the command line does, under the deposit's lock and with its retries.
+            outcomes = self._decide_alone(requests)
         except BaseException as failure:  # the save itself failed: nothing of this batch was written
             for request in requests:
                 request.answer.set_exception(failure)
@@ -149,6 +152,27 @@ class GroupWriter:
                 request.answer.set_exception(value)
         if self._on_batch is not None:
             self._on_batch(len(requests), time.perf_counter() - started)
+
+    def _decide_together(self, requests: list[_Request]) -> list[tuple[bool, Any]]:
+        for number in range(1, BATCH_ATTEMPTS + 1):
+            try:
+                return self._decide(requests)
+            except IntegrityError:
+                # Another process saved one of these deposits first: decide them all again, after a
+                # random pause that doubles each time, so that two writers who collided do not again.
+                if number == BATCH_ATTEMPTS:
+                    raise
+                time.sleep(random.uniform(0, RETRY_PAUSE_FIRST_S * 2 ** (number - 1)))
+        raise AssertionError("unreachable")
+
+    def _decide_alone(self, requests: list[_Request]) -> list[tuple[bool, Any]]:
+        outcomes: list[tuple[bool, Any]] = []
+        for request in requests:
+            try:
+                outcomes.append((True, request.command(self.ledger)))
+            except Exception as refused:
+                outcomes.append((False, refused))
+        return outcomes
 
     def _decide(self, requests: list[_Request]) -> list[tuple[bool, Any]]:
         outcomes: list[tuple[bool, Any]] = []
