@@ -1,1 +1,1 @@
-"""The ledger's faces beyond the command line: the HTTP service."""
+"""The ledger's faces beyond the command line: the HTTP service, the feeds (webhooks, bus relay)."""
