@@ -26,9 +26,9 @@ from ledger.app.settings import refuse_library_variables
 from ledger.application import CommandResult, DepositLedger
 from ledger.audit import Auditor, parse_checkpoint
 from ledger.demo import run_demo
+from ledger.faces.feeds.commands import relay_command, webhooks_app
 from ledger.faces.http.keys import ApiKeys, keys_table
 from ledger.faces.http.roles import Role
-from ledger.faces.feeds.commands import relay_command, webhooks_app
 from ledger.journal import (
     JOURNAL_FORMATS,
     JournalFormat,
@@ -783,6 +783,8 @@ def keys_revoke_command(ctx: typer.Context, name: KeyName, as_json: JsonOption =
         _print_json(key.as_json())
     else:
         Console().print(f"key {key.name} revoked at {key.revoked_at.isoformat() if key.revoked_at else '?'}")
+
+
 app.add_typer(webhooks_app, name="webhooks")
 app.command("relay")(relay_command)
 
