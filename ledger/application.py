@@ -62,6 +62,7 @@ from ledger.app.parse import (
 )
 from ledger.app.settings import refuse_library_variables
 from ledger.audit import Auditor
+from ledger.chain_keys import require_ring
 from ledger.mapper import DepositMapper
 from ledger.policy_file import load_policy
 from ledger.recorder import LedgerRecorder, PostgresLedgerRecorder
@@ -252,6 +253,7 @@ class DepositLedger(Application[UUID]):
             connection.close()
             raise
         assert isinstance(self.recorder, LedgerRecorder | PostgresLedgerRecorder)
+        self.recorder.chain_head.keys = require_ring(self.store)
         self.views = ViewKeeper(self.store, self.mapper, (BalancesView, AuditTrailView), connection)
         self.views.ensure_tables()
         if self.inline_views:

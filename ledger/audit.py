@@ -4,11 +4,14 @@
 holding at most one deposit in memory:
 
 1. **Chain**, in position order: every stored event must follow from the link
-   before it, every link must have its event, and (with a checkpoint) the chain
-   recomputed from the genesis over today's events must reach the checkpoint's
-   hash at its position.
+   before it, keyed with the key its key record names (unkeyed before the first),
+   every link must have its event, every key record must be proven by its keys,
+   and (with a checkpoint) the chain recomputed from the genesis over today's
+   events must reach the checkpoint's hash at its position, and a signed
+   checkpoint's signature must be its key's.
 2. **Deposits**, one at a time in version order: the events must decode and
-   replay under the rules' arithmetic; the balances row must equal the replayed
+   replay under the rules' arithmetic, and no command may leave money in hand
+   unfrozen (a ``Paid`` without its ``Frozen``); the balances row must equal the replayed
    figures; every event must have exactly its audit-trail row; every snapshot
    must equal the replay at its version. Rows of the views that no event
    explains are reported too.
@@ -32,7 +35,8 @@ from pydantic import BaseModel, ConfigDict
 from domain import DepositEvent, DepositSnapshot, MalformedInput, Opened, OutdatedSnapshot, ShopDeposit
 from domain.money import format_minor
 from ledger import chain
-from ledger.chain import Checkpoint
+from ledger.chain import ChainKey, Checkpoint
+from ledger.chain_keys import KeyRing, default_key_file, key_ring, wrong_key
 from ledger.mapper import DepositMapper
 from ledger.recorder import stored_id
 from ledger.store import Store
@@ -121,13 +125,15 @@ def parse_checkpoint(text_or_path: str) -> Checkpoint:
 class Auditor:
     """Verifies, checkpoints and exports one SQLite store."""
 
-    def __init__(self, store: Store, mapper: Mapper[Any] | None = None) -> None:
+    def __init__(self, store: Store, mapper: Mapper[Any] | None = None, keys: KeyRing | None = None) -> None:
         """Read ``store`` through connections of its own; it never writes.
 
         Opening the ledger application would catch the views up first: an
-        auditor must see the store exactly as it is.
+        auditor must see the store exactly as it is. ``keys`` are the chain's
+        keys (default: those configured for the store; none is ever generated).
         """
         self.store = store
+        self._keys = keys
         self.mapper = mapper or DepositMapper(transcoder=JSONTranscoder())
         self._cursors = 0
         self.balances = BalancesView(view=None)  # type: ignore[arg-type]
@@ -135,11 +141,31 @@ class Auditor:
 
     # ------------------------------------------------------------- checkpoint
 
+    @property
+    def keys(self) -> KeyRing | None:
+        """The chain keys this auditor holds (read once)."""
+        if self._keys is None:
+            self._keys = key_ring(self.store)
+        return self._keys
+
     def checkpoint(self) -> Checkpoint:
-        """The chain's head: its position and hash."""
+        """The chain's head: its position and hash, signed with the key of the chain's newest links."""
         with self.store.read_snapshot() as connection:
-            position, link = chain.last_link(connection.cursor())
-        return Checkpoint(position=position, chain_hash=link.hex())
+            cursor = connection.cursor()
+            position, link = chain.last_link(cursor)
+            key_id = chain.last_key_id(cursor) if self.store.table_exists(cursor, "chain_keys") else None
+        key = self._key(key_id) if key_id is not None else (self.keys.current if self.keys else None)
+        if key is None:
+            return Checkpoint(position=position, chain_hash=link.hex())
+        signature = chain.checkpoint_signature(key, position, link.hex())
+        return Checkpoint(position=position, chain_hash=link.hex(), key_id=key.key_id, signature=signature)
+
+    def _key(self, key_id: str) -> ChainKey:
+        # The key with this id, or the one line that says it was not given.
+        key = self.keys.find(key_id) if self.keys is not None else None
+        if key is None:
+            raise wrong_key(key_id, self.keys)
+        return key
 
     # ----------------------------------------------------------------- verify
 
@@ -175,6 +201,12 @@ class Auditor:
         shops: dict[str, str],
         advance: Callable[[int], None],
     ) -> None:
+        schedule = self._key_schedule(connection, report)
+        if against is not None and against.key_id is not None:
+            assert against.signature is not None
+            expected = chain.checkpoint_signature(self._key(against.key_id), against.position, against.chain_hash)
+            if expected != against.signature:
+                report.add(against.position, None, "checkpoint", "the checkpoint's signature is not its key's: forged")
         position_column = self.store.position_column
         events = self._stream(
             connection,
@@ -188,8 +220,11 @@ class Auditor:
         reached_checkpoint = against is None or against.position == 0
         if against is not None and against.position == 0 and against.chain_hash != chain.GENESIS.hex():
             report.add(0, None, "checkpoint", "the checkpoint at position 0 is not the empty history's")
+        key: ChainKey | None = None  # unkeyed up to the first key record
         done = 0
         for position, event, stored in _merge_by_position(events, links):
+            while schedule and schedule[0][0] <= position:
+                key = schedule.pop(0)[1]
             shop = shops.get(stored_id(event[1])) if event else None
             if event is None:
                 assert stored is not None
@@ -203,12 +238,13 @@ class Auditor:
             originator_id = stored_id(stored_originator)
             state = _stored_bytes(state)
             if against is not None:
-                recomputed = chain.link(recomputed, position, originator_id, version, topic, state)
+                recomputed = chain.link_under(key, recomputed, position, originator_id, version, topic, state)
             if stored is None:
                 report.add(position, shop, "unchained_event", "the event has no link in the chain: inserted")
                 continue
-            if chain.link(stored_previous, position, originator_id, version, topic, state) != stored:
-                report.add(position, shop, "chain", "the event or its link differs from what was chained")
+            if chain.link_under(key, stored_previous, position, originator_id, version, topic, state) != stored:
+                what = "keyed with the chain's key" if key is not None else "chained"
+                report.add(position, shop, "chain", f"the event or its link differs from what was {what}")
             stored_previous = stored
             if against is not None and position == against.position:
                 reached_checkpoint = True
@@ -216,8 +252,31 @@ class Auditor:
                     report.add(position, shop, "checkpoint", "history up to the checkpoint was rewritten")
         advance(done)
         report.events_checked = done
+        for position, _ in schedule:
+            report.add(position, None, "chain_key", "a key record beyond the last event")
         if not reached_checkpoint and against is not None:
             report.add(against.position, None, "checkpoint", "the store no longer reaches the checkpoint: truncated")
+
+    def _key_schedule(self, connection: Any, report: VerifyReport) -> list[tuple[int, ChainKey]]:
+        # From which position on which key links, each record checked against its keys'
+        # proof. A key the auditor does not hold stops verify with one line.
+        cursor = connection.cursor()
+        records = chain.key_records(cursor) if self.store.table_exists(cursor, "chain_keys") else []
+        schedule: list[tuple[int, ChainKey]] = []
+        previous: tuple[str, ChainKey] | None = None
+        for position, key_id, proof in records:
+            key = self._key(key_id)
+            previous_id, previous_key = previous if previous is not None else (None, None)
+            if not chain.check_key_record_proof(position, key, previous_id, previous_key, proof):
+                report.add(position, None, "chain_key", f"the record of key {key_id} is not proven by its keys: forged")
+            schedule.append((position, key))
+            previous = (key_id, key)
+        generated = default_key_file(self.store)
+        if not records and generated is not None and generated.exists():
+            # The key beside the store is generated by the first write that keys the chain.
+            detail = f"{generated.name} exists beside the store, but no link is keyed: the chain was rewritten unkeyed"
+            report.add(None, None, "chain_key", detail)
+        return schedule
 
     def _verify_deposits(
         self,
@@ -255,13 +314,17 @@ class Auditor:
         position = 0
         count = 0
         broken = False
+        command: datetime | None = None  # the events of one command share their recording time
         for row in rows:
             count += 1
-            position = int(row[0])
+            previous_position, position = position, int(row[0])
             if broken:
                 continue
             try:
                 event = self._decode(row)
+                if deposit is not None and event.recorded_at != command:
+                    _check_all_frozen(report, previous_position, shop, deposit)
+                command = event.recorded_at
                 if deposit is None:
                     if not isinstance(event, Opened):
                         raise ValueError(f"history starts with {event.type_name}, not Opened")
@@ -291,6 +354,7 @@ class Auditor:
                     report.add(position, shop, "snapshot", f"snapshot at version {deposit.version} differs from replay")
         if deposit is None or broken:
             return count
+        _check_all_frozen(report, position, shop, deposit)
         for version in snapshots:
             report.add(position, shop, "snapshot", f"snapshot at version {version} has no such version in history")
         if not balances_comparable:
@@ -470,6 +534,14 @@ def _export_record(row: tuple[Any, ...]) -> dict[str, Any]:
         "note": row[13],
         "chain_hash": bytes(row[14]).hex() if row[14] is not None else None,
     }
+
+
+def _check_all_frozen(report: VerifyReport, position: int, shop: str | None, deposit: ShopDeposit) -> None:
+    # A command that takes money in freezes it (after settling debts) before it ends; replay's
+    # arithmetic alone accepts a Paid without its Frozen, which every command forbids.
+    if deposit.balance.unfrozen_minor:
+        amount = format_minor(deposit.balance.unfrozen_minor, deposit.currency)
+        report.add(position, shop, "unfrozen", f"{amount} paid in was never frozen by the command that took it")
 
 
 def _stored_bytes(state: bytes | str) -> bytes:

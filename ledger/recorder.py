@@ -26,6 +26,8 @@ from psycopg.sql import SQL, Identifier
 
 from domain import DepositEvent
 from ledger import chain
+from ledger.chain import ChainKey
+from ledger.chain_keys import KeyRing, key_for_new_links
 from ledger.store import QmarkCursor
 
 LOOKUP_CHUNK = 500
@@ -40,25 +42,35 @@ AfterCommit = Callable[[int], None]
 
 
 class ChainHead:
-    """The chain's head as this process last committed it, so the next insert need not read it back.
+    """The chain's head and key as this process last committed them, so the next insert need not read them back.
 
-    Valid only while nobody has inserted since: the next insert uses it when its
+    Valid only while nobody has inserted since: the next insert uses them when its
     first position directly follows the remembered one (positions only grow, and the
-    ledger never deletes an event), and reads the head from the table otherwise. A
-    transaction that rolls back changes nothing: what it extended is never remembered.
+    ledger never deletes an event; a key record is only written with an insert), and
+    reads the head and the chain's key from the tables otherwise. A transaction that
+    rolls back changes nothing: what it extended is never remembered.
     """
 
     def __init__(self) -> None:
-        """Nothing remembered yet."""
-        self._committed: tuple[int, bytes] | None = None
-        self._pending: tuple[int, bytes] | None = None
+        """Nothing remembered yet; no keys until the application hands over where they come from."""
+        self._committed: tuple[int, bytes, ChainKey] | None = None
+        self._pending: tuple[int, bytes, ChainKey] | None = None
+        self._ring: KeyRing | None = None
+        self.keys: Callable[[], KeyRing] | None = None
+        """Where the chain's keys come from, asked once, at the first insert."""
 
     def extend(self, cursor: Any, rows: Sequence[tuple[int, str, int, str, bytes]]) -> int:
-        """:func:`chain.extend`, from the remembered head when it is the one before ``rows``."""
+        """:func:`chain.extend`, from the remembered head and key when they are the ones before ``rows``."""
         known = self._committed
-        if known is not None and known[0] != rows[0][0] - 1:
-            known = None
-        previous_head, self._pending = chain.extend(cursor, rows, known)
+        if known is not None and known[0] == rows[0][0] - 1:
+            head, key = (known[0], known[1]), known[2]
+        else:
+            if self._ring is None:
+                assert self.keys is not None, "the chain's keys were never given"
+                self._ring = self.keys()
+            head, key = chain.last_link(cursor), key_for_new_links(cursor, self._ring, rows[0][0])
+        previous_head, (position, link) = chain.extend(cursor, rows, key, head)
+        self._pending = (position, link, key)
         return previous_head
 
     def committed(self, head: int) -> None:
@@ -260,6 +272,7 @@ class LedgerRecorder(_ChainedAndProjected, SQLiteApplicationRecorder):
         return [
             *super().construct_create_table_statements(),
             chain.create_table_statement(position_key="INTEGER PRIMARY KEY"),
+            chain.create_key_table_statement(position_key="INTEGER PRIMARY KEY"),
         ]
 
     def _insert_events(
@@ -338,11 +351,11 @@ class PostgresLedgerRecorder(_ChainedAndProjected, PostgresApplicationRecorder):
         if not datastore.enable_db_functions:
             # Not used with database functions off; replacing it at every start only costs a catalogue write.
             del self.sql_create_statements[self.create_insert_function_statement_index]
-        self.sql_create_statements.append(
-            SQL(chain.create_table_statement("{schema}.event_chain", "BYTEA")).format(
-                schema=Identifier(self.datastore.schema)
-            )
-        )
+        for statement in (
+            chain.create_table_statement("{schema}.event_chain", "BYTEA"),
+            chain.create_key_table_statement("{schema}.chain_keys", "BYTEA"),
+        ):
+            self.sql_create_statements.append(SQL(statement).format(schema=Identifier(self.datastore.schema)))
 
     def latest_versions(self, originator_ids: Sequence[UUID]) -> dict[UUID, int]:
         """Each deposit's latest version; deposits without events are absent."""

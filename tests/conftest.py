@@ -23,10 +23,14 @@ from urllib.parse import urlencode, urlsplit, urlunsplit
 import pytest
 
 from ledger import DepositLedger
+from ledger.chain_keys import KEY_ENV_VAR
 from ledger.store import Store, resolve_store
 
 POSTGRES_ENV_VAR = "DEPOSIT_LEDGER_TEST_POSTGRES"
 """Names the PostgreSQL database the PostgreSQL runs use, e.g. postgresql://postgres@127.0.0.1:5432/test."""
+
+TEST_CHAIN_KEY = "7e" * 32
+"""The chain key of every PostgreSQL test store (an SQLite store generates its own beside it)."""
 
 BACKENDS = ("sqlite", "postgresql")
 SCHEMA_PREFIX = "test_ledger_"
@@ -59,6 +63,17 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
     on_postgres = callspec is not None and callspec.params.get("backend") == "postgresql"
     if (on_postgres or "postgres_store_url" in getattr(item, "fixturenames", ())) and postgres_url() is None:
         pytest.skip(POSTGRES_SKIP_REASON)
+
+
+@pytest.fixture(autouse=True)
+def chain_key_of_the_backend(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A PostgreSQL run writes with the test key; an SQLite run with the key file beside its store."""
+    callspec = getattr(request.node, "callspec", None)
+    on_postgres = callspec is not None and callspec.params.get("backend") == "postgresql"
+    if on_postgres or "postgres_store_url" in request.fixturenames:
+        monkeypatch.setenv(KEY_ENV_VAR, TEST_CHAIN_KEY)
+    else:
+        monkeypatch.delenv(KEY_ENV_VAR, raising=False)
 
 
 @pytest.fixture
@@ -126,9 +141,16 @@ def fresh_schema() -> Iterator[str]:
     parts = urlsplit(base)
     admin = resolve_store(urlunsplit(parts._replace(query="")))
     _execute(admin, f"CREATE SCHEMA {schema}")
+    # PostgreSQL writers need the chain's key from outside the database (the ledger's children get it too).
+    key_before = os.environ.get(KEY_ENV_VAR)
+    os.environ[KEY_ENV_VAR] = TEST_CHAIN_KEY
     try:
         yield urlunsplit(parts._replace(query=urlencode({"schema": schema})))
     finally:
+        if key_before is None:
+            os.environ.pop(KEY_ENV_VAR, None)
+        else:
+            os.environ[KEY_ENV_VAR] = key_before
         # A process the test left running would hold its locks: the store's lock timeout
         # makes the drop fail loudly rather than hang.
         _execute(admin, f"DROP SCHEMA IF EXISTS {schema} CASCADE")

@@ -112,7 +112,7 @@ def test_checkpoint_json_names_the_head_and_its_link(cli: Any, store: str) -> No
     outcome = cli("checkpoint", "--json")
     assert (outcome.code, outcome.err) == (0, "")
     data = json.loads(outcome.out)
-    assert list(data) == ["position", "chain_hash"]
+    assert list(data) == ["position", "chain_hash", "key_id", "signature"]
     assert data["position"] == head(store)
     assert re.fullmatch("[0-9a-f]{64}", data["chain_hash"])
     assert data["chain_hash"] == links(store)[head(store)]

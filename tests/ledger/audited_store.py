@@ -10,6 +10,7 @@ directly, as someone with access to the database could.
 from __future__ import annotations
 
 import io
+import shutil
 import sqlite3
 from collections.abc import Iterator
 from contextlib import closing, contextmanager
@@ -24,6 +25,8 @@ from rich.console import Console
 from domain import deposit_id
 from ledger import DepositLedger, chain
 from ledger.audit import Auditor
+from ledger.chain import ChainKey
+from ledger.chain_keys import KEY_FILE_SUFFIX, key_ring
 from ledger.cli import main
 from ledger.demo import run_demo
 from ledger.store import resolve_store
@@ -71,10 +74,20 @@ def build_store(path: Path | str) -> None:
 
 
 def copy_store(source: Path, target: Path) -> Path:
-    """A consistent copy of the store file (whatever its write-ahead log holds)."""
+    """A consistent copy of the store file (whatever its write-ahead log holds), and its chain key beside it."""
     with closing(sqlite3.connect(source)) as origin, closing(sqlite3.connect(target)) as copy:
         origin.backup(copy)
+    key_file = source.with_name(source.name + KEY_FILE_SUFFIX)
+    if key_file.exists():
+        shutil.copy2(key_file, target.with_name(target.name + KEY_FILE_SUFFIX))
     return target
+
+
+def store_key(path: Path) -> ChainKey:
+    """The chain key generated beside the store: what an insider with the key would forge links with."""
+    ring = key_ring(resolve_store(str(path)))
+    assert ring is not None, f"no chain key beside {path}"
+    return ring.current
 
 
 @contextmanager
@@ -160,8 +173,8 @@ def replace_in_state(connection: sqlite3.Connection, position: int, old: bytes, 
     connection.execute("UPDATE stored_events SET state = ? WHERE rowid = ?", (state.replace(old, new), position))
 
 
-def relink_from(connection: sqlite3.Connection, position: int) -> None:
-    """Recompute every link from ``position`` on, as an attacker hiding an edit would."""
+def relink_from(connection: sqlite3.Connection, position: int, key: ChainKey | None) -> None:
+    """Recompute every link from ``position`` on, as an attacker hiding an edit would: under ``key``, or unkeyed."""
     found = connection.execute(
         "SELECT link FROM event_chain WHERE position < ? ORDER BY position DESC LIMIT 1", (position,)
     ).fetchone()
@@ -173,7 +186,7 @@ def relink_from(connection: sqlite3.Connection, position: int) -> None:
     ).fetchall()
     connection.execute("DELETE FROM event_chain WHERE position >= ?", (position,))
     for rowid, originator_id, version, topic, state in rows:
-        previous = chain.link(previous, rowid, originator_id, version, topic, bytes(state))
+        previous = chain.link_under(key, previous, rowid, originator_id, version, topic, bytes(state))
         connection.execute("INSERT INTO event_chain (position, link) VALUES (?, ?)", (rowid, previous))
 
 

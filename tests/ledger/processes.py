@@ -86,6 +86,8 @@ class Children:
     def start(self, argv: Sequence[str], *, name: str, env: dict[str, str] | None = None) -> Child:
         """Start ``argv`` with this checkout first on the import path and ``env`` over a clean environment."""
         environment = {key: value for key, value in os.environ.items() if not key.startswith("DEPOSIT_LEDGER_")}
+        if "DEPOSIT_LEDGER_CHAIN_KEY" in os.environ:  # how the test's store is written, like its URL
+            environment["DEPOSIT_LEDGER_CHAIN_KEY"] = os.environ["DEPOSIT_LEDGER_CHAIN_KEY"]
         environment["PYTHONPATH"] = os.pathsep.join(filter(None, [str(PROJECT_ROOT), os.environ.get("PYTHONPATH")]))
         environment.update(env or {})
         stdout, stderr = self.folder / f"{name}.out", self.folder / f"{name}.err"

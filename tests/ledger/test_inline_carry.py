@@ -14,8 +14,9 @@ from typing import Any
 
 import pytest
 
-from ledger import DepositLedger
-from ledger.chain import GENESIS, link
+from ledger import DepositLedger, chain
+from ledger.chain import GENESIS, ChainKey
+from ledger.chain_keys import KeyRing
 from ledger.recorder import ChainHead
 from tests.conftest import FakeClock
 from tests.ledger.checks import assert_views_are_a_rebuild_and_verify_clean
@@ -216,7 +217,21 @@ def test_a_commit_reported_late_by_another_thread_does_not_vouch_for_a_transacti
 def chain_table() -> sqlite3.Cursor:
     cursor = sqlite3.connect(":memory:", isolation_level=None).cursor()
     cursor.execute("CREATE TABLE event_chain (position INTEGER PRIMARY KEY, link BLOB NOT NULL)")
+    cursor.execute(chain.create_key_table_statement())
     return cursor
+
+
+KEY = ChainKey(bytes(range(32)))
+
+
+def keyed_head() -> ChainHead:
+    head = ChainHead()
+    head.keys = lambda: KeyRing([KEY], "a test key")
+    return head
+
+
+def link(previous: bytes, *fields: Any) -> bytes:
+    return chain.keyed_link(KEY, previous, *fields)
 
 
 def row(position: int) -> tuple[int, str, int, str, bytes]:
@@ -236,7 +251,7 @@ def expected(count: int) -> list[bytes]:
 
 
 def test_the_remembered_head_is_used_only_after_its_commit_and_only_for_the_next_positions() -> None:
-    cursor, head = chain_table(), ChainHead()
+    cursor, head = chain_table(), keyed_head()
     assert head.extend(cursor, [row(1), row(2)]) == 0
     # Not committed yet: a forged head in the table would be read, not the remembered one.
     cursor.execute("UPDATE event_chain SET link = ? WHERE position = 2", (b"x" * 32,))

@@ -18,7 +18,7 @@ import pytest
 from domain import deposit_id
 from ledger import DepositLedger
 from ledger.audit import VerifyReport, parse_checkpoint
-from ledger.chain import GENESIS, Checkpoint
+from ledger.chain import GENESIS, ChainKey, Checkpoint
 from tests.conftest import FakeClock
 from tests.ledger.audited_store import (
     LONG_SHOP,
@@ -35,6 +35,7 @@ from tests.ledger.audited_store import (
     run_cli,
     scalar,
     set_view_positions,
+    store_key,
     tampering,
     template_store,
 )
@@ -216,7 +217,7 @@ def test_a_forged_event_with_a_forged_link_is_caught_by_the_views(
             "INSERT INTO stored_events (rowid, originator_id, originator_version, topic, state) VALUES (?, ?, ?, ?, ?)",
             (forged_at, real.originator_id, 11, real.topic, real.state),
         )
-        relink_from(db, forged_at)
+        relink_from(db, forged_at, store_key(store))
     report = assert_caught(store, capsys, first=forged_at, kind="audit_trail")
     assert "chain" not in {problem.kind for problem in report.problems}
     assert "balances" in kinds_at(report, forged_at)
@@ -251,7 +252,8 @@ def test_dropped_newest_events_are_caught(store: Path, capsys: pytest.CaptureFix
     last = head(store)
     with tampering(store) as db:
         db.execute("DELETE FROM stored_events WHERE rowid > ?", (last - 3,))
-    report = assert_caught(store, capsys, first=last - 2, kind="missing_event")
+    # The newest event left is a payment whose Frozen was dropped: the command is cut in two.
+    report = assert_caught(store, capsys, first=last - 3, kind="unfrozen")
     assert {problem.position for problem in report.problems if problem.kind == "missing_event"} == {
         last - 2,
         last - 1,
@@ -273,9 +275,9 @@ def test_dropped_newest_events_with_their_links_and_trail_are_caught_by_the_bala
         db.execute("DELETE FROM event_chain WHERE position > ?", (last - 3,))
         db.execute("DELETE FROM audit_trail WHERE position > ?", (last - 3,))
         set_view_positions(db, last - 3)
-    report = assert_caught(store, capsys, first=last - 2, kind="balances")
-    assert {problem.kind for problem in report.problems} == {"balances"}
-    assert [problem.position for problem in report.problems] == [last - 2, last - 1, last]
+    report = assert_caught(store, capsys, first=last - 3, kind="unfrozen")
+    assert {problem.kind for problem in report.problems} == {"balances", "unfrozen"}
+    assert [p.position for p in report.problems if p.kind == "balances"] == [last - 2, last - 1, last]
 
 
 def drop_newest_and_rebuild_views(path: Path, count: int) -> int:
@@ -298,7 +300,7 @@ def test_a_thoroughly_truncated_store_fails_only_against_an_older_checkpoint(
     store: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     before = take_checkpoint(store)
-    new_head = drop_newest_and_rebuild_views(store, 3)
+    new_head = drop_newest_and_rebuild_views(store, 4)  # whole commands
     # Everything left is consistent: without a checkpoint nothing can tell.
     assert auditor(store).verify().ok
     assert take_checkpoint(store).position == new_head
@@ -312,12 +314,13 @@ def test_a_history_truncated_and_written_anew_fails_against_an_older_checkpoint(
     store: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     before = take_checkpoint(store)
-    drop_newest_and_rebuild_views(store, 3)
+    drop_newest_and_rebuild_views(store, 4)  # whole commands
     # New events up to the old head: the chain is whole again, but it is another chain.
     ledger = DepositLedger(str(store), actor="intruder", clock=FakeClock(START))
     try:
         ledger.open("cover-story", currency="CNY", required="100", at=START)
         ledger.pay("cover-story", "100", channel="alipay", ref="CS-1", at=START)
+        ledger.pay("cover-story", "100", channel="alipay", ref="CS-2", at=START)
     finally:
         ledger.close()
     assert head(store) >= before.position
@@ -494,7 +497,7 @@ def test_a_rewritten_event_with_every_later_link_recomputed_is_caught_by_the_aud
     position = position_of(store, "tea-house", 4)
     with tampering(store) as db:
         replace_in_state(db, position, b'"note":"3 orders > 48h"', b'"note":"no late orders"')
-        relink_from(db, position)
+        relink_from(db, position, store_key(store))
     report = assert_caught(store, capsys, first=position, kind="audit_trail")
     # The chain itself is consistent again: only the cross-checks and a checkpoint can tell.
     assert "chain" not in {problem.kind for problem in report.problems}
@@ -508,7 +511,7 @@ def test_a_rewritten_amount_with_every_later_link_recomputed_is_caught_by_the_ba
     position = position_of(store, "kimono-house", 6)  # the customs deduction of 2,000 yen
     with tampering(store) as db:
         replace_in_state(db, position, b'"amount_collected_minor":2000', b'"amount_collected_minor":1000')
-        relink_from(db, position)
+        relink_from(db, position, store_key(store))
     report = assert_caught(store, capsys, first=position, kind="audit_trail")
     newest = position_of(store, "kimono-house", newest_version(store, "kimono-house"))
     assert "balances" in kinds_at(report, newest)
@@ -521,7 +524,7 @@ def test_a_rewrite_hidden_in_events_links_and_views_fails_only_against_a_checkpo
     position = position_of(store, "tea-house", 4)
     with tampering(store) as db:
         replace_in_state(db, position, b'"note":"3 orders > 48h"', b'"note":"no late orders"')
-        relink_from(db, position)
+        relink_from(db, position, store_key(store))
         db.execute("UPDATE audit_trail SET note = 'no late orders' WHERE position = ?", (position,))
     # Consistent everywhere inside the file: plain verify cannot see it.
     assert auditor(store).verify().ok
@@ -622,3 +625,115 @@ def test_verify_of_a_missing_store_exits_2(tmp_path: Path, capsys: pytest.Captur
     assert outcome.code == 2
     assert len(outcome.err_lines) == 1
     assert not missing.exists()
+
+
+# ------------------------------------------------------------ the keyed chain
+
+
+def append_forged_payment(path: Path, key: ChainKey | None, *, with_frozen: bool = True) -> int:
+    """The long shop's last payment again under a new trade number, appended as someone with write access would.
+
+    Its links are recomputed under ``key`` (None: unkeyed), and the views are
+    rebuilt to agree, so that only the chain (or the rules) can tell. The forged
+    Paid's position.
+    """
+    forged_at = head(path) + 1
+    version = newest_version(path, LONG_SHOP)
+    with tampering(path) as db:
+        paid, frozen = (
+            read_event(db, position_of(path, LONG_SHOP, v)) for v in (SNAPSHOT_VERSION + 1, SNAPSHOT_VERSION + 2)
+        )
+        assert paid.topic.endswith("Paid") and frozen.topic.endswith("Frozen")
+        forged = [paid, frozen] if with_frozen else [paid]
+        for offset, event in enumerate(forged):
+            db.execute(
+                "INSERT INTO stored_events (rowid, originator_id, originator_version, topic, state) "
+                "VALUES (?, ?, ?, ?, ?)",
+                (
+                    forged_at + offset,
+                    event.originator_id,
+                    version + 1 + offset,
+                    event.topic,
+                    event.state.replace(b"MT-0101", b"MT-9999"),
+                ),
+            )
+        relink_from(db, forged_at, key)
+    ledger = DepositLedger(str(path), actor="intruder", clock=FakeClock(START))
+    try:
+        for name in list(ledger.views.views):
+            ledger.views.rebuild(name)
+    finally:
+        ledger.close()
+    return forged_at
+
+
+@pytest.mark.parametrize("key", [None, ChainKey(bytes(range(32)))], ids=["unkeyed-links", "wrongly-keyed-links"])
+def test_a_rule_abiding_payment_appended_without_the_key_is_caught(
+    store: Path, capsys: pytest.CaptureFixture[str], key: ChainKey | None
+) -> None:
+    # Before the chain was keyed, recomputing the links made this forgery invisible.
+    forged_at = append_forged_payment(store, key)
+    report = assert_caught(store, capsys, first=forged_at, kind="chain")
+    assert {problem.kind for problem in report.problems} == {"chain"}
+    assert "keyed" in report.problems[0].detail
+
+
+def test_a_payment_appended_with_the_key_is_what_only_the_key_can_do(store: Path) -> None:
+    # The limit of the chain: whoever holds the key writes links as good as the ledger's.
+    # That is why the key lives outside the database, readable by the ledger's owner alone.
+    before = take_checkpoint(store)
+    append_forged_payment(store, store_key(store))
+    assert auditor(store).verify(before).ok
+
+
+def test_a_payment_left_unfrozen_is_caught_even_with_the_key(store: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # Replay alone accepts money in hand that no Frozen placed; no command ever leaves it so.
+    forged_at = append_forged_payment(store, store_key(store), with_frozen=False)
+    report = assert_caught(store, capsys, first=forged_at, kind="unfrozen")
+    assert {problem.kind for problem in report.problems} == {"unfrozen"}
+    assert report.problems[0].shop_id == LONG_SHOP
+
+
+def test_verify_with_a_wrong_key_says_so_in_one_line(
+    store: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    key_id = store_key(store).key_id
+    monkeypatch.setenv("DEPOSIT_LEDGER_CHAIN_KEY", "ab" * 32)
+    for command in (["verify"], ["checkpoint"]):
+        outcome = run_cli(capsys, "--db", str(store), *command)
+        assert outcome.code == 2, outcome.err
+        assert len(outcome.err_lines) == 1, outcome.err
+        assert f"keyed with key {key_id}" in outcome.err_lines[0]
+        assert "Traceback" not in outcome.err
+
+
+def test_a_checkpoint_is_signed_by_the_chains_key(store: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    checkpoint = take_checkpoint(store)
+    assert checkpoint.key_id == store_key(store).key_id
+    assert checkpoint.signature is not None and len(checkpoint.signature) == 64
+    assert auditor(store).verify(checkpoint).ok
+
+    forged = checkpoint.model_copy(update={"signature": "0" * 64})
+    report = assert_caught(store, capsys, first=checkpoint.position, kind="checkpoint", against=forged)
+    assert "signature" in report.problems[0].detail
+
+
+def test_a_forged_key_record_is_caught(store: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    with tampering(store) as db:
+        position = int(db.execute("SELECT position FROM chain_keys").fetchone()[0])
+        db.execute("UPDATE chain_keys SET proof = ? WHERE position = ?", (bytes(32), position))
+    assert_caught(store, capsys, first=position, kind="chain_key")
+
+
+def test_a_chain_rewritten_unkeyed_beside_the_generated_key_is_caught(
+    store: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Dropping the key records and recomputing every link unkeyed would pass for a store made
+    # before chain keys, but the key generated beside the store says the chain was keyed.
+    with tampering(store) as db:
+        db.execute("DELETE FROM chain_keys")
+        relink_from(db, 1, None)
+    report = auditor(store).verify()
+    assert [problem.kind for problem in report.problems] == ["chain_key"]
+    outcome = run_cli(capsys, "--db", str(store), "verify")
+    assert outcome.code == 1
