@@ -75,3 +75,23 @@ def test_a_refused_command_does_not_fail_its_neighbours(store_url: str) -> None:
         assert reopened.auditor().verify().ok
     finally:
         reopened.close()
+
+
+def test_stopping_answers_every_queued_command(store_url: str) -> None:
+    # What a graceful shutdown relies on: the batch in flight and everything queued behind it are decided.
+    ledger = DepositLedger(store_url, actor="test")
+    writer = GroupWriter(ledger, max_batch=4)
+    try:
+        ledger.open("S1", currency="CNY", required="10.00")
+        answers = [
+            writer.submit(lambda led, number=number: led.pay("S1", "1.00", channel="alipay", ref=f"R{number}"))
+            for number in range(10)
+        ]
+        writer.start()
+        writer.stop()
+        assert all(answer.done() for answer in answers)
+        assert [answer.result().state.paid_minor for answer in answers] == [100 * (n + 1) for n in range(10)]
+        with pytest.raises(RuntimeError, match="stopping"):
+            writer.submit(lambda led: led.show("S1"))
+    finally:
+        ledger.close()
