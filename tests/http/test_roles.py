@@ -58,6 +58,7 @@ def test_the_matrix_is_as_documented() -> None:
         "refund": ["finance", "admin"],
         "force-close": ["risk", "admin"],
         "keys": ["admin"],
+        "webhooks": ["admin"],
     }
 
 

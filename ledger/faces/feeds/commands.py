@@ -88,7 +88,7 @@ def add_command(
             f"remove it first (deposit-ledger webhooks remove {stored.id})"
         )
     if as_json:
-        _print_json({**_subscription_json(stored), "duplicate": not created})
+        _print_json({**subscription_json(stored), "duplicate": not created})
         return
     verb = "subscribed" if created else "duplicate: already subscribed;"
     Console().print(f"{verb} {stored.id} {stored.url} to {','.join(stored.types)}", markup=False, highlight=False)
@@ -100,7 +100,7 @@ def list_command(ctx: typer.Context, as_json: JsonOption = False) -> None:
     with _ledger(ctx) as ledger, _book(ledger) as book:
         subscriptions = book.subscriptions()
     if as_json:
-        _print_json([_subscription_json(subscription) for subscription in subscriptions])
+        _print_json([subscription_json(subscription) for subscription in subscriptions])
         return
     table = Table(title="Webhook subscriptions", title_justify="left")
     for column in ("id", "url", "events", "secret", "since"):
@@ -138,13 +138,13 @@ def deliveries_command(
     with _ledger(ctx) as ledger, _book(ledger) as book:
         deliveries = book.deliveries(failed_only=failed, limit=limit)
     if as_json:
-        _print_json([_delivery_json(delivery) for delivery in deliveries])
+        _print_json([delivery_json(delivery) for delivery in deliveries])
         return
     table = Table(title="Failing deliveries" if failed else "Deliveries", title_justify="left")
     for column in ("id", "subscription", "type", "shop", "position", "status", "attempts", "next attempt", "error"):
         table.add_column(column, justify="right" if column in ("position", "attempts") else "left")
     for delivery in deliveries:
-        entry = _delivery_json(delivery)
+        entry = delivery_json(delivery)
         table.add_row(
             delivery.id,
             delivery.subscription,
@@ -173,14 +173,14 @@ def retry_command(
         finally:
             relay.close()
     if as_json:
-        _print_json(_delivery_json(after))
+        _print_json(delivery_json(after))
         return
     if after.status == DELIVERED:
         line = f"delivered {after.id} ({after.type} of {after.shop_id})"
     elif after.attempts == 0:
         line = f"queued {after.id}: it waits for an earlier delivery of shop {after.shop_id}"
     else:
-        line = f"failed again {after.id}: {after.last_error}; next attempt {_delivery_json(after)['next_attempt_at']}"
+        line = f"failed again {after.id}: {after.last_error}; next attempt {delivery_json(after)['next_attempt_at']}"
     Console().print(line, markup=False, highlight=False)
 
 
@@ -268,7 +268,8 @@ def _report_line(report: RelayReport, relay: Relay) -> str:
     return line
 
 
-def _subscription_json(subscription: Subscription) -> dict[str, Any]:
+def subscription_json(subscription: Subscription) -> dict[str, Any]:
+    """A subscription as ``webhooks list --json`` shows it (the secret masked)."""
     return {
         "id": subscription.id,
         "url": subscription.url,
@@ -278,7 +279,8 @@ def _subscription_json(subscription: Subscription) -> dict[str, Any]:
     }
 
 
-def _delivery_json(delivery: Delivery) -> dict[str, Any]:
+def delivery_json(delivery: Delivery) -> dict[str, Any]:
+    """A delivery as ``webhooks deliveries --json`` shows it."""
     status = delivery.status
     if status not in (DELIVERED, PARKED) and delivery.attempts > 0:
         status = "retrying"

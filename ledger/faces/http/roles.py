@@ -9,7 +9,7 @@ acts on. Beyond that:
   outcomes, forced closure.
 - ``finance``: the merchant's money and requests: opening, payments, categories,
   policy moves, appeals filed, closure, refunds (of the excess and the final one).
-- ``admin``: everything, and the API keys.
+- ``admin``: everything, the API keys and the webhook subscriptions.
 
 Who files an appeal (finance, on the merchant's behalf) is not who decides it (risk);
 who takes money in (finance) is not who deducts it (risk).
@@ -49,6 +49,7 @@ class Action(StrEnum):
     REFUND = "refund"
     FORCE_CLOSE = "force-close"
     KEYS = "keys"
+    WEBHOOKS = "webhooks"
 
 
 _OWN: dict[Role, frozenset[Action]] = {
