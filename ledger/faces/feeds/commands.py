@@ -103,8 +103,10 @@ def list_command(ctx: typer.Context, as_json: JsonOption = False) -> None:
         _print_json([subscription_json(subscription) for subscription in subscriptions])
         return
     table = Table(title="Webhook subscriptions", title_justify="left")
-    for column in ("id", "url", "events", "secret", "since"):
-        table.add_column(column)
+    # Ids are what people copy into the next command: never cut; the rest folds.
+    table.add_column("id", no_wrap=True, min_width=15)
+    for column in ("url", "events", "secret", "since"):
+        table.add_column(column, overflow="fold")
     for subscription in subscriptions:
         table.add_row(
             subscription.id,
@@ -141,13 +143,14 @@ def deliveries_command(
         _print_json([delivery_json(delivery) for delivery in deliveries])
         return
     table = Table(title="Failing deliveries" if failed else "Deliveries", title_justify="left")
-    for column in ("id", "subscription", "type", "shop", "position", "status", "attempts", "next attempt", "error"):
-        table.add_column(column, justify="right" if column in ("position", "attempts") else "left")
+    table.add_column("id", no_wrap=True, min_width=24)
+    # The subscription of each is in --json; the table keeps to what a person on call reads.
+    for column in ("type", "shop", "position", "status", "attempts", "next attempt", "error"):
+        table.add_column(column, justify="right" if column in ("position", "attempts") else "left", overflow="fold")
     for delivery in deliveries:
         entry = delivery_json(delivery)
         table.add_row(
             delivery.id,
-            delivery.subscription,
             delivery.type,
             delivery.shop_id,
             str(delivery.position),
