@@ -65,8 +65,8 @@ from ledger.audit import Auditor
 from ledger.chain_keys import require_ring
 from ledger.mapper import DepositMapper
 from ledger.policy_file import load_policy
-from ledger.recorder import LedgerRecorder, PostgresLedgerRecorder
-from ledger.store import UNAVAILABLE, Store, resolve_store
+from ledger.recorder import LedgerRecorder, PostgresLedgerRecorder, tables_created_by
+from ledger.store import UNAVAILABLE, Store, StoreLocked, StoreNotMigrated, resolve_store
 from ledger.views import ViewFailed, ViewKeeper, ViewStatus
 from projections.audit_trail import AuditRow, AuditTrailView
 from projections.balances import BalancesView
@@ -217,6 +217,7 @@ class DepositLedger(Application[UUID]):
         policy: DepositPolicy | str | Path | None = None,
         env: dict[str, str] | None = None,
         inline_views: bool | None = None,
+        migrate: bool = True,
     ) -> None:
         """Open the ledger on ``store`` (a :class:`Store`, a path or URL; default ``deposits.db``).
 
@@ -233,6 +234,11 @@ class DepositLedger(Application[UUID]):
         events are committed, opening the ledger catches nothing up, and the
         views are the projection workers' job: they lag until a worker applies
         the new events.
+
+        ``migrate`` creates the store's tables (and its PostgreSQL schema) when any
+        is missing; without it such a store raises :class:`StoreNotMigrated`. A
+        store whose tables exist is opened without creating anything, so opening
+        never waits behind another session's lock.
         """
         refuse_library_variables()
         self.store = store if isinstance(store, Store) else resolve_store(store)
@@ -245,21 +251,43 @@ class DepositLedger(Application[UUID]):
         self._batch: Batch | None = None
         self._cache: OrderedDict[UUID, ShopDeposit] = OrderedDict()
         self._cache_lock = threading.Lock()
-        connection = self.store.connect()
-        try:
-            with self.store.creating_tables(connection):
-                super().__init__(env={**self.store.environment(), **(env or {})})
-        except BaseException:
-            connection.close()
-            raise
+        # Opening checks the catalogue and takes no lock: creating tables (and their indexes)
+        # waits behind any session's lock on them, so it is done only when something is missing.
+        super().__init__(env={**self.store.environment(), **(env or {}), "CREATE_TABLE": "no"})
         assert isinstance(self.recorder, LedgerRecorder | PostgresLedgerRecorder)
         self.recorder.chain_head.keys = require_ring(self.store)
-        self.views = ViewKeeper(self.store, self.mapper, (BalancesView, AuditTrailView), connection)
-        self.views.ensure_tables()
+        # The library's recorders all have create_table(); its types do not say so.
+        recorders: list[Any] = [self.recorder, *([self.snapshots.recorder] if self.snapshots is not None else [])]
+        view_classes = (BalancesView, AuditTrailView)
+        missing = self.store.missing_tables(
+            [table for recorder in recorders for table in tables_created_by(recorder)]
+            + [*ViewKeeper.OWN_TABLES, *(view.table for view in view_classes)]
+        )
+        if missing and not migrate:
+            super().close()
+            raise StoreNotMigrated(
+                f"{self.store.describe()} has no ledger tables (no {missing[0]}): run deposit-ledger migrate"
+            )
+        connection = self.store.connect()
+        try:
+            if missing:
+                self.store.ensure_schema(connection)
+                with self.store.creating_tables(connection):
+                    for recorder in recorders:
+                        recorder.create_table()
+            self.views = ViewKeeper(self.store, self.mapper, view_classes, connection)
+            if missing or not self.views.tables_current():
+                self.views.ensure_tables()
+        except BaseException:
+            connection.close()
+            super().close()
+            raise
         if self.inline_views:
             self.recorder.after_insert = self.views.apply_inline
             self.recorder.after_commit = self.views.committed
-            self._refresh_views()
+            # Behind another session's lock on the events table, the views answer as they are.
+            with contextlib.suppress(StoreLocked):
+                self._refresh_views()
 
     def close(self) -> None:
         """Close the store's connections (the views' included)."""

@@ -56,7 +56,7 @@ from ledger.reports import (
     verify_table,
     worker_status_line,
 )
-from ledger.store import StoreUnavailable, resolve_store
+from ledger.store import StoreLocked, StoreUnavailable, resolve_store
 from ledger.views import ViewStatus
 from ledger.workers import POLL_INTERVAL_S, ProjectionWorker, stopping_on_signals
 
@@ -125,10 +125,14 @@ def main_options(
 
 
 @contextmanager
-def open_ledger(ctx: typer.Context) -> Iterator[DepositLedger]:
-    """The ledger on the chosen store, closed again when the command ends."""
+def open_ledger(ctx: typer.Context, *, migrate: bool = False) -> Iterator[DepositLedger]:
+    """The ledger on the chosen store, closed again when the command ends.
+
+    Only the commands that start a store (``open``, ``import``, ``demo``, ``migrate``)
+    create its tables; the others say in one line that it has none.
+    """
     settings: Settings = ctx.obj
-    ledger = DepositLedger(resolve_store(settings.db), actor=settings.actor, policy=settings.policy)
+    ledger = DepositLedger(resolve_store(settings.db), actor=settings.actor, policy=settings.policy, migrate=migrate)
     try:
         yield ledger
     finally:
@@ -152,8 +156,15 @@ def _print_json(data: Any) -> None:
     sys.stdout.write(json.dumps(data, ensure_ascii=False, indent=2) + "\n")
 
 
-def _write(ctx: typer.Context, as_json: bool, action: str, command: Callable[[DepositLedger], CommandResult]) -> None:
-    with open_ledger(ctx) as ledger:
+def _write(
+    ctx: typer.Context,
+    as_json: bool,
+    action: str,
+    command: Callable[[DepositLedger], CommandResult],
+    *,
+    migrate: bool = False,
+) -> None:
+    with open_ledger(ctx, migrate=migrate) as ledger:
         _report(command(ledger), as_json, action)
 
 
@@ -182,6 +193,7 @@ def open_command(
         lambda ledger: ledger.open(
             shop, currency=currency, required=required, site=site, categories=category or (), at=at
         ),
+        migrate=True,
     )
 
 
@@ -505,7 +517,7 @@ def import_command(
             on_reject = sink.write
         else:
             on_reject = _reject_to_stderr
-        ledger = stack.enter_context(open_ledger(ctx))
+        ledger = stack.enter_context(open_ledger(ctx, migrate=True))
         advance = stack.enter_context(progress_bar("importing", unit="lines"))
         advance(0, total)
         try:
@@ -623,7 +635,7 @@ def projections_status_command(ctx: typer.Context, name: ViewName = None, as_jso
 @projections_app.command("catch-up")
 def projections_catch_up_command(ctx: typer.Context, name: ViewName = None, as_json: JsonOption = False) -> None:
     """Apply the events the views have not seen yet."""
-    with open_ledger(ctx) as ledger:
+    with open_ledger(ctx, migrate=True) as ledger:  # the views' tables are theirs to create
         names = [_view_name(ledger, name)] if name else None
         with progress_bar("catching up") as advance:
             ledger.views.catch_up(names, progress=advance)
@@ -634,7 +646,7 @@ def projections_catch_up_command(ctx: typer.Context, name: ViewName = None, as_j
 @projections_app.command("rebuild")
 def projections_rebuild_command(ctx: typer.Context, name: ViewName = None, as_json: JsonOption = False) -> None:
     """Rebuild views from the first event beside the live ones, then switch over."""
-    with open_ledger(ctx) as ledger:
+    with open_ledger(ctx, migrate=True) as ledger:  # the views' tables are theirs to create
         names = [_view_name(ledger, name)] if name else list(ledger.views.views)
         with progress_bar(f"rebuilding {', '.join(names)}") as advance:
             ledger.views.rebuild(*names, progress=advance)
@@ -706,7 +718,13 @@ def _view_name(ledger: DepositLedger, name: str) -> str:
 
 
 def _warn_if_stale(ledger: DepositLedger) -> None:
-    for status in ledger.projection_status():
+    try:
+        statuses = ledger.projection_status()
+    except StoreLocked:
+        # The answer came from the view; only its lag is unknown while another session locks the events.
+        sys.stderr.write("deposit-ledger: warning: the views' lag is unknown: another session locks the events\n")
+        return
+    for status in statuses:
         if status.lag:
             detail = f" ({status.error})" if status.error else ""
             sys.stderr.write(f"deposit-ledger: warning: view {status.name} lags {status.lag} events{detail}\n")
@@ -792,8 +810,15 @@ app.command("relay")(relay_command)
 @app.command("demo")
 def demo_command(ctx: typer.Context) -> None:
     """Fill the store with a realistic month of deposits and print what happened."""
-    with open_ledger(ctx) as ledger:
+    with open_ledger(ctx, migrate=True) as ledger:
         run_demo(ledger, Console())
+
+
+@app.command("migrate")
+def migrate_command(ctx: typer.Context) -> None:
+    """Create the store's tables (and its PostgreSQL schema) where missing; a current store is left as it is."""
+    with open_ledger(ctx, migrate=True) as ledger:
+        sys.stderr.write(f"deposit-ledger: {ledger.store.describe()} has the ledger's tables\n")
 
 
 def _fail(message: str, code: int) -> NoReturn:

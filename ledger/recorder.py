@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import sqlite3
 import threading
 from collections.abc import Callable, Iterator, Sequence
@@ -9,8 +10,9 @@ from contextlib import AbstractContextManager, contextmanager, nullcontext
 from typing import Any
 from uuid import UUID
 
+import psycopg
 from eventsourcing.persistence import IntegrityError, InterfaceError, OperationalError, StoredEvent
-from eventsourcing.postgres import PostgresApplicationRecorder, PostgresDatastore
+from eventsourcing.postgres import PostgresApplicationRecorder, PostgresDatastore, PostgresFactory
 from eventsourcing.sqlite import (
     SQLITE3_DEFAULT_LOCK_TIMEOUT,
     SQLiteApplicationRecorder,
@@ -28,7 +30,7 @@ from domain import DepositEvent
 from ledger import chain
 from ledger.chain import ChainKey
 from ledger.chain_keys import KeyRing, key_for_new_links
-from ledger.store import QmarkCursor
+from ledger.store import QmarkCursor, StoreLocked
 
 LOOKUP_CHUNK = 500
 """Deposit ids per ``IN`` list: SQLite bounds the parameters of one statement."""
@@ -160,6 +162,11 @@ class LedgerSQLiteDatastore(SQLiteDatastore):
             try:
                 connection.cursor().execute("BEGIN IMMEDIATE")
             except sqlite3.OperationalError as error:
+                if "locked" in str(error):
+                    raise StoreLocked(
+                        f"another session held the write lock of {self.pool.db_name} for more than "
+                        f"{self.pool.lock_timeout} s; nothing was written: try again"
+                    ) from None
                 raise OperationalError(error) from error
             self._turn.connection, self._turn.waiting = connection, waiting
             try:
@@ -220,6 +227,59 @@ class LedgerSQLiteFactory(SQLiteFactory):
         self.datastore.pool.close()
         self.datastore.pool = StatementCachingPool(db_name=unused.pool.db_name, lock_timeout=unused.pool.lock_timeout)
         unused.close()
+
+
+_CREATE_TABLE = re.compile(r'CREATE TABLE IF NOT EXISTS (?:"?\w+"?\.)?"?(\w+)"?', re.IGNORECASE)
+
+
+def tables_created_by(recorder: Any) -> list[str]:
+    """The tables a recorder of the library creates (its statements say), by name."""
+    statements = getattr(recorder, "sql_create_statements", None)
+    if statements is not None:
+        texts = [statement.as_string(None) for statement in statements]
+    else:
+        texts = list(recorder.create_table_statements)
+    return [found.group(1) for found in map(_CREATE_TABLE.search, texts) if found is not None]
+
+
+class LedgerPostgresDatastore(PostgresDatastore):
+    """The library's PostgreSQL datastore, whose sessions wait for locks no longer than the lock timeout.
+
+    The library sets its lock timeout only inside its insert transactions: a read,
+    or the index creation of opening, waited without limit behind another
+    session's table lock. And it retries an operational error ten times, which
+    would make a lock timeout ten lock timeouts: a lock timeout is raised as
+    :class:`StoreLocked` instead, which nobody retries.
+    """
+
+    @contextmanager
+    def get_connection(self) -> Iterator[Any]:
+        """A pooled connection, as the library's; a lock timeout inside becomes :class:`StoreLocked`."""
+        try:
+            with super().get_connection() as connection:
+                yield connection
+        except OperationalError as error:
+            if isinstance(error.__cause__, psycopg.errors.LockNotAvailable):
+                raise StoreLocked(
+                    f"another session held a lock on schema {self.schema} for more than {self.lock_timeout} s; "
+                    "nothing was written: try again"
+                ) from None
+            raise
+
+
+class LedgerPostgresFactory(PostgresFactory):
+    """The library's PostgreSQL factory, on a datastore whose every statement runs under the lock timeout."""
+
+    def __init__(self, env: Environment | EnvType | None) -> None:
+        """Build as the library does; then, before any connection exists, bound every session's lock waits."""
+        super().__init__(env)
+        # The library builds its datastore inline; only the class of that same object changes.
+        self.datastore.__class__ = LedgerPostgresDatastore
+        lock_timeout_ms = self.datastore.lock_timeout * 1000
+        assert lock_timeout_ms > 0, "the ledger always sets a lock timeout"
+        connect_options = self.datastore.pool.kwargs
+        assert isinstance(connect_options, dict)
+        connect_options["options"] = f"-c lock_timeout={lock_timeout_ms}"
 
 
 class _ChainedAndProjected:
@@ -378,6 +438,8 @@ class PostgresLedgerRecorder(_ChainedAndProjected, PostgresApplicationRecorder):
                 positions = [row["notification_id"] for row in library_cursor.fetchall()]
             with connection.cursor(row_factory=tuple_row) as raw:
                 raw.execute(SQL("SET LOCAL search_path TO {0}").format(Identifier(self.datastore.schema)))
-                self._chain_and_project(QmarkCursor(raw), positions, stored_events, **kwargs)
+                self._chain_and_project(
+                    QmarkCursor(raw, self.datastore.lock_timeout), positions, stored_events, **kwargs
+                )
         self._committed(positions)
         return positions

@@ -32,7 +32,9 @@ from domain import LedgerError, MalformedInput
 DEFAULT_SQLITE_FILE = "deposits.db"
 STORE_ENV_VAR = "DEPOSIT_LEDGER_DB"
 LOCK_TIMEOUT_S = 30
-"""How long a writer waits for a lock held by another writer."""
+"""How long any statement waits for a lock another session holds, unless ``$DEPOSIT_LEDGER_LOCK_TIMEOUT`` says."""
+LOCK_TIMEOUT_ENV_VAR = "DEPOSIT_LEDGER_LOCK_TIMEOUT"
+MAX_LOCK_TIMEOUT_S = 3600
 CONNECT_TIMEOUT_S = 5
 """How long to wait for a PostgreSQL server to answer."""
 
@@ -40,14 +42,25 @@ APPLICATION_TABLE_PREFIX = "depositledger"
 """The library names PostgreSQL tables after the application: ``DepositLedger`` in lower case."""
 
 _SCHEMA_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
+_SYSTEM_SCHEMA = re.compile(r"^(information_schema|pg_.*)$")
+"""PostgreSQL's own schemas (``pg_catalog``, ``pg_toast``, ``information_schema``...): never a ledger's."""
 
 
 class StoreUnavailable(LedgerError):
     """The store cannot be reached or opened: a bad URL, a server down, a wrong password."""
 
 
+class StoreLocked(LedgerError):
+    """Another session held a lock the command needed for longer than the lock timeout: nothing was written."""
+
+
+class StoreNotMigrated(MalformedInput):
+    """The store has no ledger tables (or an older release's): ``deposit-ledger migrate`` creates them."""
+
+
 UNAVAILABLE: tuple[type[BaseException], ...] = (
     StoreUnavailable,
+    StoreLocked,
     psycopg.OperationalError,
     psycopg.InterfaceError,
     OperationalError,
@@ -71,6 +84,8 @@ class Store:
     password: str = ""
     dbname: str = ""
     schema: str = "public"
+    lock_timeout_s: int = LOCK_TIMEOUT_S
+    """How long a statement waits for another session's lock before the command gives up."""
 
     @property
     def events_table(self) -> str:
@@ -115,10 +130,10 @@ class Store:
                 "PERSISTENCE_MODULE": "ledger.recorder:LedgerSQLiteFactory",
                 "APPLICATION_RECORDER_TOPIC": "ledger.recorder:LedgerRecorder",
                 "SQLITE_DBNAME": str(self.sqlite_path),
-                "SQLITE_LOCK_TIMEOUT": str(LOCK_TIMEOUT_S),
+                "SQLITE_LOCK_TIMEOUT": str(self.lock_timeout_s),
             }
         return {
-            "PERSISTENCE_MODULE": "eventsourcing.postgres",
+            "PERSISTENCE_MODULE": "ledger.recorder:LedgerPostgresFactory",
             "APPLICATION_RECORDER_TOPIC": "ledger.recorder:PostgresLedgerRecorder",
             "POSTGRES_DBNAME": self.dbname,
             "POSTGRES_HOST": self.host,
@@ -127,7 +142,7 @@ class Store:
             "POSTGRES_PASSWORD": self.password,
             "POSTGRES_SCHEMA": self.schema,
             "POSTGRES_CONNECT_TIMEOUT": str(CONNECT_TIMEOUT_S),
-            "POSTGRES_LOCK_TIMEOUT": str(LOCK_TIMEOUT_S),
+            "POSTGRES_LOCK_TIMEOUT": str(self.lock_timeout_s),
             # One connection kept open (a command uses one at a time); more while threads need them.
             "POSTGRES_POOL_SIZE": "1",
             "POSTGRES_MAX_OVERFLOW": "4",
@@ -148,7 +163,7 @@ class Store:
         if self.kind == "sqlite":
             assert self.sqlite_path is not None
             return sqlite3.connect(
-                self.sqlite_path, isolation_level=None, check_same_thread=False, timeout=LOCK_TIMEOUT_S
+                self.sqlite_path, isolation_level=None, check_same_thread=False, timeout=self.lock_timeout_s
             )
         return _PostgresConnection(self)
 
@@ -198,6 +213,34 @@ class Store:
             cursor.execute("SELECT to_regclass(?) IS NOT NULL", (f"{self.schema}.{table}",))
             return bool(cursor.fetchone()[0])
         return cursor.fetchone() is not None
+
+    def missing_tables(self, tables: list[str]) -> list[str]:
+        """Which of ``tables`` the store lacks, read from the catalogue alone (no table is locked or created)."""
+        if self.kind == "sqlite":
+            assert self.sqlite_path is not None
+            if not self.sqlite_path.exists():
+                return list(tables)
+        connection = self.connect()
+        try:
+            cursor = connection.cursor()
+            return [table for table in tables if not self.table_exists(cursor, table)]
+        finally:
+            connection.close()
+
+    def ensure_schema(self, connection: Any) -> None:
+        """Create the PostgreSQL schema the URL names, if missing (and the role may)."""
+        if self.kind != "postgresql":
+            return
+        cursor = connection.cursor()
+        cursor.execute("SELECT 1 FROM pg_namespace WHERE nspname = ?", (self.schema,))
+        if cursor.fetchone() is not None:
+            return
+        try:
+            cursor.execute(f'CREATE SCHEMA IF NOT EXISTS "{self.schema}"')
+        except psycopg.errors.InsufficientPrivilege:
+            raise StoreUnavailable(
+                f"schema {self.schema} does not exist in {self.dbname}, and this role may not create it"
+            ) from None
 
     def table_columns(self, cursor: Any, table: str) -> tuple[str, ...]:
         """The columns of ``table`` (in the store's schema), in order."""
@@ -292,7 +335,7 @@ def _psycopg_connect(store: Store) -> Any:
             dbname=store.dbname,
             connect_timeout=CONNECT_TIMEOUT_S,
             autocommit=True,
-            options=f"-c search_path={store.schema} -c lock_timeout={LOCK_TIMEOUT_S * 1000}",
+            options=f"-c search_path={store.schema} -c lock_timeout={store.lock_timeout_s * 1000}",
         )
     except psycopg.OperationalError as error:
         raise StoreUnavailable(f"cannot reach {store.describe()}: {_first_line(error)}") from None
@@ -332,12 +375,13 @@ class _PostgresConnection:
 
     def __init__(self, store: Store) -> None:
         self._connection = _psycopg_connect(store)
+        self._lock_timeout_s = store.lock_timeout_s
 
     def cursor(self, name: str | None = None) -> QmarkCursor:
         """A cursor; a named one streams its rows from the server."""
         if name is None:
-            return QmarkCursor(self._connection.cursor())
-        return QmarkCursor(self._connection.cursor(name=name))
+            return QmarkCursor(self._connection.cursor(), self._lock_timeout_s)
+        return QmarkCursor(self._connection.cursor(name=name), self._lock_timeout_s)
 
     def execute(self, statement: str, params: Any = ()) -> QmarkCursor:
         """Run one statement on a fresh cursor."""
@@ -351,13 +395,20 @@ class _PostgresConnection:
 
 
 class QmarkCursor:
-    """A psycopg cursor that takes our SQL: ``?`` placeholders become ``%s``."""
+    """A psycopg cursor that takes our SQL: ``?`` placeholders become ``%s``; a lock timeout is :class:`StoreLocked`."""
 
-    def __init__(self, cursor: Any) -> None:
+    def __init__(self, cursor: Any, lock_timeout_s: int = LOCK_TIMEOUT_S) -> None:
         self._cursor = cursor
+        self._lock_timeout_s = lock_timeout_s
 
     def execute(self, statement: str, params: Any = ()) -> QmarkCursor:
-        self._cursor.execute(statement.replace("?", "%s"), params or None)
+        try:
+            self._cursor.execute(statement.replace("?", "%s"), params or None)
+        except psycopg.errors.LockNotAvailable:
+            raise StoreLocked(
+                f"another session held a lock the ledger needed for more than {self._lock_timeout_s} s "
+                "(the lock timeout); nothing was written: try again"
+            ) from None
         return self
 
     def executemany(self, statement: str, params: Any) -> None:
@@ -402,7 +453,25 @@ def resolve_store(url: str | None = None) -> Store:
         raise MalformedInput(f"store {chosen!r} is a directory, not a file")
     if not path.parent.is_dir():
         raise MalformedInput(f"store {chosen!r}: folder {path.parent} does not exist")
-    return Store(url=chosen, kind="sqlite", sqlite_path=path)
+    return Store(url=chosen, kind="sqlite", sqlite_path=path, lock_timeout_s=lock_timeout_setting())
+
+
+def lock_timeout_setting() -> int:
+    """``$DEPOSIT_LEDGER_LOCK_TIMEOUT`` in whole seconds (1 to 3600), else :data:`LOCK_TIMEOUT_S`."""
+    text = os.environ.get(LOCK_TIMEOUT_ENV_VAR, "").strip()
+    if not text:
+        return LOCK_TIMEOUT_S
+    if not text.isdigit() or not 1 <= int(text) <= MAX_LOCK_TIMEOUT_S:
+        raise MalformedInput(f"{LOCK_TIMEOUT_ENV_VAR} must be whole seconds from 1 to {MAX_LOCK_TIMEOUT_S}")
+    return int(text)
+
+
+def locked(store: Store) -> StoreLocked:
+    """The one line for a lock another session held longer than the store's lock timeout."""
+    return StoreLocked(
+        f"another session held a lock on {store.describe()} for more than {store.lock_timeout_s} s; "
+        "nothing was written: try again"
+    )
 
 
 def _postgres_store(url: str) -> Store:
@@ -423,6 +492,8 @@ def _postgres_store(url: str) -> Store:
     schema = query.get("schema", ["public"])[-1]
     if not _SCHEMA_NAME.match(schema):
         raise MalformedInput(f"schema {schema!r} must be lower-case letters, digits and _, at most 63")
+    if _SYSTEM_SCHEMA.match(schema):
+        raise MalformedInput(f"schema {schema} is PostgreSQL's own: choose a schema of the ledger's")
     return Store(
         url=url,
         kind="postgresql",
@@ -432,6 +503,7 @@ def _postgres_store(url: str) -> Store:
         password=unquote(parts.password or ""),
         dbname=dbname,
         schema=schema,
+        lock_timeout_s=lock_timeout_setting(),
     )
 
 

@@ -97,6 +97,9 @@ class ViewStatus:
 class ViewKeeper(BatchRecorder):
     """The read models of one ledger, kept in the same database as its events."""
 
+    OWN_TABLES = ("view_tracking", "projection_errors")
+    """The tables of the views' positions and stopping errors, beside the views' own."""
+
     def __init__(
         self, store: Store, mapper: Mapper[Any], views: Sequence[type[View]], connection: Any | None = None
     ) -> None:
@@ -129,6 +132,13 @@ class ViewKeeper(BatchRecorder):
             raise LookupError(f"unknown view {name!r}: expected one of {', '.join(self.views)}") from None
 
     # ------------------------------------------------------------------ set-up
+
+    def tables_current(self) -> bool:
+        """Whether every view's table exists with this release's columns (the catalogue alone is read)."""
+        cursor = self.connection.cursor()
+        return all(
+            self.store.table_columns(cursor, view.table) == view.columns for view in self.views.values()
+        ) and all(self.store.table_exists(cursor, table) for table in self.OWN_TABLES)
 
     def ensure_tables(self) -> None:
         """Create missing view tables; a table that vanished restarts its view from position 0.

@@ -23,7 +23,11 @@ Cli = Callable[..., Result]
 
 @pytest.fixture
 def cli(store_url: str, capsys: pytest.CaptureFixture[str]) -> Cli:
-    """Run ``deposit-ledger --db <the test's store> --actor ops ARGS``: (exit code, stdout, stderr)."""
+    """Run ``deposit-ledger --db <the test's store> --actor ops ARGS``: (exit code, stdout, stderr).
+
+    The store is migrated first: an empty store, not one without tables (which says so, see test_migrate).
+    """
+    DepositLedger(store_url).close()
 
     def run(*args: str) -> Result:
         try:
