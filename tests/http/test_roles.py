@@ -30,6 +30,7 @@ REQUESTS: dict[Action, tuple[str, str, Any]] = {
     Action.CLOSE: ("POST", "/v1/shops/S1/closure", None),
     Action.REFUND: ("POST", "/v1/shops/S1/refund", None),
     Action.FORCE_CLOSE: ("POST", "/v1/shops/S1/forced-closure", {"reason": "fraud"}),
+    Action.KEYS: ("GET", "/v1/keys", None),
 }
 
 
@@ -75,6 +76,19 @@ async def test_each_role_is_refused_what_it_may_not_do(api_factory: Any, role: R
                 assert status == 403, (role, action, status)
         if role is Role.AUDITOR:
             assert (await api.get("/v1/shops/S1")).json() == before
+
+
+async def test_an_admin_lists_and_revokes_keys(api_factory: Any) -> None:
+    async with api_factory() as api:
+        listed = (await api.get("/v1/keys", "admin")).json()["items"]
+        assert [key["name"] for key in listed] == sorted(role.value for role in Role)
+        assert "dlk_" not in str(listed)
+        assert (await api.post("/v1/keys/risk/revocation", "finance")).status_code == 403
+        revoked = await api.post("/v1/keys/risk/revocation", "admin")
+        assert revoked.status_code == 200
+        assert revoked.json()["revoked_at"] is not None
+        assert (await api.get("/v1/shops", "risk")).status_code == 401
+        assert (await api.post("/v1/keys/nobody/revocation", "admin")).status_code == 409
 
 
 async def test_batch_lines_need_their_own_right(api_factory: Any) -> None:

@@ -16,7 +16,7 @@ from fastapi import APIRouter, FastAPI
 from ledger.faces.feeds import api as webhooks
 from ledger.faces.http.guard import Guard
 from ledger.faces.http.problems import install_problem_handlers
-from ledger.faces.http.routes import batch, books, health, shops
+from ledger.faces.http.routes import batch, books, health, keys, shops
 from ledger.faces.http.service import Service
 from ledger.store import Store
 
@@ -30,7 +30,14 @@ units; times are ISO-8601 with a zone. Errors are RFC 9457 problem details. Ever
 `Idempotency-Key`. See docs/service.md.
 """
 
-ROUTERS: tuple[APIRouter, ...] = (health.router, shops.router, batch.router, books.router, webhooks.router)
+ROUTERS: tuple[APIRouter, ...] = (
+    health.router,
+    shops.router,
+    batch.router,
+    books.router,
+    keys.router,
+    webhooks.router,
+)
 """The service's own routers, in the order the OpenAPI document lists them."""
 
 
