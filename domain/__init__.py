@@ -46,6 +46,7 @@ from domain.events import (
     RefundLine,
     RequirementChanged,
     Stamp,
+    WrittenOff,
 )
 from domain.policy import (
     DEFAULT_APPEAL_WINDOW,
@@ -109,6 +110,7 @@ __all__ = [
     "Stamp",
     "Status",
     "ViolationRule",
+    "WrittenOff",
     "WrongStatus",
     "deposit_id",
     "frozen_change",

@@ -32,6 +32,7 @@ from domain.events import (
     Paid,
     Refunded,
     RequirementChanged,
+    WrittenOff,
 )
 
 
@@ -81,6 +82,7 @@ class DepositState(BaseModel):
     top_up_due: AwareDatetime | None
     policy_version: str | None
     categories: tuple[str, ...]
+    written_off_minor: int = 0
 
 
 def frozen_change(event: DepositEvent) -> int:
@@ -102,7 +104,8 @@ class Balance:
     hold or a reversed deduction between its arrival and the ``Frozen`` event that
     places it (after it has settled what is owed). ``held_minor`` is frozen money
     set aside for open cases. ``reversed_minor`` counts what upheld appeals gave
-    back; ``deducted_minor`` is net of it.
+    back; ``deducted_minor`` is net of it. ``written_off_minor`` is debt the
+    platform gave up collecting after the deposit closed (no money moved).
     """
 
     deposit_id: UUID
@@ -126,6 +129,7 @@ class Balance:
     top_up_due: datetime | None = None
     policy_version: str | None = None
     categories: tuple[str, ...] = ()
+    written_off_minor: int = 0
 
     @classmethod
     def opened(cls, event: Opened) -> Balance:
@@ -198,6 +202,11 @@ class Balance:
             self._restart_settlement(event.settlement_due)
         elif isinstance(event, ExcessRefunded):
             self.refunded_minor += event.amount_minor
+        elif isinstance(event, WrittenOff):
+            if self.phase not in (Phase.CLOSED, Phase.FORFEITED):
+                raise InvariantBroken(f"debt of {self.shop_id} written off while {self.phase}")
+            self.owed_minor -= event.amount_minor
+            self.written_off_minor += event.amount_minor
         elif not isinstance(event, AppealFiled):
             raise AssertionError(f"{type(event).__name__} cannot follow the opening of {self.shop_id}")
         if self.phase is not Phase.OPEN or self.shortfall_minor == 0:
@@ -244,6 +253,7 @@ class Balance:
             self.forfeited_minor,
             self.owed_minor,
             self.reversed_minor,
+            self.written_off_minor,
         )
         if min(figures) < 0:
             raise InvariantBroken(f"negative figure in {self.shop_id}: {figures}")
@@ -260,8 +270,11 @@ class Balance:
         """What the shop must pay to be fully funded again: the gap plus what it owes.
 
         Held money still counts towards the requirement: it is the shop's until a
-        deduction takes it.
+        deduction takes it. A closed or forfeited deposit is required to hold
+        nothing: its shortfall is its debt alone.
         """
+        if self.phase in (Phase.CLOSED, Phase.FORFEITED):
+            return self.owed_minor
         return max(0, self.required_minor - self.frozen_minor - self.held_minor) + self.owed_minor
 
     def shortfall_after(
@@ -318,4 +331,5 @@ class Balance:
             top_up_due=self.top_up_due,
             policy_version=self.policy_version,
             categories=self.categories,
+            written_off_minor=self.written_off_minor,
         )

@@ -15,6 +15,13 @@ places it); it is zero whenever a command has finished, which gives the
 published form ``paid = frozen + held + deducted + refunded + forfeited``.
 ``deducted`` is net of upheld appeals (``reversed`` counts what they gave back).
 
+Penalties obey a second law, over the deductions that stand (all but those
+reversed by an upheld appeal)::
+
+    charged = deducted + owed + written_off
+
+what they charged was collected, is still owed, or was written off as a loss.
+
 Money coming back into the deposit always takes the same path: it settles
 what the shop owes first, oldest case first, and only the rest is frozen.
 """
@@ -63,6 +70,7 @@ from domain.events import (
     RefundLine,
     RequirementChanged,
     Stamp,
+    WrittenOff,
 )
 from domain.money import format_minor
 from domain.policy import STANDARD_TERMS, DepositPolicy, DepositTerms, price_violation
@@ -118,6 +126,13 @@ class Case:
     """Priced by the policy's catalogue (and counted against its daily cap)."""
     appeal: AppealStage | None = None
     appealed_while_closing: bool = False
+    written_off_minor: int = 0
+    """What the platform gave up collecting after the deposit closed."""
+
+    @property
+    def stands(self) -> bool:
+        """Whether the deduction still counts: not reversed by an upheld appeal."""
+        return self.appeal is not AppealStage.UPHELD
 
 
 @dataclass(slots=True)
@@ -130,11 +145,17 @@ class Hold:
 
 @dataclass(slots=True)
 class BookkeepingTotals:
-    """What the cases still owe, the holds still hold and the payments have had back, in sum."""
+    """What the cases still owe, the holds still hold and the payments have had back, in sum.
+
+    ``charged_minor`` is what the standing deductions charged, ``written_off_minor``
+    what was written off of them: the two sides of the penalties' law.
+    """
 
     owed_minor: int = 0
     held_minor: int = 0
     refunded_minor: int = 0
+    charged_minor: int = 0
+    written_off_minor: int = 0
 
     @classmethod
     def count(
@@ -145,6 +166,8 @@ class BookkeepingTotals:
             owed_minor=sum(case.owed_minor for case in cases.values()),
             held_minor=sum(hold.held_minor for hold in holds.values()),
             refunded_minor=sum(payment.refunded_minor for payment in payments.values()),
+            charged_minor=sum(case.amount_minor for case in cases.values() if case.stands),
+            written_off_minor=sum(case.written_off_minor for case in cases.values()),
         )
 
 
@@ -210,6 +233,11 @@ class ShopDeposit:
     ) -> bool:
         """Record a payment and freeze it, settling what the shop owes first.
 
+        Accepted while the deposit is open or closing (the channel has the money:
+        frozen, it is refunded at settlement with the rest). A closed or
+        forfeited deposit accepts a payment only to settle its debt: never more
+        than it still owes.
+
         Returns False, recording nothing, when this (channel, trade number) was
         recorded before with the same amount: notifications are delivered more
         than once, and the second delivery must change nothing.
@@ -222,8 +250,15 @@ class ShopDeposit:
                     f"{self._fmt(known.amount_minor)}, not {self._fmt(amount_minor)}"
                 )
             return False
-        self._require_phase("accept payments", Phase.OPEN)
+        settled = self.phase in (Phase.CLOSED, Phase.FORFEITED)
+        if settled and self.owed_minor == 0:
+            raise WrongStatus(f"shop {self.shop_id} is {self.status.value}, owes nothing and cannot accept payments")
         self._require_in_order(stamp)
+        if settled and amount_minor > self.owed_minor:
+            raise Refused(
+                f"shop {self.shop_id} is {self.status.value}: a payment only settles its debt of "
+                f"{self._fmt(self.owed_minor)}, not {self._fmt(amount_minor)}"
+            )
         self._record(
             Paid,
             stamp,
@@ -371,8 +406,10 @@ class ShopDeposit:
             return False
         if case.appeal is not None:
             raise Refused(f"the appeal on case {case_id} of shop {self.shop_id} was {case.appeal.value} already")
+        if case.written_off_minor:
+            raise Refused(f"the debt of case {case_id} of shop {self.shop_id} was written off: its deduction is final")
         self._require_in_order(stamp)
-        window_ends_at = case.deducted_at + terms.appeal_window
+        window_ends_at = _appeal_window_ends(case, terms)
         if stamp.effective_at > window_ends_at:
             raise Refused(f"the appeal window for case {case_id} closed at {window_ends_at.isoformat()}")
         self._record(
@@ -516,11 +553,13 @@ class ShopDeposit:
         )
         self.check_invariants()
 
-    def refund(self, *, stamp: Stamp) -> None:
+    def refund(self, *, stamp: Stamp, terms: DepositTerms = STANDARD_TERMS) -> None:
         """Refund the remaining frozen balance, newest payment first, and close the deposit.
 
-        Refused before settlement is due, and while a case holds money or an
-        appeal is open: the platform settles open cases first.
+        Refused before settlement is due, while a case holds money or an appeal
+        is open, and while any deduction can still be appealed (``terms``'
+        appeal window, as :meth:`appeal` applies it): an upheld appeal after the
+        refund would force a second one.
         """
         self._require_phase("be refunded", Phase.CLOSING)
         self._require_in_order(stamp)
@@ -532,6 +571,13 @@ class ShopDeposit:
                 f"{self.balance.settlement_due.isoformat()}"
             )
         self._require_no_open_cases("be refunded")
+        appealable = self._appealable_until(stamp, terms)
+        if appealable is not None:
+            case_id, window_ends_at = appealable
+            raise Refused(
+                f"shop {self.shop_id} cannot be refunded until after {window_ends_at.isoformat()}: "
+                f"the deduction on case {case_id} can be appealed until then"
+            )
         self._record(
             Refunded,
             stamp,
@@ -570,6 +616,39 @@ class ShopDeposit:
                 self._release(case_id, hold, FORCED_CLOSURE_RELEASE, stamp)
         self._record(Forfeited, stamp, currency=self.currency, amount_minor=self.frozen_minor, reason=reason)
         self.check_invariants()
+
+    def write_off(self, *, case_id: str, reason: str, stamp: Stamp, terms: DepositTerms = STANDARD_TERMS) -> bool:
+        """Record what a case still owes as a loss: the platform gives up collecting it.
+
+        Only on a closed or forfeited deposit (an open or closing one still
+        collects its debts from the next payments), only for a case that owes
+        something, and only once its deduction is final: no appeal open, and
+        none possible any more (rejected, or the appeal window has passed).
+        Idempotent by case: writing off a case written off before changes
+        nothing. No money moves; the deposit's ``written_off`` figure grows.
+        """
+        case = self.cases.get(case_id)
+        if case is None:
+            raise Refused(f"shop {self.shop_id} has no deduction on case {case_id} to write off")
+        if case.written_off_minor:
+            return False
+        self._require_phase("write off a debt", Phase.CLOSED, Phase.FORFEITED)
+        if case.owed_minor == 0:
+            raise Refused(f"case {case_id} of shop {self.shop_id} owes nothing to write off")
+        self._require_in_order(stamp)
+        if case.appeal is AppealStage.PENDING:
+            raise Refused(f"the debt of case {case_id} cannot be written off while its appeal is open")
+        window_ends_at = _appeal_window_ends(case, terms)
+        if case.appeal is None and stamp.effective_at <= window_ends_at:
+            raise Refused(
+                f"the debt of case {case_id} cannot be written off until after {window_ends_at.isoformat()}: "
+                "its deduction can be appealed until then"
+            )
+        self._record(
+            WrittenOff, stamp, currency=self.currency, amount_minor=case.owed_minor, case_id=case_id, reason=reason
+        )
+        self.check_invariants()
+        return True
 
     def collect_events(self) -> list[DepositEvent]:
         """Hand over the events recorded since the last save (the library's protocol)."""
@@ -639,8 +718,13 @@ class ShopDeposit:
         return self.balance.owed_minor
 
     @property
+    def written_off_minor(self) -> int:
+        """Debt the platform gave up collecting after the deposit closed."""
+        return self.balance.written_off_minor
+
+    @property
     def shortfall_minor(self) -> int:
-        """What the shop must pay to be fully funded: the gap to the requirement plus what it owes."""
+        """What the shop must pay: the gap to the requirement plus what it owes (only the debt once closed)."""
         return self.balance.shortfall_minor
 
     @property
@@ -680,6 +764,12 @@ class ShopDeposit:
             raise InvariantBroken(f"held figure and holds disagree in {self.shop_id}")
         if self.balance.refunded_minor != totals.refunded_minor:
             raise InvariantBroken(f"refunds and payments disagree in {self.shop_id}")
+        if self.balance.written_off_minor != totals.written_off_minor:
+            raise InvariantBroken(f"written-off figure and cases disagree in {self.shop_id}")
+        # charged = deducted + owed + written_off, over the deductions that stand.
+        balance = self.balance
+        if totals.charged_minor != balance.deducted_minor + balance.owed_minor + balance.written_off_minor:
+            raise InvariantBroken(f"penalties charged and their outcomes disagree in {self.shop_id}")
 
     def recount(self) -> None:
         """Assert that the running totals are the sums of the cases, holds and payments (costs a pass over them)."""
@@ -719,6 +809,13 @@ class ShopDeposit:
             case.collected_minor -= event.amount_restored_minor
             case.owed_minor -= event.amount_cancelled_minor
             self.totals.owed_minor -= event.amount_cancelled_minor
+            self.totals.charged_minor -= case.amount_minor
+        elif isinstance(event, WrittenOff):
+            case = self.cases[event.case_id]
+            case.owed_minor -= event.amount_minor
+            case.written_off_minor += event.amount_minor
+            self.totals.owed_minor -= event.amount_minor
+            self.totals.written_off_minor += event.amount_minor
 
     def _apply_deducted(self, event: Deducted) -> None:
         if event.settles_debt:
@@ -737,6 +834,7 @@ class ShopDeposit:
             priced=event.rule is not None,
         )
         self.totals.owed_minor += event.amount_owed_minor
+        self.totals.charged_minor += event.amount_collected_minor + event.amount_owed_minor
         if event.collected_from_hold_minor:
             self.holds[event.case_id].held_minor -= event.collected_from_hold_minor
             self.totals.held_minor -= event.collected_from_hold_minor
@@ -856,6 +954,18 @@ class ShopDeposit:
         if self.balance.unfrozen_minor:
             self._record(Frozen, stamp, currency=self.currency, amount_minor=self.balance.unfrozen_minor)
 
+    def _appealable_until(self, stamp: Stamp, terms: DepositTerms) -> tuple[str, datetime] | None:
+        # The case whose appeal window ends last, of those an appeal could still be filed
+        # against at ``stamp``; None when no deduction can be appealed any more.
+        latest: tuple[str, datetime] | None = None
+        for case_id, case in self.cases.items():
+            if case.appeal is not None:
+                continue
+            window_ends_at = _appeal_window_ends(case, terms)
+            if stamp.effective_at <= window_ends_at and (latest is None or window_ends_at > latest[1]):
+                latest = (case_id, window_ends_at)
+        return latest
+
     def _charged_today(self, reason: DeductionReason, moment: datetime) -> int:
         # Daily caps count per calendar day in UTC, whatever the site's time zone.
         day = moment.astimezone(UTC).date()
@@ -938,6 +1048,11 @@ class ShopDeposit:
         return f"{format_minor(amount_minor, self.currency)} {self.currency}"
 
 
+def _appeal_window_ends(case: Case, terms: DepositTerms) -> datetime:
+    # The last moment the merchant may appeal the case's deduction (inclusive).
+    return case.deducted_at + terms.appeal_window
+
+
 class OutdatedSnapshot(ValueError):
     """A snapshot taken by an older ledger lacks what the rules now keep: replay the events instead."""
 
@@ -945,11 +1060,8 @@ class OutdatedSnapshot(ValueError):
 _PAYMENT_ROWS: TypeAdapter[tuple[tuple[Channel, str, int, int], ...]] = TypeAdapter(
     tuple[tuple[Channel, str, int, int], ...]
 )
-_CASE_ROWS: TypeAdapter[
-    tuple[tuple[str, DeductionReason, int, int, int, AwareDatetime, int | None, bool, AppealStage | None, bool], ...]
-] = TypeAdapter(
-    tuple[tuple[str, DeductionReason, int, int, int, AwareDatetime, int | None, bool, AppealStage | None, bool], ...]
-)
+_CaseRow = tuple[str, DeductionReason, int, int, int, AwareDatetime, int | None, bool, AppealStage | None, bool, int]
+_CASE_ROWS: TypeAdapter[tuple[_CaseRow, ...]] = TypeAdapter(tuple[_CaseRow, ...])
 _HOLD_ROWS: TypeAdapter[tuple[tuple[str, int, int], ...]] = TypeAdapter(tuple[tuple[str, int, int], ...])
 
 
@@ -994,12 +1106,15 @@ class DepositSnapshot(BaseModel):
     and validated only when the deposit is restored (:meth:`bookkeeping`): a
     deposit with a long history holds tens of thousands of payments, and its
     figures (:meth:`figures`) are all a query of its state needs.
+
+    Version 4 added the ``written_off_minor`` figure and, per case, what was
+    written off of it (zero in every older snapshot: write-offs came with it).
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     TOPIC: ClassVar[str] = "ShopDeposit.Snapshot"
-    class_version: ClassVar[int] = 3
+    class_version: ClassVar[int] = 4
 
     originator_id: UUID
     originator_version: int
@@ -1021,11 +1136,12 @@ class DepositSnapshot(BaseModel):
     policy_version: str | None
     categories: tuple[str, ...]
     last_effective_at: AwareDatetime
+    written_off_minor: int
     payments: str
     """``channel trade_no amount_minor refunded_minor`` per payment, oldest first."""
     cases: str
     """``case_id reason amount_minor owed_minor collected_minor deducted_at order_value_minor
-    priced appeal appealed_while_closing`` per case, oldest first."""
+    priced appeal appealed_while_closing written_off_minor`` per case, oldest first."""
     holds: str
     """``case_id amount_minor held_minor`` per hold."""
 
@@ -1059,6 +1175,12 @@ class DepositSnapshot(BaseModel):
         )
         state["holds"] = _rows([[h["case_id"], h["amount_minor"], h["held_minor"]] for h in state["holds"]])
 
+    @staticmethod
+    def upcast_v3_v4(state: dict[str, Any]) -> None:
+        """Version 3 came before write-offs: nothing was written off, of the deposit or of any case."""
+        state["written_off_minor"] = 0
+        state["cases"] = ";".join(f"{row} 0" for row in state["cases"].split(";")) if state["cases"] else ""
+
     @classmethod
     def take(cls, deposit: ShopDeposit) -> DepositSnapshot:
         """Capture a deposit whose last command has finished."""
@@ -1086,6 +1208,7 @@ class DepositSnapshot(BaseModel):
             policy_version=balance.policy_version,
             categories=balance.categories,
             last_effective_at=balance.last_effective_at,
+            written_off_minor=balance.written_off_minor,
             payments=_rows(
                 [[p.channel.value, p.trade_no, p.amount_minor, p.refunded_minor] for p in deposit.payments.values()]
             ),
@@ -1102,6 +1225,7 @@ class DepositSnapshot(BaseModel):
                         c.priced,
                         c.appeal.value if c.appeal is not None else None,
                         c.appealed_while_closing,
+                        c.written_off_minor,
                     ]
                     for case_id, c in deposit.cases.items()
                 ]
@@ -1133,6 +1257,7 @@ class DepositSnapshot(BaseModel):
             top_up_due=self.top_up_due,
             policy_version=self.policy_version,
             categories=self.categories,
+            written_off_minor=self.written_off_minor,
         )
 
     def bookkeeping(self) -> tuple[dict[tuple[Channel, str], Payment], dict[str, Case], dict[str, Hold]]:
@@ -1164,6 +1289,7 @@ class DepositSnapshot(BaseModel):
                 priced=row[7],
                 appeal=row[8],
                 appealed_while_closing=row[9],
+                written_off_minor=row[10],
             )
             for row in _CASE_ROWS.validate_python(_split(self.cases))
         }

@@ -350,6 +350,22 @@ class ExcessRefunded(DepositEvent):
     lines: tuple[RefundLine, ...]
 
 
+class WrittenOff(DepositEvent):
+    """The platform gave up collecting what a case still owes: the debt becomes a recorded loss.
+
+    Recorded only on a closed or forfeited deposit, once the case's deduction is
+    final (no appeal open, none possible any more). No money moves: the case owes
+    ``amount_minor`` less, and the deposit's ``written_off`` figure grows by as much.
+    """
+
+    TOPIC: ClassVar[str] = "ShopDeposit.WrittenOff"
+
+    currency: CurrencyCode
+    amount_minor: PositiveAmountMinor
+    case_id: CaseId
+    reason: Reason
+
+
 HISTORY_EVENTS: tuple[type[DepositEvent], ...] = (
     Opened,
     Paid,
@@ -365,6 +381,7 @@ HISTORY_EVENTS: tuple[type[DepositEvent], ...] = (
     AppealRejected,
     DeductionReversed,
     ExcessRefunded,
+    WrittenOff,
 )
 """Every event type that can appear in a deposit's history, in lifecycle order."""
 

@@ -404,10 +404,12 @@ class DepositLedger(Application[UUID]):
         at: datetime | str | None = None,
         actor: str | None = None,
     ) -> CommandResult:
-        """Record a payment through Alipay or WeChat Pay; it is frozen at once.
+        """Record a payment through Alipay or WeChat Pay; it settles debts first, the rest is frozen.
 
-        Idempotent by (channel, ref): the same payment again is a duplicate that
-        changes nothing; the same trade number with another amount is refused.
+        Accepted while the shop is open or closing; once it is closed or
+        forfeited, only up to what it still owes. Idempotent by (channel, ref):
+        the same payment again is a duplicate that changes nothing; the same
+        trade number with another amount is refused.
         """
         shop_id = parse_shop_id(shop_id)
         parse_decimal(amount)
@@ -620,11 +622,30 @@ class DepositLedger(Application[UUID]):
         )
 
     def refund(self, shop_id: str, *, at: datetime | str | None = None, actor: str | None = None) -> CommandResult:
-        """Refund what remains to the channels it came from, once settlement is due."""
+        """Refund what remains to the channels it came from, once settlement is due and no appeal is possible."""
         shop_id = parse_shop_id(shop_id)
         effective_at = self._effective_at(at)
+        terms = self.policy.terms
         return self._change(
-            shop_id, _always_changes(lambda deposit, stamp: deposit.refund(stamp=stamp)), effective_at, actor
+            shop_id,
+            _always_changes(lambda deposit, stamp: deposit.refund(stamp=stamp, terms=terms)),
+            effective_at,
+            actor,
+        )
+
+    def write_off(
+        self, shop_id: str, *, case: str, reason: str, at: datetime | str | None = None, actor: str | None = None
+    ) -> CommandResult:
+        """Record what a closed or forfeited shop still owes on a case as a loss; idempotent by case id."""
+        shop_id = parse_shop_id(shop_id)
+        case_id = parse_case_id(case)
+        effective_at = self._effective_at(at)
+        terms = self.policy.terms
+        return self._change(
+            shop_id,
+            lambda deposit, stamp: deposit.write_off(case_id=case_id, reason=reason, stamp=stamp, terms=terms),
+            effective_at,
+            actor,
         )
 
     def force_close(
@@ -738,12 +759,15 @@ class DepositLedger(Application[UUID]):
         site: str | None = None,
         underfunded: bool = False,
         overdue: bool = False,
+        owing: bool = False,
     ) -> list[DepositState]:
         """Deposits from the balances view, ordered by shop id.
 
         ``underfunded`` keeps the open deposits whose shortfall is above zero: the
         shops that must pay, whether they have paid anything yet or not.
         ``overdue`` keeps those whose top-up is overdue now: the restricted shops.
+        ``owing`` keeps the deposits with a debt, whatever their status (closed
+        and forfeited ones included: their debts are still collected).
         """
         if status is not None:
             status = parse_choice(Status, status, "status").value
@@ -756,6 +780,7 @@ class DepositLedger(Application[UUID]):
             site=site_code,
             must_pay=underfunded,
             overdue=overdue,
+            owing=owing,
             now=self.clock(),
         )
 

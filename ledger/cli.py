@@ -362,6 +362,19 @@ def force_close_command(
     _write(ctx, as_json, "forced closure", lambda ledger: ledger.force_close(shop, reason=reason, at=at))
 
 
+@app.command("write-off")
+def write_off_command(
+    ctx: typer.Context,
+    shop: Shop,
+    case: Case,
+    reason: Annotated[str, typer.Option("--reason", help="Why the debt is given up, for the auditors.")],
+    at: AtOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Record what a closed or forfeited shop still owes on a case as a loss (once its appeal window has passed)."""
+    _write(ctx, as_json, f"write-off {case}", lambda ledger: ledger.write_off(shop, case=case, reason=reason, at=at))
+
+
 @app.command("show")
 def show_command(ctx: typer.Context, shop: Shop, as_json: JsonOption = False) -> None:
     """The deposit's state, rebuilt from its events."""
@@ -593,11 +606,14 @@ def shops_command(
     overdue: Annotated[
         bool, typer.Option("--overdue", help="Only shops whose top-up is overdue: the restricted shops.")
     ] = False,
+    owing: Annotated[
+        bool, typer.Option("--owing", help="Only shops with a debt, whatever their status (closed ones too).")
+    ] = False,
     as_json: JsonOption = False,
 ) -> None:
     """Deposits from the balances view, ordered by shop id."""
     with open_ledger(ctx) as ledger:
-        states = ledger.shops(status=status, site=site, underfunded=underfunded, overdue=overdue)
+        states = ledger.shops(status=status, site=site, underfunded=underfunded, overdue=overdue, owing=owing)
         _warn_if_stale(ledger)
     if as_json:
         _print_json([state_json(state) for state in states])

@@ -4,7 +4,7 @@ A journal holds one operation per line: a JSON object per line (``jsonl``) or a
 CSV row under a header row (``csv``). Fields are named like the command line's:
 ``op`` (any write command: ``open``, ``pay``, ``deduct``, ``hold``, ``release``,
 ``appeal``, ``resolve-appeal``, ``categories``, ``apply-policy``,
-``refund-excess``, ``close``, ``refund``, ``force-close``), ``shop``, ``at``
+``refund-excess``, ``close``, ``refund``, ``force-close``, ``write-off``), ``shop``, ``at``
 (ISO-8601 with a zone; required in a journal), ``actor``, and the command's own
 options: ``currency``, ``required``, ``site``, ``category``, ``amount``,
 ``order_value``, ``channel``, ``ref``, ``payer``, ``reason``, ``case``, ``add``,
@@ -24,7 +24,7 @@ with its line number and the reason, and the other lines go on.
 journal again, or again after a run was killed half way, applies nothing twice:
 
 - ``pay``: channel and ``ref``; ``deduct``, ``hold``, ``release``,
-  ``resolve-appeal``: ``case``. As on the command line, the same line again is a
+  ``resolve-appeal``, ``write-off``: ``case``. As on the command line, the same line again is a
   duplicate and one with other figures a conflict (rejected).
 - ``appeal``: ``case``; a case is appealed once, so a repeat is a duplicate even
   after the appeal was resolved.
@@ -89,6 +89,7 @@ from domain import (
     Refused,
     RequirementChanged,
     ShopNotFound,
+    WrittenOff,
 )
 from domain.deposit import FORCED_CLOSURE_RELEASE
 from domain.money import format_minor, normalise_currency, to_minor
@@ -426,6 +427,13 @@ OPERATIONS: dict[str, Operation] = {
         run=lambda ledger, f: ledger.force_close(f["shop"], reason=f["reason"], at=f["at"], actor=f.get("actor")),
         repeats=_forfeited_alike,
     ),
+    "write-off": Operation(
+        required=("case", "reason"),
+        optional=(),
+        run=lambda ledger, f: ledger.write_off(
+            f["shop"], case=f["case"], reason=f["reason"], at=f["at"], actor=f.get("actor")
+        ),
+    ),
 }
 """Every operation a journal may hold, by its ``op``: the command line's write commands."""
 
@@ -738,6 +746,8 @@ class _Commands:
             line["op"] = "refund-excess"
         elif isinstance(event, Forfeited):
             line.update(op="force-close", reason=event.reason)
+        elif isinstance(event, WrittenOff):
+            line.update(op="write-off", case=event.case_id, reason=event.reason)
         else:
             # Never skip silently: an export that dropped events would not import back the same.
             raise AssertionError(f"the journal does not know {event.type_name} as the start of a command")

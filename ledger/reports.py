@@ -48,14 +48,18 @@ POLICY_STATE_KEYS = ("held", "reversed", "top_up_due", "policy_version", "catego
 what upheld appeals gave back, when the top-up is due (``null`` if none), the policy version
 the requirement follows (``null`` if set by hand) and the shop's categories."""
 
+DEBT_STATE_KEYS = ("written_off",)
+"""Keys appended after :data:`POLICY_STATE_KEYS` since debts outlive closure: what was written
+off as a loss of what the shop owed."""
+
 _MINOR = "_minor"
 
 
 def state_json(state: DepositState) -> dict[str, Any]:
-    """The ``show --json`` object: the contract's keys, then the policy's; amounts as decimal strings."""
+    """The ``show --json`` object: the contract's keys, then the policy's and the debts'; amounts as decimal strings."""
     dumped = state.model_dump()
     result: dict[str, Any] = {}
-    for key in (*STATE_KEYS, *POLICY_STATE_KEYS):
+    for key in (*STATE_KEYS, *POLICY_STATE_KEYS, *DEBT_STATE_KEYS):
         if key in dumped:
             value = dumped[key]
             if isinstance(value, datetime):
@@ -109,6 +113,8 @@ def state_table(state: DepositState, *, title: str | None = None) -> Table:
     data = state_json(state)
     for key in (*STATE_KEYS, "held", "reversed"):
         table.add_row(key, str(data[key]))
+    if state.written_off_minor:
+        table.add_row("written_off", data["written_off"])
     if state.top_up_due:
         table.add_row("top_up_due", data["top_up_due"])
     if state.site:

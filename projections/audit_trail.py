@@ -32,6 +32,7 @@ from domain import (
     Paid,
     Refunded,
     RequirementChanged,
+    WrittenOff,
     frozen_change,
 )
 from projections.view import Carry, Cursor, Positioned, UnreadableRow, View, read_stored_time, stored_time
@@ -203,6 +204,8 @@ def _row(
         case, note = event.case_id, event.note
     elif isinstance(event, DeductionReversed):
         amount, reason, case, note = event.amount_restored_minor, event.reason.value, event.case_id, event.note
+    elif isinstance(event, WrittenOff):
+        amount, reason, case = event.amount_minor, event.reason, event.case_id
     elif not isinstance(event, ClosureRequested):
         raise AssertionError(f"the audit trail does not know {type(event).__name__}")
     return (

@@ -46,12 +46,13 @@ _COLUMNS = (
     "top_up_due",
     "policy_version",
     "categories",
+    "written_off_minor",
     "position",
 )
 _SELECT = ", ".join(_COLUMNS)
 _FIXED = ("deposit_id", "shop_id", "site", "currency")
 """Set when the deposit is opened, never changed."""
-_INDEXED = ("status", "phase", "shortfall_minor", "top_up_due")
+_INDEXED = ("status", "phase", "shortfall_minor", "top_up_due", "owed_minor")
 """The columns the secondary indexes read (besides the fixed ones)."""
 _CHANGING = tuple(column for column in _COLUMNS if column not in _FIXED + _INDEXED)
 _OVERDUE = "phase = 'open' AND top_up_due IS NOT NULL AND top_up_due <= ?"
@@ -75,11 +76,12 @@ class BalancesView(View):
             "forfeited_minor BIGINT NOT NULL, owed_minor BIGINT NOT NULL, "
             "shortfall_minor BIGINT NOT NULL, settlement_due TEXT, version BIGINT NOT NULL, "
             "last_effective_at TEXT NOT NULL, held_minor BIGINT NOT NULL, reversed_minor BIGINT NOT NULL, "
-            "top_up_due TEXT, policy_version TEXT, categories TEXT NOT NULL, position BIGINT NOT NULL)"
+            "top_up_due TEXT, policy_version TEXT, categories TEXT NOT NULL, written_off_minor BIGINT NOT NULL, "
+            "position BIGINT NOT NULL)"
         ]
 
     def index_statements(self, table: str) -> list[str]:
-        """Lookups by shop id, status and site, the open deposits with a shortfall, and top-up due times."""
+        """Lookups by shop id, status and site, the open deposits with a shortfall, top-up due times, debts."""
         return [
             f"CREATE UNIQUE INDEX IF NOT EXISTS {table}_shop ON {table} (shop_id)",
             f"CREATE INDEX IF NOT EXISTS {table}_status ON {table} (status, shop_id)",
@@ -87,6 +89,7 @@ class BalancesView(View):
             f"CREATE INDEX IF NOT EXISTS {table}_must_pay ON {table} (shop_id) "
             "WHERE phase = 'open' AND shortfall_minor > 0",
             f"CREATE INDEX IF NOT EXISTS {table}_top_up_due ON {table} (top_up_due) WHERE top_up_due IS NOT NULL",
+            f"CREATE INDEX IF NOT EXISTS {table}_owing ON {table} (shop_id) WHERE owed_minor > 0",
         ]
 
     def lookup_index_statements(self, table: str) -> list[str]:
@@ -178,9 +181,10 @@ class BalancesView(View):
         site: str | None = None,
         must_pay: bool = False,
         overdue: bool = False,
+        owing: bool = False,
         now: datetime | None = None,
     ) -> list[DepositState]:
-        """Deposits ordered by shop id, filtered by status, site, shortfall and overdue top-up as of ``now``.
+        """Deposits ordered by shop id, filtered by status, site, shortfall, overdue top-up as of ``now``, debt.
 
         ``restricted`` is no stored status: asking for it (or for ``overdue``) finds
         the open deposits whose top-up was due by ``now``, and asking for the stored
@@ -205,6 +209,8 @@ class BalancesView(View):
             params.append(site)
         if must_pay:
             conditions.append("phase = 'open' AND shortfall_minor > 0")
+        if owing:
+            conditions.append("owed_minor > 0")
         where = f" WHERE {' AND '.join(conditions)}" if conditions else ""
         cursor.execute(f"SELECT {_SELECT} FROM {self.table}{where} ORDER BY shop_id", params)
         return [_balance(row)[0].state(now) for row in cursor.fetchall()]
@@ -222,7 +228,7 @@ def _upsert(table: str, indexed: tuple[str, ...]) -> str:
 
 def _indexed(balance: Balance) -> tuple[Any, ...]:
     # The values of _INDEXED, as compared before and after a batch.
-    return (balance.status, balance.phase, balance.shortfall_minor, balance.top_up_due)
+    return (balance.status, balance.phase, balance.shortfall_minor, balance.top_up_due, balance.owed_minor)
 
 
 def _row(balance: Balance, position: int) -> tuple[Any, ...]:
@@ -250,6 +256,7 @@ def _row(balance: Balance, position: int) -> tuple[Any, ...]:
         stored_time(balance.top_up_due) if balance.top_up_due else None,
         balance.policy_version,
         json.dumps(list(balance.categories)),
+        balance.written_off_minor,
         position,
     )
 
@@ -286,5 +293,6 @@ def _decoded_balance(row: Sequence[Any]) -> tuple[Balance, int]:
         top_up_due=read_stored_time(row[20]) if row[20] else None,
         policy_version=row[21],
         categories=tuple(json.loads(row[22])),
+        written_off_minor=row[23],
     )
-    return balance, row[23]
+    return balance, row[24]

@@ -7,6 +7,10 @@ top-up reads ``restricted``), keep the conservation law with holds, and a fresh
 ``DepositLedger`` reading the same store must rebuild exactly the live state;
 the balances view must say the same.
 
+Payments are accepted while closing (frozen, refunded at settlement); after
+closure only to settle a debt; a debt is written off once its deduction is
+final; a refund waits for every appeal window.
+
 Shops are opened by hand or by the policy below (site and categories); the
 policy's catalogue prices deductions, its short windows let random waits carry
 deposits past their top-up, appeal and settlement deadlines.
@@ -117,6 +121,7 @@ class ModelCase:
     order_value: int | None = None
     appeal: str | None = None
     appealed_while_closing: bool = False
+    written_off: int = 0
 
 
 @dataclass
@@ -144,6 +149,7 @@ class ModelShop:
     reversed: int = 0
     refunded: int = 0
     forfeited: int = 0
+    written_off: int = 0
     settlement_due: datetime | None = None
     top_up_due: datetime | None = None
     payments: dict[tuple[str, str], int] = field(default_factory=dict)
@@ -158,6 +164,9 @@ class ModelShop:
 
     @property
     def shortfall(self) -> int:
+        # Nothing is required of a closed shop: only its debt is still due.
+        if self.phase in ("closed", "forfeited"):
+            return self.owed
         # Held money is still the shop's: it counts towards the requirement.
         return max(0, self.required - self.frozen - self.held) + self.owed
 
@@ -216,9 +225,15 @@ class ModelShop:
         known = self.payments.get((channel, ref))
         if known is not None:
             return True if known == amount else DuplicateConflict
-        refusal = self.refusal(("open",), at)
-        if refusal:
-            return refusal
+        # Open or closing: the money is frozen (and refunded at settlement). Closed or
+        # forfeited: accepted only to settle what is still owed, never beyond it.
+        settled = self.phase in ("closed", "forfeited")
+        if settled and self.owed == 0:
+            return WrongStatus
+        if at < self.last_at:
+            return OutOfOrder
+        if settled and amount > self.owed:
+            return Refused
         was_short = self.shortfall > 0
         self.payments[(channel, ref)] = amount
         self.paid += amount
@@ -323,8 +338,10 @@ class ModelShop:
             return Refused
         if case.appeal == "pending":
             return True
-        if case.appeal is not None or at < self.last_at:
-            return Refused if case.appeal is not None else OutOfOrder
+        if case.appeal is not None or case.written_off:
+            return Refused
+        if at < self.last_at:
+            return OutOfOrder
         if at > case.at + APPEAL_WINDOW:
             return Refused
         case.appeal = "pending"
@@ -411,10 +428,33 @@ class ModelShop:
         assert self.settlement_due is not None
         if at < self.settlement_due or self.open_case():
             return Refused
+        # Every appeal window must have passed: an appeal may be filed up to its last moment.
+        if any(case.appeal is None and at <= case.at + APPEAL_WINDOW for case in self.cases.values()):
+            return Refused
         self.refund_lines = self.refund_newest_first(self.frozen)
         self.refunded += self.frozen
         self.frozen = 0
         self.phase = "closed"
+        self.last_at = at
+        return False
+
+    def write_off(self, case_id: str, at: datetime) -> Outcome:
+        """What a case still owes becomes a loss: only after closure, once its deduction is final."""
+        case = self.cases.get(case_id)
+        if case is None:
+            return Refused
+        if case.written_off:
+            return True
+        if self.phase not in ("closed", "forfeited"):
+            return WrongStatus
+        if case.owed == 0:
+            return Refused
+        if at < self.last_at:
+            return OutOfOrder
+        if case.appeal == "pending" or (case.appeal is None and at <= case.at + APPEAL_WINDOW):
+            return Refused
+        case.written_off, case.owed = case.owed, 0
+        self.written_off += case.written_off
         self.last_at = at
         return False
 
@@ -530,9 +570,10 @@ class DepositLedgerMachine(RuleBasedStateMachine):
     @precondition(lambda self: any(d.top_up_due or d.settlement_due for d in self.model.values()))
     @rule(pick=st.integers(min_value=0), minutes_past=st.integers(min_value=-1, max_value=60))
     def wait_for_a_deadline(self, pick: int, minutes_past: int) -> None:
-        """Wait until just before, at or after a top-up or settlement due time."""
+        """Wait until just before, at or after a top-up or settlement due time, or the end of an appeal window."""
         deadlines = sorted(
-            due for d in self.model.values() for due in (d.top_up_due, d.settlement_due) if due is not None
+            [due for d in self.model.values() for due in (d.top_up_due, d.settlement_due) if due is not None]
+            + [case.at + APPEAL_WINDOW for d in self.model.values() for case in d.cases.values() if case.owed]
         )
         target = deadlines[pick % len(deadlines)] + timedelta(minutes=minutes_past)
         if target > self.clock.now:
@@ -853,6 +894,37 @@ class DepositLedgerMachine(RuleBasedStateMachine):
         closing_shops = sorted(shop for shop, deposit in self.model.items() if deposit.phase == "closing")
         self.refund(closing_shops[pick % len(closing_shops)], offset)
 
+    @precondition(lambda self: any(d.phase in ("closed", "forfeited") and d.owed for d in self.model.values()))
+    @rule(
+        pick=st.integers(min_value=0), channel=st.sampled_from(CHANNELS), share=st.integers(min_value=1, max_value=150)
+    )
+    def collect_a_debt_after_closure(self, pick: int, channel: str, share: int) -> None:
+        """A closed shop pays part, all or more than its debt (the part beyond it is refused)."""
+        shop = self.pick(pick, lambda d: d.phase in ("closed", "forfeited") and d.owed > 0)
+        self.attempt_payment(shop, channel, self.next_id("T"), max(1, self.model[shop].owed * share // 100), None)
+
+    @precondition(lambda self: any(d.phase in ("open", "closing") and d.owed for d in self.model.values()))
+    @rule(pick=st.integers(min_value=0))
+    def force_close_a_shop_that_owes(self, pick: int) -> None:
+        """A debt that outlives the deposit: collected by later payments, or written off."""
+        self.force_close(self.pick(pick, lambda d: d.phase in ("open", "closing") and d.owed > 0), None)
+
+    @precondition(lambda self: any(c.owed or c.written_off for d in self.model.values() for c in d.cases.values()))
+    @rule(pick=st.integers(min_value=0), offset=at_offsets)
+    def write_off(self, pick: int, offset: int | None) -> None:
+        owing = sorted(
+            (shop, case_id)
+            for shop, d in self.model.items()
+            for case_id, case in d.cases.items()
+            if case.owed or case.written_off
+        )
+        shop, case_id = owing[pick % len(owing)]
+        at = self.moment(offset)
+        expected = self.outcome(shop, at, lambda effective: self.model[shop].write_off(case_id, effective))
+        self.check(
+            "write-off", shop, expected, lambda: self.ledger.write_off(shop, case=case_id, reason="unreachable", at=at)
+        )
+
     @rule(shop=st.sampled_from(SHOPS), offset=at_offsets)
     def force_close(self, shop: str, offset: int | None) -> None:
         at = self.moment(offset)
@@ -910,6 +982,7 @@ class DepositLedgerMachine(RuleBasedStateMachine):
                     state.refunded_minor,
                     state.forfeited_minor,
                     state.owed_minor,
+                    state.written_off_minor,
                     state.shortfall_minor,
                     state.settlement_due,
                     state.top_up_due,
@@ -927,6 +1000,7 @@ class DepositLedgerMachine(RuleBasedStateMachine):
                     expected.refunded,
                     expected.forfeited,
                     expected.owed,
+                    expected.written_off,
                     expected.shortfall,
                     expected.settlement_due,
                     expected.top_up_due,
@@ -943,6 +1017,9 @@ class DepositLedgerMachine(RuleBasedStateMachine):
                 parts = (state.frozen_minor, state.held_minor, state.deducted_minor, state.refunded_minor)
                 assert min(*parts, state.forfeited_minor, state.reversed_minor) >= 0
                 assert state.owed_minor == 0 or state.frozen_minor == 0
+                # What the standing deductions charged was collected, is owed, or was written off.
+                charged = sum(case.amount for case in expected.cases.values() if case.appeal != "upheld")
+                assert charged == state.deducted_minor + state.owed_minor + state.written_off_minor
                 assert state.top_up_due is None or (state.shortfall_minor > 0 and expected.phase == "open")
                 if state.status == "restricted":
                     event("a deposit reads restricted")

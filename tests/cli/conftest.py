@@ -34,8 +34,11 @@ STATE_KEYS = [
 POLICY_STATE_KEYS = ["held", "reversed", "top_up_due", "policy_version", "categories"]
 """The keys deposit policies appended after the contract's, in order."""
 
-SHOW_KEYS = [*STATE_KEYS, *POLICY_STATE_KEYS]
-"""Every key of ``show --json``: the contract's first, unchanged, then the policy's."""
+DEBT_STATE_KEYS = ["written_off"]
+"""The keys appended since debts outlive closure."""
+
+SHOW_KEYS = [*STATE_KEYS, *POLICY_STATE_KEYS, *DEBT_STATE_KEYS]
+"""Every key of ``show --json``: the contract's first, unchanged, then the policy's, then the debts'."""
 
 START = datetime.fromisoformat("2025-01-06T09:00:00+08:00")
 """A fixed moment safely in the past, so ``--at`` never lies in the future."""

@@ -51,6 +51,7 @@ def cny_state(shop_id: str, status: str, version: int, top_up_due: str | None = 
         "top_up_due": top_up_due,
         "policy_version": None,
         "categories": [],
+        "written_off": amounts.get("written_off", "0.00"),
     }
 
 
@@ -116,6 +117,7 @@ def test_a_currency_without_minor_unit_prints_whole_numbers(cli: Run) -> None:
         "top_up_due": None,
         "policy_version": None,
         "categories": [],
+        "written_off": "0",
     }
 
 
@@ -146,18 +148,14 @@ def test_close_then_refund_after_the_settlement_window(cli: Run, funded: str) ->
     assert closing_state == cny_state(funded, "closing", 4, required="2000.00", paid="2000.00", frozen="2000.00")
     refunded = ok(cli(f"refund {funded} --at {at(days=92)} --json"))
     assert list(refunded) == SHOW_KEYS
-    # shortfall = max(0, required - frozen) + owed, whatever the status.
-    assert refunded == cny_state(
-        funded, "closed", 5, required="2000.00", paid="2000.00", refunded="2000.00", shortfall="2000.00"
-    )
+    # Nothing is required of a closed shop: its shortfall is its debt alone.
+    assert refunded == cny_state(funded, "closed", 5, required="2000.00", paid="2000.00", refunded="2000.00")
 
 
 def test_force_close_forfeits_the_frozen_balance(cli: Run, funded: str) -> None:
     data = ok(cli(f"force-close {funded} --reason 'repeated order brushing' --json"))
     assert list(data) == SHOW_KEYS
-    assert data == cny_state(
-        funded, "forfeited", 4, required="2000.00", paid="2000.00", forfeited="2000.00", shortfall="2000.00"
-    )
+    assert data == cny_state(funded, "forfeited", 4, required="2000.00", paid="2000.00", forfeited="2000.00")
 
 
 def test_show_prints_the_state_the_last_command_left(cli: Run, funded: str) -> None:
@@ -314,10 +312,10 @@ FAILURES = [
     pytest.param("open tea-house --currency CNY --required 2000", REFUSED, "already has a deposit", id="second-open"),
     pytest.param("refund tea-house", REFUSED, "is underfunded and cannot be refunded", id="refund-while-open"),
     pytest.param(
-        "pay closing-shop 10 --channel alipay --ref X2",
+        "pay gone-shop 10 --channel alipay --ref X2",
         REFUSED,
-        "is closing and cannot accept payments",
-        id="pay-while-closing",
+        "is forfeited, owes nothing and cannot accept payments",
+        id="pay-after-forced-closure",
     ),
     pytest.param("close closing-shop", REFUSED, "is closing and cannot be closed", id="close-twice"),
     pytest.param(

@@ -372,13 +372,20 @@ def test_an_appeal_upheld_after_the_refund_is_refunded_by_a_correcting_event(
 ) -> None:
     quick = tmp_path / "quick-settlement.toml"
     default = (Path(__file__).parents[2] / "ledger" / "default_policy.toml").read_text(encoding="utf-8")
-    quick.write_text(default.replace("settlement_window_days = 90", "settlement_window_days = 1"), encoding="utf-8")
+    quick.write_text(
+        default.replace("settlement_window_days = 90", "settlement_window_days = 1").replace(
+            "appeal_window_days = 30", "appeal_window_days = 1"
+        ),
+        encoding="utf-8",
+    )
     policy = f"--policy {quick}"
     ok(cli(f"{policy} deduct {food_shop} --reason fake_listing --case FL-1 --at {at(days=2)} --json"))
     ok(cli(f"{policy} close {food_shop} --at {at(days=2)} --json"))
-    ok(cli(f"{policy} refund {food_shop} --at {at(days=3)} --json"))
-    ok(cli(f"{policy} appeal {food_shop} --case FL-1 --at {at(days=4)} --json"))
-    corrected = ok(cli(f"{policy} resolve-appeal {food_shop} --case FL-1 --upheld --at {at(days=5)} --json"))
+    # Refunded once the quick policy's appeal window had passed; the shipped policy's longer
+    # window lets the merchant appeal after the refund all the same.
+    ok(cli(f"{policy} refund {food_shop} --at {at(days=3, hours=1)} --json"))
+    ok(cli(f"appeal {food_shop} --case FL-1 --at {at(days=4)} --json"))
+    corrected = ok(cli(f"resolve-appeal {food_shop} --case FL-1 --upheld --at {at(days=5)} --json"))
     assert (corrected["status"], corrected["refunded"], corrected["deducted"]) == ("closed", "4000.00", "0.00")
     history = ok(cli(f"history {food_shop} --json"))
     assert [event["type"] for event in history[-3:]] == ["DeductionReversed", "Frozen", "Refunded"]

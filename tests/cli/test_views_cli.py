@@ -126,6 +126,7 @@ def test_balance_figures_are_decimal_strings_in_major_units(shops: Cli) -> None:
         "top_up_due": None,
         "policy_version": None,
         "categories": [],
+        "written_off": "0.00",
     }
     assert _json(shops, "balance", "b-waiting")["required"] == "70000"
 

@@ -572,7 +572,9 @@ def test_an_open_appeal_blocks_the_refund_and_an_appeal_filed_while_closing_rest
 def test_an_appeal_upheld_after_the_refund_is_refunded_again_by_a_correcting_event() -> None:
     deposit = deducted()
     deposit.close(settlement_window=timedelta(days=1), stamp=stamp(2))
-    deposit.refund(stamp=stamp(30))
+    # Refunded under a policy whose appeal window had passed; a newer policy's longer
+    # window lets the merchant appeal after the refund all the same.
+    deposit.refund(stamp=stamp(30), terms=TERMS.model_copy(update={"appeal_window": timedelta(hours=10)}))
     deposit.appeal(case_id="C-1", note="", stamp=stamp(40), terms=TERMS)
     history = deposit.collect_events()
     deposit.resolve_appeal(case_id="C-1", upheld=True, note="", stamp=stamp(50), terms=TERMS)

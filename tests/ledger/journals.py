@@ -98,12 +98,20 @@ POLICY_STORY: list[dict[str, str]] = [
     line("open", "late-appeal", "2025-02-01T00:00:00Z", site="UK", category="beauty,apparel"),
     line("pay", "late-appeal", "2025-02-01T01:00:00Z", amount="2000", channel="alipay", ref="L1"),
     line("close", "late-appeal", "2025-02-02T00:00:00Z"),
+    line("pay", "late-appeal", "2025-03-01T00:00:00Z", amount="100", channel="wechat_pay", ref="W1"),
     line("deduct", "late-appeal", "2025-04-20T00:00:00Z", amount="150", reason="other", case="X-1"),
-    line("refund", "late-appeal", "2025-05-04T00:00:00Z"),
     line("appeal", "late-appeal", "2025-05-10T00:00:00Z", case="X-1"),
     line("resolve-appeal", "late-appeal", "2025-05-12T00:00:00Z", case="X-1", outcome="upheld"),
+    line("refund", "late-appeal", "2025-08-11T00:00:00Z"),
+    line("open", "debtor", "2025-02-01T00:00:00Z", currency="CNY", required="100"),
+    line("deduct", "debtor", "2025-02-02T00:00:00Z", amount="80", reason="other", case="D-1"),
+    line("force-close", "debtor", "2025-02-03T00:00:00Z", reason="fraud"),
+    line("pay", "debtor", "2025-02-04T00:00:00Z", amount="30", channel="alipay", ref="D1"),
+    line("write-off", "debtor", "2025-03-05T00:00:00Z", case="D-1", reason="merchant unreachable"),
 ]
 """The policy's commands: categories, holds, priced deductions, appeals both ways, an excess refund, a forced
-closure over a hold, and an appeal upheld after the refund (its money refunded by the same command)."""
+closure over a hold, a payment while closing, a refund that waited for an appeal filed while closing (the
+settlement window restarts at its outcome), and a debt partly paid after a forced closure, the rest written
+off."""
 
-POLICY_SHOPS = ("beauty-bar", "late-appeal")
+POLICY_SHOPS = ("beauty-bar", "late-appeal", "debtor")

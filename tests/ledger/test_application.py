@@ -227,7 +227,6 @@ REFUSALS: dict[str, tuple[list[Command], Command, type[Refused]]] = {
         deduct_cn("10", case="C1", reason="fake_listing"),
         DuplicateConflict,
     ),
-    "payment while closing": ([close_cn], pay_cn("10"), WrongStatus),
     "payment after refund": ([refund_cn_after_the_window], pay_cn("10"), WrongStatus),
     "payment after forfeiture": ([force_close_cn], pay_cn("10"), WrongStatus),
     "deduction after refund": ([refund_cn_after_the_window], deduct_cn("10"), WrongStatus),

@@ -350,7 +350,8 @@ def test_the_policy_commands_import_rerun_and_export_back(
     assert (first.applied, first.duplicates) == (len(POLICY_STORY), 0)
     assert (again.applied, again.duplicates, again.events) == (0, len(POLICY_STORY), 0)
     types = [event.type_name for event in ledger.history("late-appeal")]
-    assert types[-3:] == ["DeductionReversed", "Frozen", "Refunded"], "the money given back follows the refund"
+    assert types[-3:] == ["DeductionReversed", "Frozen", "Refunded"], "the refund waits for the appeal"
+    assert ledger.show("debtor").written_off_minor == 5_000
     assert ledger.show("beauty-bar").status == "forfeited"
 
     exported = io.StringIO()

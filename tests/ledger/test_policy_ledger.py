@@ -28,7 +28,7 @@ def story(ledger: DepositLedger, clock: FakeClock) -> DepositLedger:
     deducts a case, wins one appeal and loses another; ``tea-house`` lowers its
     requirement and takes the excess back, then closes, wins an appeal after the
     refund; ``gadgets`` is force-closed with a hold open; ``kimono`` owes money
-    that a reversed deduction settles.
+    that a reversed deduction settles; ``lantern`` is force-closed owing money, written off.
     """
     ledger.open("noodle-bar", site="CN", categories=["food"])
     ledger.pay("noodle-bar", "4000", channel="alipay", ref="A1")
@@ -61,13 +61,18 @@ def story(ledger: DepositLedger, clock: FakeClock) -> DepositLedger:
     ledger.appeal("kimono", case="OB-1")
     ledger.resolve_appeal("kimono", case="OB-1", upheld=True)  # 50 000 back: settles FL-2 first
 
+    ledger.open("lantern", currency="CNY", required="1000")
+    ledger.deduct("lantern", "1500", reason="other", case="X-9")
+    ledger.force_close("lantern", reason="fraud")
+
     ledger.close_shop("tea-house")
     clock.advance(days=91)
     ledger.refund("tea-house")
+    ledger.write_off("lantern", case="X-9", reason="merchant unreachable")
     return ledger
 
 
-SHOPS = ("noodle-bar", "tea-house", "gadgets", "kimono")
+SHOPS = ("noodle-bar", "tea-house", "gadgets", "kimono", "lantern")
 
 
 def test_the_story_records_every_event_type(story: DepositLedger) -> None:

@@ -360,7 +360,7 @@ def test_a_forged_balances_row_is_caught(store: Path, capsys: pytest.CaptureFixt
             "INSERT INTO deposit_balances SELECT ?, 'ghost-shop', site, currency, status, phase, required_minor, "
             "paid_minor, unfrozen_minor, frozen_minor, deducted_minor, refunded_minor, forfeited_minor, owed_minor, "
             "shortfall_minor, settlement_due, version, last_effective_at, held_minor, reversed_minor, top_up_due, "
-            "policy_version, categories, position "
+            "policy_version, categories, written_off_minor, position "
             "FROM deposit_balances WHERE shop_id = 'kimono-house'",
             (deposit_id("ghost-shop").hex,),
         )

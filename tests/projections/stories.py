@@ -181,7 +181,14 @@ def policy_story(shop_id: str = "noodle-bar") -> list[Step]:
                 ),
             ),
             ("close", lambda d: d.close(settlement_window=timedelta(minutes=1), stamp=stamp(14))),
-            ("refund", lambda d: d.refund(stamp=stamp(15))),
+            # Refunded under terms whose appeal window had passed; a policy with a longer
+            # window lets the merchant appeal after the refund all the same.
+            (
+                "refund",
+                lambda d: d.refund(
+                    stamp=stamp(15), terms=terms.model_copy(update={"appeal_window": timedelta(minutes=1)})
+                ),
+            ),
             ("late appeal", lambda d: d.appeal(case_id="FL-1", note="", stamp=stamp(16), terms=terms)),
             (
                 "upheld after the refund",
