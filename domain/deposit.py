@@ -32,7 +32,7 @@ import functools
 import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, tzinfo
 from enum import StrEnum
 from typing import Any, ClassVar, TypeVar
 from uuid import UUID
@@ -334,7 +334,7 @@ class ShopDeposit:
             reason=reason,
             currency=self.currency,
             order_value_minor=order_value_minor,
-            charged_today_minor=self._charged_today(reason, stamp.effective_at),
+            charged_today_minor=self._charged_today(reason, stamp.effective_at, policy.sites[site].zone()),
         )
         self._deduct(
             pricing.amount_minor,
@@ -966,16 +966,17 @@ class ShopDeposit:
                 latest = (case_id, window_ends_at)
         return latest
 
-    def _charged_today(self, reason: DeductionReason, moment: datetime) -> int:
-        # Daily caps count per calendar day in UTC, whatever the site's time zone.
-        day = moment.astimezone(UTC).date()
+    def _charged_today(self, reason: DeductionReason, moment: datetime, zone: tzinfo) -> int:
+        # Daily caps count calendar days in the site's time zone, as the platforms do
+        # (Beijing time for CN): 23:30 UTC is already the next day there.
+        day = moment.astimezone(zone).date()
         return sum(
             case.amount_minor
             for case in self.cases.values()
             if case.priced
             and case.reason is reason
             and case.appeal is not AppealStage.UPHELD
-            and case.deducted_at.astimezone(UTC).date() == day
+            and case.deducted_at.astimezone(zone).date() == day
         )
 
     def _priced_site(self, policy: DepositPolicy) -> str:

@@ -6,7 +6,7 @@ A policy is versioned and priced per marketplace site, in the site's currency:
   in several categories must deposit the *highest* of their amounts, not the sum.
 - **Violation catalogue.** Each deduction reason has a rule: a fixed penalty, or
   a share of the order value with a floor and a cap, and optionally a daily cap
-  per shop (per calendar day in UTC).
+  per shop (per calendar day in the site's time zone, as the platforms count it).
 - **Time limits.** The settlement window after a voluntary closure, the top-up
   deadline after a deposit falls short, and the appeal window after a deduction.
 
@@ -20,6 +20,7 @@ from collections.abc import Iterable
 from datetime import timedelta
 from decimal import ROUND_FLOOR, Decimal
 from typing import Annotated, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -136,7 +137,7 @@ class ViolationRule(BaseModel):
 
     penalty: FixedPenalty | SharePenalty = Field(discriminator="kind")
     daily_cap_minor: PositiveAmountMinor | None = None
-    """At most this much is charged by this rule to one shop on one calendar day (UTC)."""
+    """At most this much is charged by this rule to one shop on one calendar day (in the site's time zone)."""
 
     def describe(self, currency: str) -> str:
         """The rule in words, with its daily cap."""
@@ -191,6 +192,22 @@ class SitePolicy(BaseModel):
     currency: CurrencyCode
     required: dict[CategoryCode, PositiveAmountMinor] = Field(min_length=1)
     violations: dict[DeductionReason, ViolationRule] = Field(default_factory=dict)
+    time_zone: str = "UTC"
+    """The IANA zone the site's days are counted in (daily caps): ``Asia/Shanghai`` for CN."""
+
+    @model_validator(mode="after")
+    def _known_zone(self) -> SitePolicy:
+        self.zone()
+        return self
+
+    def zone(self) -> ZoneInfo:
+        """The site's time zone."""
+        try:
+            return ZoneInfo(self.time_zone)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(
+                f"unknown time zone {self.time_zone!r}: expected an IANA name such as Asia/Shanghai"
+            ) from None
 
 
 class DepositPolicy(BaseModel):

@@ -67,6 +67,7 @@ class SiteEntry(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     currency: StrictStr
+    time_zone: StrictStr = "UTC"
     required: dict[str, Any] = Field(min_length=1)
     violations: dict[str, ViolationEntry] = Field(default_factory=dict)
 
@@ -148,7 +149,12 @@ def _domain_fields(entry: PolicyEntry, mistakes: list[str]) -> dict[str, Any]:
                 mistakes.append(f"{where}.violations.{name}: unknown reason: expected one of {allowed}")
                 continue
             violations[reason.value] = _rule(rule, currency, f"{where}.violations.{name}", mistakes)
-        sites[code] = {"currency": currency, "required": required, "violations": violations}
+        sites[code] = {
+            "currency": currency,
+            "time_zone": site.time_zone,
+            "required": required,
+            "violations": violations,
+        }
     return {
         "version": entry.version,
         "settlement_window": timedelta(days=entry.settlement_window_days),

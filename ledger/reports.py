@@ -240,6 +240,7 @@ def policy_json(policy: DepositPolicy) -> dict[str, Any]:
             }
         sites[code] = {
             "currency": site.currency,
+            "time_zone": site.time_zone,
             "required": {category: format_minor(amount, site.currency) for category, amount in site.required.items()},
             "violations": violations,
         }
@@ -262,6 +263,7 @@ def policy_table(policy: DepositPolicy) -> Table:
     for column in ("site", "what", "amount or rule"):
         table.add_column(column, overflow="fold")
     for code, site in policy.sites.items():
+        table.add_row(code, "days counted in", site.time_zone)
         for category, amount in site.required.items():
             table.add_row(code, f"required for {category}", f"{format_minor(amount, site.currency)} {site.currency}")
         for reason, rule in site.violations.items():

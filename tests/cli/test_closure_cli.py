@@ -190,3 +190,22 @@ def test_a_refund_goes_ahead_once_the_last_appeal_window_has_passed(cli: Any, st
     state = ok(cli(f"refund tea-house --at {at(days=111)} --json"))
     assert (state["status"], state["refunded"], state["deducted"]) == ("closed", "1900.00", "100.00")
     assert_views_are_a_rebuild_and_verify_clean(store_url)
+
+
+def test_daily_caps_count_days_in_the_site_s_time_zone(cli: Any, store_url: str) -> None:
+    # CN: fake_listing ¥500 a violation, at most ¥5,000 a Beijing day. 23:30 UTC on the 6th is
+    # 07:30 on the 7th in Beijing: a new day there, though the same UTC day as 01:00 UTC.
+    done(cli(f"open tea-house --site CN --category jewelry --at {at()}"))
+    done(cli(f"pay tea-house 20000 --channel alipay --ref A1 --at {at(hours=1)}"))
+    for number in range(10):  # 2025-01-06 01:00 UTC onwards: ¥5,000 on Beijing's 6 January
+        done(cli(f"deduct tea-house --reason fake_listing --case FL-{number} --at {at(hours=8)}"))
+    beijing_next_day = "2025-01-06T23:30:00+00:00"
+    state = ok(cli(f"deduct tea-house --reason fake_listing --case FL-10 --at {beijing_next_day} --json"))
+    assert state["deducted"] == "5500.00"
+    assert_views_are_a_rebuild_and_verify_clean(store_url)
+
+
+def test_the_policy_shows_each_site_s_time_zone(run: Any) -> None:
+    policy = ok(run("policy --json"))
+    assert policy["sites"]["CN"]["time_zone"] == "Asia/Shanghai"
+    assert "Asia/Shanghai" in done(run("policy")).out
