@@ -11,6 +11,7 @@ import os
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager, nullcontext
+from datetime import date
 from pathlib import Path
 from typing import Annotated, Any, NoReturn
 
@@ -20,8 +21,8 @@ from eventsourcing.domain import EventSourcingError
 from eventsourcing.persistence import PersistenceError
 from rich.console import Console
 
-from domain import LedgerError, MalformedInput, deposit_id
-from ledger.app.parse import parse_shop_id, parse_time
+from domain import Channel, LedgerError, MalformedInput, deposit_id
+from ledger.app.parse import parse_choice, parse_shop_id, parse_time
 from ledger.app.settings import refuse_library_variables
 from ledger.application import CommandResult, DepositLedger
 from ledger.audit import Auditor, parse_checkpoint
@@ -51,12 +52,14 @@ from ledger.reports import (
     progress_bar,
     projection_json,
     projections_table,
+    reconciliation_tables,
     state_json,
     state_table,
     verify_table,
     worker_status_line,
 )
 from ledger.store import StoreLocked, StoreUnavailable, resolve_store
+from ledger.tools.reconcile import reconcile_bill
 from ledger.views import ViewStatus
 from ledger.workers import POLL_INTERVAL_S, ProjectionWorker, stopping_on_signals
 
@@ -817,6 +820,42 @@ def keys_revoke_command(ctx: typer.Context, name: KeyName, as_json: JsonOption =
         _print_json(key.as_json())
     else:
         Console().print(f"key {key.name} revoked at {key.revoked_at.isoformat() if key.revoked_at else '?'}")
+@app.command("reconcile")
+def reconcile_command(
+    ctx: typer.Context,
+    bill: Annotated[Path, typer.Argument(help="The channel's bill, as downloaded.", show_default=False)],
+    channel: Annotated[str, typer.Option("--channel", help="alipay or wechat_pay: whose bill it is.")],
+    day: Annotated[
+        str | None, typer.Option("--date", help="The bill's day, YYYY-MM-DD (default: the bill's own).")
+    ] = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Match a channel's daily bill with the ledger; exit 1 if anything did not match."""
+    chosen = parse_choice(Channel, channel, "channel")
+    bill_day = parse_bill_date(day) if day is not None else None
+    with open_ledger(ctx) as ledger, reconcile_bill(ledger.store, ledger.mapper, bill, chosen, bill_day) as report:
+        if as_json:
+            report.write_json(sys.stdout)
+        else:
+            console = Console()
+            for table in reconciliation_tables(report):
+                console.print(table)
+        ok = report.ok
+        counts = {
+            outcome: report.counts[outcome]
+            for outcome in ("missing_in_ledger", "missing_in_channel", "amount_mismatch")
+        }
+    if not ok:
+        found = ", ".join(f"{count} {outcome}" for outcome, count in counts.items() if count)
+        _fail(f"the {channel} bill does not match the ledger: {found}", EXIT_REFUSED)
+
+
+def parse_bill_date(text: str) -> date:
+    """A bill's day as YYYY-MM-DD, or ``MalformedInput``."""
+    try:
+        return date.fromisoformat(text.strip())
+    except ValueError:
+        raise MalformedInput(f"date {text!r} is not YYYY-MM-DD") from None
 
 
 app.add_typer(webhooks_app, name="webhooks")

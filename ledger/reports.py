@@ -23,6 +23,7 @@ from domain.events import event_fields
 from domain.money import format_minor
 from ledger.audit import VerifyReport
 from ledger.journal import ImportSummary
+from ledger.tools.reconcile.report import DISCREPANCIES, NEAR_MIDNIGHT, OUTCOMES, ReconciliationReport
 from ledger.views import ViewStatus
 from ledger.workers import WorkerStatus
 from projections.audit_trail import AuditRow
@@ -352,3 +353,52 @@ def import_table(summary: ImportSummary) -> Table:
     if summary.seconds > 0:
         table.add_row("lines/s", f"{summary.lines / summary.seconds:,.0f}")
     return table
+
+
+RECONCILE_ROWS_SHOWN = 50
+"""Lines of each discrepancy the table prints; ``--json`` lists them all."""
+
+
+def reconciliation_tables(report: ReconciliationReport) -> list[Table]:
+    """A bill's reconciliation: the counts, totals and fees, then each discrepancy, first lines first."""
+    verdict = "[green]everything matched[/]" if report.ok else "[red]discrepancies[/]"
+    summary = Table(
+        title=f"{report.channel} bill of {report.bill_date.isoformat()} ({report.bill_lines:,} lines): {verdict}",
+        title_justify="left",
+        show_header=False,
+    )
+    summary.add_column("figure", style="bold", no_wrap=True)
+    summary.add_column("value", justify="right", no_wrap=True)
+    for outcome in (*OUTCOMES, NEAR_MIDNIGHT):
+        style = "red" if outcome in DISCREPANCIES and report.counts[outcome] else ""
+        summary.add_row(outcome, f"[{style}]{report.counts[outcome]:,}[/]" if style else f"{report.counts[outcome]:,}")
+    for side, figures in (("ledger", report.ledger.as_json()), ("channel", report.bill.as_json())):
+        for code, money in figures.items():
+            summary.add_row(f"{side} {code}", f"in {money['payments']}  out {money['refunds']}  net {money['net']}")
+    for code, fees in report.fees_json().items():
+        summary.add_row(f"fees {code}", f"charged {fees['charged']}  returned {fees['returned']}")
+    tables = [summary]
+    for outcome in (*DISCREPANCIES, NEAR_MIDNIGHT):
+        count = report.counts[outcome]
+        if not count:
+            continue
+        shown = f", the first {RECONCILE_ROWS_SHOWN}" if count > RECONCILE_ROWS_SHOWN else ""
+        table = Table(title=f"{outcome}: {count:,}{shown}", title_justify="left")
+        for column in ("at", "kind", "ref", "shop", "ledger", "channel", "line"):
+            table.add_column(column, justify="right" if column in ("ledger", "channel", "line") else "left")
+        table.columns[2].overflow = "fold"
+        for number, entry in enumerate(report.entries(outcome)):
+            if number == RECONCILE_ROWS_SHOWN:
+                break
+            found = entry.as_json()
+            table.add_row(
+                entry.at,
+                entry.kind,
+                entry.ref,
+                entry.shop_id or "",
+                found.get("ledger_amount", ""),
+                found.get("channel_amount", ""),
+                "" if entry.line is None else str(entry.line),
+            )
+        tables.append(table)
+    return tables

@@ -1,0 +1,172 @@
+"""How long a day's bill takes to reconcile, and in how much memory: a million lines against a million payments.
+
+    python -m benchmarks.reconcile_bill                  # a quick run: 20,000 payments and bill lines
+    python -m benchmarks.reconcile_bill --full           # 1,000,000 of each
+
+A child process builds a store of shops that each opened a deposit and paid
+``PAYMENTS_PER_SHOP`` times through WeChat Pay on one day (every payment is a
+``Paid`` and a ``Frozen`` event, so the store holds twice as many events as
+payments, plus one per shop), and writes that day's WeChat Pay trade bill with
+one line per payment, in the channel's format, with a few planted
+discrepancies. Another child runs ``deposit-ledger reconcile BILL --channel
+wechat_pay --json`` over them, its report thrown away. Its wall time, CPU time
+and peak resident memory (its own, from ``wait4``) are printed and written as
+JSON to ``benchmarks/results/``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime, timedelta, timezone
+from pathlib import Path
+
+PAYMENTS_PER_SHOP = 24
+SHOPS_PER_SAVE = 400
+QUICK_PAYMENTS = 20_000
+FULL_PAYMENTS = 1_000_000
+BEIJING = timezone(timedelta(hours=8))
+DAY_START = datetime(2025, 3, 5, tzinfo=BEIJING)
+PLANTED = 3
+"""Bill lines changed or added on purpose: an amount, an unknown trade, a payment left out."""
+RESULTS = Path(__file__).parent / "results"
+
+
+def build(folder: Path, payments: int) -> None:
+    """The store ``folder/store.db`` and the bill ``folder/bill.csv`` of ``payments`` payments."""
+    from domain import Channel, ShopDeposit, Stamp
+    from ledger import DepositLedger
+    from ledger.tools.reconcile.wechat_pay import COLUMNS, SUMMARY_COLUMNS
+
+    recorded_at = DAY_START + timedelta(days=2)
+    ledger = DepositLedger(str(folder / "store.db"), actor="benchmark", clock=lambda: recorded_at)
+    shops = payments // PAYMENTS_PER_SHOP
+    seconds_apart = 86_000 / payments  # every payment inside the day, away from midnight
+
+    def at(number: int) -> datetime:
+        return DAY_START + timedelta(seconds=300 + number * seconds_apart)
+
+    def deposit(shop: int) -> ShopDeposit:
+        stamp = Stamp(effective_at=DAY_START - timedelta(days=1), recorded_at=recorded_at, actor="benchmark")
+        opened = ShopDeposit.open(
+            shop_id=f"shop-{shop:07d}", site="CN", currency="CNY", required_minor=240_000, stamp=stamp
+        )
+        for payment in range(PAYMENTS_PER_SHOP):
+            number = payment * shops + shop
+            stamp = Stamp(effective_at=at(number), recorded_at=recorded_at, actor="benchmark")
+            opened.pay(
+                amount_minor=10_000, channel=Channel.WECHAT_PAY, trade_no=f"42{number:016d}", payer=None, stamp=stamp
+            )
+        return opened
+
+    try:
+        for first in range(0, shops, SHOPS_PER_SAVE):
+            ledger.save(*(deposit(shop) for shop in range(first, min(first + SHOPS_PER_SAVE, shops))))
+    finally:
+        ledger.close()
+
+    total = shops * PAYMENTS_PER_SHOP
+    with (folder / "bill.csv").open("w", encoding="utf-8", newline="") as bill:
+        bill.write(",".join(COLUMNS) + "\r\n")
+        for number in range(total):
+            if number == total // 3:
+                continue  # a payment the channel never made
+            amount = "99.99" if number == 2 else "100.00"
+            moment = at(number).strftime("%Y-%m-%d %H:%M:%S")
+            fields = [moment, "wx2421b1c4370ec43b", "10000100", "0", "", f"42{number:016d}", f"O{number}", "oU"]
+            fields += ["JSAPI", "SUCCESS", "CMB_CREDIT", "CNY", amount, "0.00", "0", "0", "0.00", "0.00", "", ""]
+            fields += ["店铺保证金", "", "0.60", "0.60%", amount, "0.00", ""]
+            bill.write(",".join("`" + field for field in fields) + "\r\n")
+        moment = at(total // 2).strftime("%Y-%m-%d %H:%M:%S")
+        unknown = [moment, "wx", "10000100", "0", "", "4299999999999999", "O-x", "oU", "JSAPI", "SUCCESS", "CMB"]
+        unknown += ["CNY", "5.00", "0.00", "0", "0", "0.00", "0.00", "", "", "x", "", "0.03", "0.60%", "5.00"]
+        unknown += ["0.00", ""]
+        bill.write(",".join("`" + field for field in unknown) + "\r\n")
+        bill.write(",".join(SUMMARY_COLUMNS) + "\r\n")
+        summary = [str(total), "0.00", "0.00", "0.00", "0.00", "0.00", "0.00"]
+        bill.write(",".join("`" + field for field in summary) + "\r\n")
+
+
+def reconcile(folder: Path) -> None:
+    """Reconcile the bill with the store through the command line, the report to /dev/null."""
+    from ledger.cli import main
+
+    sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - the report is measured, not kept
+    try:
+        main(
+            [
+                "--db",
+                str(folder / "store.db"),
+                "reconcile",
+                str(folder / "bill.csv"),
+                "--channel",
+                "wechat_pay",
+                "--json",
+            ]
+        )
+    except SystemExit as done:
+        if done.code != 1:  # the planted discrepancies make it 1
+            raise
+
+
+def _child(*args: str) -> tuple[float, float, float]:
+    """Run this module in a child: its wall time, CPU time and peak RSS in MiB."""
+    started = time.perf_counter()
+    process = subprocess.Popen([sys.executable, "-m", "benchmarks.reconcile_bill", *args])
+    _, status, usage = os.wait4(process.pid, 0)
+    elapsed = time.perf_counter() - started
+    if os.waitstatus_to_exitcode(status):
+        raise SystemExit(f"child {' '.join(args)} failed")
+    return (
+        elapsed,
+        usage.ru_utime + usage.ru_stime,
+        usage.ru_maxrss / (1024 * 1024 if sys.platform == "darwin" else 1024),
+    )
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Build, reconcile, print and keep the figures."""
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.reconcile_bill", description=__doc__.split("\n")[0])
+    parser.add_argument("--full", action="store_true", help=f"{FULL_PAYMENTS:,} payments and bill lines")
+    parser.add_argument("--payments", type=int, help="any size")
+    parser.add_argument("--folder", type=Path, help="where to build (default: a temporary folder)")
+    args = parser.parse_args(argv)
+    payments = args.payments or (FULL_PAYMENTS if args.full else QUICK_PAYMENTS)
+    with tempfile.TemporaryDirectory(dir=args.folder) as name:
+        folder = Path(name)
+        build_s, _, _ = _child("_build", name, str(payments))
+        bill_mib = (folder / "bill.csv").stat().st_size / 2**20
+        store_mib = (folder / "store.db").stat().st_size / 2**20
+        reconcile_s, cpu_s, peak_mib = _child("_reconcile", name)
+    result = {
+        "payments": payments,
+        "store_events": payments * 2 + payments // PAYMENTS_PER_SHOP,
+        "bill_lines": payments,
+        "bill_mib": round(bill_mib, 1),
+        "store_mib": round(store_mib, 1),
+        "build_s": round(build_s, 1),
+        "reconcile_s": round(reconcile_s, 1),
+        "reconcile_cpu_s": round(cpu_s, 1),
+        "peak_rss_mib": round(peak_mib, 1),
+    }
+    print(json.dumps(result, indent=2))
+    RESULTS.mkdir(exist_ok=True)
+    stamp = datetime.now(tz=UTC).strftime("%Y%m%dT%H%M%SZ")
+    environment = {"python": platform.python_version(), "platform": platform.platform(), "cpus": os.cpu_count()}
+    target = RESULTS / f"reconcile_bill-{stamp}.json"
+    target.write_text(json.dumps({"environment": environment, "result": result}, indent=2))
+
+
+if __name__ == "__main__":
+    if len(sys.argv) > 1 and sys.argv[1] == "_build":
+        build(Path(sys.argv[2]), int(sys.argv[3]))
+    elif len(sys.argv) > 1 and sys.argv[1] == "_reconcile":
+        reconcile(Path(sys.argv[2]))
+    else:
+        main()

@@ -1,0 +1,1 @@
+"""Tools that work on a whole store: reconciliation with the payment channels' bills."""
