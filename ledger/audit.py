@@ -24,6 +24,7 @@ import json
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
+from itertools import chain as chain_rows
 from itertools import groupby
 from pathlib import Path
 from typing import IO, Any
@@ -34,6 +35,7 @@ from pydantic import BaseModel, ConfigDict
 
 from domain import DepositEvent, DepositSnapshot, MalformedInput, Opened, OutdatedSnapshot, ShopDeposit
 from domain.money import format_minor
+from domain.reconciliation import RECONCILIATION_TYPES, BillReconciled, reconciliation_id
 from ledger import chain
 from ledger.chain import ChainKey, Checkpoint
 from ledger.chain_keys import KeyRing, default_key_file, key_ring, wrong_key
@@ -70,6 +72,7 @@ class VerifyReport:
 
     events_checked: int = 0
     deposits_checked: int = 0
+    reconciliations_checked: int = 0
     problems: list[Problem] = field(default_factory=list)
     problems_not_listed: int = 0
     checkpoint: Checkpoint | None = None
@@ -97,6 +100,7 @@ class VerifyReport:
             "ok": self.ok,
             "events_checked": self.events_checked,
             "deposits_checked": self.deposits_checked,
+            "reconciliations_checked": self.reconciliations_checked,
             "problems": [problem.model_dump() for problem in self.problems],
             "problems_not_listed": self.problems_not_listed,
             "checkpoint": self.checkpoint.model_dump() if self.checkpoint else None,
@@ -294,9 +298,15 @@ class Auditor:
         lookups = connection.cursor()
         done = 0
         for deposit_hex, group in groupby(rows, key=lambda row: stored_id(row[1])):
+            topic, history = _topic_and_history(group)
+            if topic in RECONCILIATION_TYPES:
+                report.reconciliations_checked += 1
+                done += self._verify_reconciliation(report, deposit_hex, history)
+                advance(done)
+                continue
             report.deposits_checked += 1
             done += self._verify_deposit(
-                lookups, report, deposit_hex, shops.get(deposit_hex), group, balances_comparable
+                lookups, report, deposit_hex, shops.get(deposit_hex), history, balances_comparable
             )
             advance(done)
 
@@ -368,6 +378,29 @@ class Auditor:
             claimed = max(position, int(stored_balance[-1]))
             difference = _difference(expected_balance, stored_balance, self.balances.column_names())
             report.add(claimed, shop, "balances", difference)
+        return count
+
+    def _verify_reconciliation(self, report: VerifyReport, originator_hex: str, rows: Iterator[tuple[Any, ...]]) -> int:
+        # A reconciliation's history: every event decodes, belongs to the (channel, day) its id
+        # says, and the versions run 1, 2, 3... (a gap is a deleted version).
+        count = 0
+        for row in rows:
+            count += 1
+            position = int(row[0])
+            stored = StoredEvent(
+                originator_id=UUID(originator_hex), originator_version=row[2], topic=row[3], state=_stored_bytes(row[4])
+            )
+            try:
+                event = self.mapper.to_domain_event(stored)
+            except ValueError as error:
+                report.add(position, None, "reconciliation", f"{type(error).__name__}: {error}".splitlines()[0])
+                return count
+            if not isinstance(event, BillReconciled) or event.originator_version != count:
+                report.add(position, None, "reconciliation", f"version {row[2]} where version {count} was due")
+                return count
+            if reconciliation_id(event.channel, event.bill_date).hex != originator_hex:
+                detail = f"the {event.channel.value} bill of {event.bill_date} is recorded under another id"
+                report.add(position, None, "reconciliation", detail)
         return count
 
     def _verify_orphans(self, connection: Any, report: VerifyReport) -> None:
@@ -542,6 +575,10 @@ def _check_all_frozen(report: VerifyReport, position: int, shop: str | None, dep
     if deposit.balance.unfrozen_minor:
         amount = format_minor(deposit.balance.unfrozen_minor, deposit.currency)
         report.add(position, shop, "unfrozen", f"{amount} paid in was never frozen by the command that took it")
+def _topic_and_history(rows: Iterator[tuple[Any, ...]]) -> tuple[str, Iterator[tuple[Any, ...]]]:
+    # The first event's topic says whose history it is (a deposit's or a reconciliation's).
+    first = next(rows)
+    return str(first[3]), chain_rows([first], rows)
 
 
 def _stored_bytes(state: bytes | str) -> bytes:

@@ -52,7 +52,9 @@ from ledger.reports import (
     progress_bar,
     projection_json,
     projections_table,
+    reconciliation_json,
     reconciliation_tables,
+    reconciliations_table,
     state_json,
     state_table,
     verify_table,
@@ -60,6 +62,7 @@ from ledger.reports import (
 )
 from ledger.store import StoreLocked, StoreUnavailable, resolve_store
 from ledger.tools.reconcile import reconcile_bill
+from ledger.tools.reconcile.recording import reconciliations, record_reconciliation
 from ledger.views import ViewStatus
 from ledger.workers import POLL_INTERVAL_S, ProjectionWorker, stopping_on_signals
 
@@ -820,6 +823,8 @@ def keys_revoke_command(ctx: typer.Context, name: KeyName, as_json: JsonOption =
         _print_json(key.as_json())
     else:
         Console().print(f"key {key.name} revoked at {key.revoked_at.isoformat() if key.revoked_at else '?'}")
+
+
 @app.command("reconcile")
 def reconcile_command(
     ctx: typer.Context,
@@ -829,17 +834,29 @@ def reconcile_command(
         str | None, typer.Option("--date", help="The bill's day, YYYY-MM-DD (default: the bill's own).")
     ] = None,
     as_json: JsonOption = False,
+    record: Annotated[
+        bool, typer.Option("--record", help="Keep the outcome in the store (a new version when it changed).")
+    ] = False,
 ) -> None:
     """Match a channel's daily bill with the ledger; exit 1 if anything did not match."""
     chosen = parse_choice(Channel, channel, "channel")
     bill_day = parse_bill_date(day) if day is not None else None
     with open_ledger(ctx) as ledger, reconcile_bill(ledger.store, ledger.mapper, bill, chosen, bill_day) as report:
+        recorded = None
+        if record:
+            event, new = record_reconciliation(ledger, report)
+            recorded = {"version": event.originator_version, "new": new, "actor": event.actor}
         if as_json:
-            report.write_json(sys.stdout)
+            report.write_json(sys.stdout, recorded)
         else:
             console = Console()
             for table in reconciliation_tables(report):
                 console.print(table)
+            if recorded is not None:
+                state = "recorded as" if recorded["new"] else "already recorded as"
+                console.print(
+                    f"{state} version {recorded['version']} of the {channel} reconciliation of {report.bill_date}"
+                )
         ok = report.ok
         counts = {
             outcome: report.counts[outcome]
@@ -848,6 +865,26 @@ def reconcile_command(
     if not ok:
         found = ", ".join(f"{count} {outcome}" for outcome, count in counts.items() if count)
         _fail(f"the {channel} bill does not match the ledger: {found}", EXIT_REFUSED)
+
+
+@app.command("reconciliations")
+def reconciliations_command(
+    ctx: typer.Context,
+    channel: Annotated[str | None, typer.Option("--channel", help="alipay or wechat_pay (default: both).")] = None,
+    start: Annotated[str | None, typer.Option("--from", help="The first bill day, YYYY-MM-DD.")] = None,
+    end: Annotated[str | None, typer.Option("--to", help="The last bill day, YYYY-MM-DD.")] = None,
+    as_json: JsonOption = False,
+) -> None:
+    """The recorded reconciliations: every version, by bill day and channel."""
+    chosen = parse_choice(Channel, channel, "channel") if channel is not None else None
+    first = parse_bill_date(start) if start is not None else None
+    last = parse_bill_date(end) if end is not None else None
+    with open_ledger(ctx) as ledger:
+        found = reconciliations(ledger, channel=chosen, start=first, end=last)
+    if as_json:
+        _print_json([reconciliation_json(event) for event in found])
+    else:
+        Console().print(reconciliations_table(found))
 
 
 def parse_bill_date(text: str) -> date:

@@ -93,6 +93,7 @@ from domain import (
 )
 from domain.deposit import FORCED_CLOSURE_RELEASE
 from domain.money import format_minor, normalise_currency, to_minor
+from domain.reconciliation import RECONCILIATION_TYPES
 from ledger.app.parse import parse_category, parse_shop_id, parse_time
 from ledger.application import (
     MAX_ATTEMPTS,
@@ -785,6 +786,8 @@ def _events_in_order(ledger: DepositLedger) -> Iterator[DepositEvent]:
     while True:
         page = ledger.recorder.select_notifications(start=position, limit=EXPORT_PAGE, inclusive_of_start=False)
         for notification in page:
+            if notification.topic in RECONCILIATION_TYPES:
+                continue  # a reconciliation's outcome, not a command on a deposit
             event = ledger.mapper.to_domain_event(notification)
             assert isinstance(event, DepositEvent), f"position {notification.id} holds {type(event).__name__}"
             yield event

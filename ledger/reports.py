@@ -21,6 +21,7 @@ from rich.table import Table
 from domain import DepositEvent, DepositPolicy, DepositState
 from domain.events import event_fields
 from domain.money import format_minor
+from domain.reconciliation import BillReconciled
 from ledger.audit import VerifyReport
 from ledger.journal import ImportSummary
 from ledger.tools.reconcile.report import DISCREPANCIES, NEAR_MIDNIGHT, OUTCOMES, ReconciliationReport
@@ -402,3 +403,52 @@ def reconciliation_tables(report: ReconciliationReport) -> list[Table]:
             )
         tables.append(table)
     return tables
+
+
+def reconciliation_json(event: BillReconciled) -> dict[str, Any]:
+    """One recorded version of a day's reconciliation, as ``reconciliations --json`` lists it."""
+    outcome = event.outcome
+    return {
+        "channel": event.channel.value,
+        "bill_date": event.bill_date.isoformat(),
+        "version": event.originator_version,
+        "ok": outcome.ok,
+        "recorded_at": _iso(event.recorded_at),
+        "actor": event.actor,
+        "bill_sha256": outcome.bill_sha256,
+        "bill_lines": outcome.bill_lines,
+        "counts": {
+            "matched": outcome.matched,
+            "missing_in_ledger": outcome.missing_in_ledger,
+            "missing_in_channel": outcome.missing_in_channel,
+            "amount_mismatch": outcome.amount_mismatch,
+            "near_midnight": outcome.near_midnight,
+        },
+    }
+
+
+def reconciliations_table(events: list[BillReconciled]) -> Table:
+    """The recorded reconciliations, one row per version."""
+    table = Table(title=f"Reconciliations: {len(events)}", title_justify="left")
+    for column in ("bill date", "channel", "version", "result", "lines", "matched", "missing ledger"):
+        table.add_column(column, no_wrap=True, justify="right" if column in ("version", "lines", "matched") else "left")
+    table.add_column("missing channel", justify="right")
+    table.add_column("mismatch", justify="right")
+    table.add_column("by", overflow="fold")
+    table.add_column("bill sha256", overflow="fold")
+    for event in events:
+        found = event.outcome
+        table.add_row(
+            event.bill_date.isoformat(),
+            event.channel.value,
+            str(event.originator_version),
+            "[green]ok[/]" if found.ok else "[red]discrepancies[/]",
+            f"{found.bill_lines:,}",
+            f"{found.matched:,}",
+            f"{found.missing_in_ledger:,}",
+            f"{found.missing_in_channel:,}",
+            f"{found.amount_mismatch:,}",
+            event.actor,
+            found.bill_sha256[:16],
+        )
+    return table

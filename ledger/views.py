@@ -30,6 +30,7 @@ from typing import Any
 from eventsourcing.persistence import IntegrityError, Mapper, StoredEvent, Tracking
 
 from domain import DepositEvent, LedgerError
+from domain.reconciliation import RECONCILIATION_TYPES
 from ledger.collector import collect_young, collector_paused
 from ledger.store import Store
 from projections.view import BatchRecorder, Carry, Cursor, Positioned, View
@@ -204,7 +205,12 @@ class ViewKeeper(BatchRecorder):
         not necessarily ``positions[0] - 1``, since PostgreSQL's numbering skips the
         numbers of inserts that were rolled back.
         """
-        batch = [Positioned(position, event) for position, event in zip(positions, events, strict=True)]
+        # Events of other aggregates (reconciliations) move the views' positions, nothing else.
+        batch = [
+            Positioned(position, event)
+            for position, event in zip(positions, events, strict=True)
+            if isinstance(event, DepositEvent)
+        ]
         carried = self._carried_to == previous_head
         # Nothing is trusted until this transaction is known to have committed: neither what
         # the carries hold now, nor (for a commit another thread reports late) what they held.
@@ -222,7 +228,8 @@ class ViewKeeper(BatchRecorder):
                 carry.clear()
         try:
             for view in current.values():
-                view.apply(cursor, view.table, batch, self._inline_carries[view.name])
+                if batch:
+                    view.apply(cursor, view.table, batch, self._inline_carries[view.name])
         except Exception:
             # The carries may now describe rows about to be rolled back: _carrying stays
             # where it was, so they are never trusted again (the next insert clears them).
@@ -368,7 +375,7 @@ class ViewKeeper(BatchRecorder):
             positions = [self._position(cursor, copy.tracking_name, lock=True) for copy in copies]
             rows = self._rows_after(cursor, min(positions), REBUILD_BATCH)
             try:
-                decoded: list[Positioned] | None = [self._positioned(row) for row in rows]
+                decoded: list[Positioned | None] | None = [self._positioned(row) for row in rows]
             except Exception:
                 decoded = None  # a poison event: each copy finds it one by one
             for copy, position in zip(copies, positions, strict=True):
@@ -455,7 +462,7 @@ class ViewKeeper(BatchRecorder):
         table: str,
         tracking_name: str,
         rows: list[Any],
-        decoded: list[Positioned] | None,
+        decoded: list[Positioned | None] | None,
         carry: Carry | None = None,
     ) -> tuple[int, ViewFailed | None]:
         # Apply the rows (decoded already, or not) as one batch; if that fails, one by one.
@@ -463,8 +470,10 @@ class ViewKeeper(BatchRecorder):
             return 0, None
         cursor.execute("SAVEPOINT view_batch")
         try:
-            batch = decoded if decoded is not None else [self._positioned(row) for row in rows]
-            view.apply(cursor, table, batch, carry)
+            found = decoded if decoded is not None else [self._positioned(row) for row in rows]
+            batch = [positioned for positioned in found if positioned is not None]
+            if batch:
+                view.apply(cursor, table, batch, carry)
         except Exception:
             if carry is not None:
                 carry.clear()  # it may describe rows about to be rolled back
@@ -488,7 +497,9 @@ class ViewKeeper(BatchRecorder):
         for row in rows:
             cursor.execute("SAVEPOINT view_event")
             try:
-                view.apply(cursor, table, [self._positioned(row)])
+                positioned = self._positioned(row)
+                if positioned is not None:
+                    view.apply(cursor, table, [positioned])
             except Exception as error:
                 cursor.execute("ROLLBACK TO SAVEPOINT view_event")
                 cursor.execute("RELEASE SAVEPOINT view_event")
@@ -505,7 +516,10 @@ class ViewKeeper(BatchRecorder):
             _track(cursor, tracking_name, rows[applied - 1][0])
         return applied, failure
 
-    def _positioned(self, row: Sequence[Any]) -> Positioned:
+    def _positioned(self, row: Sequence[Any]) -> Positioned | None:
+        # None for an event of another aggregate (a reconciliation): the views pass over it.
+        if row[3] in RECONCILIATION_TYPES:
+            return None
         stored = StoredEvent(originator_id=row[1], originator_version=row[2], topic=row[3], state=bytes(row[4]))
         event = self.mapper.to_domain_event(stored)
         if not isinstance(event, DepositEvent):

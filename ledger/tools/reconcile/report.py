@@ -120,9 +120,12 @@ class ReconciliationReport:
             for code in currencies
         }
 
-    def write_json(self, out: IO[str]) -> None:
-        """The ``reconcile --json`` object, written as it is read: the lists are never all in memory."""
-        head = {
+    def write_json(self, out: IO[str], recorded: dict[str, Any] | None = None) -> None:
+        """The ``reconcile --json`` object, written as it is read: the lists are never all in memory.
+
+        ``recorded`` (with ``--record``) says which version of the day's reconciliation holds it.
+        """
+        head: dict[str, Any] = {
             "channel": self.channel,
             "bill_date": self.bill_date.isoformat(),
             "bill_sha256": self.bill_sha256,
@@ -136,6 +139,8 @@ class ReconciliationReport:
             "totals": {"ledger": self.ledger.as_json(), "channel": self.bill.as_json()},
             "fees": self.fees_json(),
         }
+        if recorded is not None:
+            head["recorded"] = recorded
         out.write(json.dumps(head, ensure_ascii=False, indent=2)[:-2] + ",\n")
         for number, outcome in enumerate((*OUTCOMES, NEAR_MIDNIGHT)):
             out.write(f'  "{outcome}": [')

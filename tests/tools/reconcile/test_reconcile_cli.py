@@ -237,3 +237,65 @@ def test_running_twice_gives_the_same_report(paid_shops: Run, tmp_path: Path, ch
     import hashlib
 
     assert once.json()["bill_sha256"] == hashlib.sha256(bill.read_bytes()).hexdigest()
+
+
+@pytest.mark.parametrize("channel", CHANNELS)
+def test_record_keeps_each_outcome_once_as_a_new_version_and_verify_covers_it(
+    paid_shops: Run, tmp_path: Path, channel: str
+) -> None:
+    first, second = rows_for(channel)
+    short = write(tmp_path, channel, [first])
+
+    recorded = paid_shops(f"--actor finance-ops reconcile {short} --channel {channel} --record --json")
+    again = paid_shops(f"--actor finance-ops reconcile {short} --channel {channel} --record --json")
+    full = write(tmp_path, channel, [first, second])
+    corrected = paid_shops(f"reconcile {full} --channel {channel} --record --json")
+
+    assert recorded.code == again.code == 1 and corrected.code == 0, corrected.err
+    assert recorded.json()["recorded"] == {"version": 1, "new": True, "actor": "finance-ops"}
+    assert again.json()["recorded"] == {"version": 1, "new": False, "actor": "finance-ops"}
+    assert corrected.json()["recorded"]["version"] == 2
+    listed = paid_shops(f"reconciliations --channel {channel} --json").json()
+    assert [(row["version"], row["ok"], row["counts"]["missing_in_channel"]) for row in listed] == [
+        (1, False, 1),
+        (2, True, 0),
+    ]
+    assert listed[0]["bill_sha256"] == recorded.json()["bill_sha256"]
+    assert listed[0]["actor"] == "finance-ops" and listed[0]["bill_date"] == "2025-01-06"
+    assert paid_shops("reconciliations --from 2025-01-07 --json").json() == []
+    assert paid_shops("reconciliations --to 2025-01-06").code == 0
+
+    verified = paid_shops("verify --json")
+    assert verified.code == 0, verified.err
+    assert verified.json()["reconciliations_checked"] == 1
+    assert verified.json()["deposits_checked"] == 2
+    # The deposits' views and commands carry on past the reconciliation's events.
+    assert paid_shops(f"pay tea-house 1 --channel alipay --ref A-1003 --at {beijing('18:00')}").code == 0
+    assert paid_shops("balance tea-house --json").json()["paid"] == "3001.00"
+    assert paid_shops("projections rebuild --json").code == 0
+    assert paid_shops("verify").code == 0
+    assert paid_shops("export journal --format jsonl").code == 0
+
+
+def test_a_recorded_reconciliation_edited_in_the_store_fails_verify(
+    paid_shops: Run, tmp_path: Path, store_url: str
+) -> None:
+    from ledger.store import resolve_store
+
+    bill = write(tmp_path, "alipay", rows_for("alipay"))
+    assert paid_shops(f"reconcile {bill} --channel alipay --record").code == 0
+    store = resolve_store(store_url)
+    connection = store.connect()
+    try:
+        connection.cursor().execute(
+            f"UPDATE {store.events_table} SET state = ? WHERE topic = ?",
+            (b'{"recorded_at":"2025-01-07T00:00:00Z"}', "Reconciliation.BillReconciled"),
+        )
+    finally:
+        connection.close()
+
+    outcome = paid_shops("verify --json")
+
+    assert outcome.code == 1
+    kinds = {problem["kind"] for problem in outcome.json()["problems"]}
+    assert kinds == {"chain", "reconciliation"}
