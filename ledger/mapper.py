@@ -31,9 +31,6 @@ from domain.reconciliation import RECONCILIATION_TYPES
 
 _IN_COLUMNS = {"originator_id", "originator_version"}
 
-_TYPES: dict[str, type[BaseModel]] = {**STORED_TYPES, **RECONCILIATION_TYPES}
-"""Every stored type by topic: the deposits' events and snapshots, and the reconciliations' events."""
-
 
 class DepositMapper(Mapper[UUID]):
     """Maps the ledger's pydantic events (and snapshots) to stored events by stable topic."""
@@ -61,7 +58,9 @@ class DepositMapper(Mapper[UUID]):
     def to_domain_event(self, stored_event: StoredEvent) -> DomainEventProtocol[UUID]:
         """Decode a stored event, upcasting an older class version first."""
         stored_state = stored_event.state
-        cls = _TYPES.get(stored_event.topic)
+        cls: type[BaseModel] | None = STORED_TYPES.get(stored_event.topic) or RECONCILIATION_TYPES.get(
+            stored_event.topic
+        )
         end = self._current_fields_end(cls, stored_state)
         if cls is not None and end:
             # A plain record of the current class version: validate its bytes directly,
