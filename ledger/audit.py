@@ -575,6 +575,8 @@ def _check_all_frozen(report: VerifyReport, position: int, shop: str | None, dep
     if deposit.balance.unfrozen_minor:
         amount = format_minor(deposit.balance.unfrozen_minor, deposit.currency)
         report.add(position, shop, "unfrozen", f"{amount} paid in was never frozen by the command that took it")
+
+
 def _topic_and_history(rows: Iterator[tuple[Any, ...]]) -> tuple[str, Iterator[tuple[Any, ...]]]:
     # The first event's topic says whose history it is (a deposit's or a reconciliation's).
     first = next(rows)

@@ -138,6 +138,7 @@ def test_a_bill_that_cannot_be_read_exits_2_naming_the_line(
 ) -> None:
     bill = tmp_path / "bill.csv"
     bill.write_bytes(raw)
+    assert run(f"--db {tmp_path / 'deposits.db'} migrate").code == 0
 
     outcome = run(f"--db {tmp_path / 'deposits.db'} reconcile {bill} --channel {channel}")
 
@@ -149,6 +150,7 @@ def test_a_bill_that_cannot_be_read_exits_2_naming_the_line(
 
 
 def test_a_missing_bill_file_or_an_unknown_channel_is_malformed(run: Run, tmp_path: Path) -> None:
+    assert run(f"--db {tmp_path / 'deposits.db'} migrate").code == 0
     missing = run(f"--db {tmp_path / 'deposits.db'} reconcile {tmp_path / 'none.csv'} --channel alipay")
     unknown = run(f"--db {tmp_path / 'deposits.db'} reconcile {tmp_path / 'none.csv'} --channel paypal")
     bad_date = run(f"--db {tmp_path / 'deposits.db'} reconcile {tmp_path / 'none.csv'} --channel alipay --date 6/1")
