@@ -23,6 +23,7 @@ from domain.errors import (
     Refused,
     ShopAlreadyOpen,
     ShopNotFound,
+    TradeNumberTaken,
     WrongStatus,
 )
 from domain.events import (
@@ -109,6 +110,7 @@ __all__ = [
     "SitePolicy",
     "Stamp",
     "Status",
+    "TradeNumberTaken",
     "ViolationRule",
     "WrittenOff",
     "WrongStatus",

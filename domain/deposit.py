@@ -230,6 +230,7 @@ class ShopDeposit:
         trade_no: str,
         payer: str | None,
         stamp: Stamp,
+        channel_time: datetime | None = None,
     ) -> bool:
         """Record a payment and freeze it, settling what the shop owes first.
 
@@ -240,7 +241,9 @@ class ShopDeposit:
 
         Returns False, recording nothing, when this (channel, trade number) was
         recorded before with the same amount: notifications are delivered more
-        than once, and the second delivery must change nothing.
+        than once, and the second delivery must change nothing. ``channel_time``
+        (when the channel says it was paid) is kept beside the effective time;
+        it is not part of the comparison.
         """
         known = self.payments.get((channel, trade_no))
         if known is not None:
@@ -267,6 +270,7 @@ class ShopDeposit:
             channel=channel,
             trade_no=trade_no,
             payer=payer,
+            channel_time=channel_time,
         )
         self._place(f"payment {channel.value} {trade_no}", stamp)
         self.check_invariants()

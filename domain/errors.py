@@ -36,6 +36,10 @@ class DuplicateConflict(Refused):
     """The natural key (trade number, case id) was used before with different figures."""
 
 
+class TradeNumberTaken(Refused):
+    """A payment's channel trade number was paid into another shop: one trade number is one payment."""
+
+
 class OutOfOrder(Refused):
     """The effective time lies before the deposit's last event."""
 

@@ -137,15 +137,28 @@ class Opened(DepositEvent):
 
 
 class Paid(DepositEvent):
-    """Money arrived through a payment channel; it is frozen (or settles a debt) next."""
+    """Money arrived through a payment channel; it is frozen (or settles a debt) next.
+
+    ``channel_time`` is when the channel itself says it was paid, when it was
+    told: a notification that arrives late cannot be dated back before events
+    already recorded, so the effective time is when the ledger took it in.
+    Version 2 added it.
+    """
 
     TOPIC: ClassVar[str] = "ShopDeposit.Paid"
+    class_version: ClassVar[int] = 2
 
     currency: CurrencyCode
     amount_minor: PositiveAmountMinor
     channel: Channel
     trade_no: TradeNo
     payer: PayerAccount | None = None
+    channel_time: AwareDatetime | None = None
+
+    @staticmethod
+    def upcast_v1_v2(state: dict[str, Any]) -> None:
+        """Version 1 payments kept no channel time."""
+        state["channel_time"] = None
 
 
 class Frozen(DepositEvent):

@@ -40,12 +40,14 @@ from domain import (
     MalformedInput,
     Opened,
     OutdatedSnapshot,
+    Paid,
     Refused,
     ShopAlreadyOpen,
     ShopDeposit,
     ShopNotFound,
     Stamp,
     Status,
+    TradeNumberTaken,
     deposit_id,
     project_deposit,
 )
@@ -67,6 +69,7 @@ from ledger.mapper import DepositMapper
 from ledger.policy_file import load_policy
 from ledger.recorder import LedgerRecorder, PostgresLedgerRecorder, tables_created_by
 from ledger.store import UNAVAILABLE, Store, StoreLocked, StoreNotMigrated, resolve_store
+from ledger.trade_numbers import TradeNumberClaimed, ensure_table, holders
 from ledger.views import ViewFailed, ViewKeeper, ViewStatus
 from projections.audit_trail import AuditRow, AuditTrailView
 from projections.balances import BalancesView
@@ -80,6 +83,10 @@ eighth), so that a command gives up only after contention lasting a few seconds.
 
 DEPOSIT_CACHE_SIZE = 2_000
 """Deposits kept in memory between commands; each is checked for newer events before use."""
+
+HELD_TRADE_NUMBERS_SIZE = 10_000
+"""Trade numbers this process has seen refused because another shop holds them, kept to refuse them again
+without writing: a holder never changes, so what is remembered stays true."""
 
 SNAPSHOT_INTERVAL = 200
 """A snapshot every this many events keeps loading a deposit cheap whatever its history."""
@@ -125,6 +132,25 @@ class CommandResult(BaseModel):
     duplicate: bool = False
 
 
+class TradeNumberHolder(BaseModel):
+    """The shop that holds a channel trade number, and the payment that recorded it (minor units)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    shop_id: str
+    channel: Channel
+    trade_no: str
+    currency: str
+    amount_minor: int
+    effective_at: datetime
+    position: int
+    """The payment's position in the store's event log."""
+
+
+def _taken(channel: str, trade_no: str, holder: str) -> TradeNumberTaken:
+    return TradeNumberTaken(f"{channel} trade number {trade_no} was paid into shop {holder}: one payment, one shop")
+
+
 class Batch:
     """What the commands of one :meth:`DepositLedger.batch` have done so far, waiting for its single save.
 
@@ -145,6 +171,8 @@ class Batch:
         self.accepted_versions: dict[str, int] = {}
         self.changed: dict[str, ShopDeposit] = {}
         self.events: list[DepositEvent] = []
+        self.trade_numbers: dict[tuple[str, str], str] = {}
+        """The (channel, trade number) pairs the batch's payments hold, and the shop of each."""
         self._touched: list[str] = []
 
     def find(self, shop_id: str) -> ShopDeposit | None:
@@ -169,7 +197,11 @@ class Batch:
 
     def accept(self, deposit: ShopDeposit) -> None:
         """Take the events a command recorded; they are saved with the batch."""
-        self.events.extend(deposit.collect_events())
+        events = deposit.collect_events()
+        self.events.extend(events)
+        for event in events:
+            if type(event) is Paid:
+                self.trade_numbers[(event.channel.value, event.trade_no)] = deposit.shop_id
         self.deposits[deposit.shop_id] = deposit
         self.accepted_versions[deposit.shop_id] = deposit.version
         self.changed[deposit.shop_id] = deposit
@@ -251,6 +283,7 @@ class DepositLedger(Application[UUID]):
         self._batch: Batch | None = None
         self._cache: OrderedDict[UUID, ShopDeposit] = OrderedDict()
         self._cache_lock = threading.Lock()
+        self._held_trade_numbers: OrderedDict[tuple[str, str], str] = OrderedDict()
         # Opening checks the catalogue and takes no lock: creating tables (and their indexes)
         # waits behind any session's lock on them, so it is done only when something is missing.
         super().__init__(env={**self.store.environment(), **(env or {}), "CREATE_TABLE": "no"})
@@ -278,6 +311,7 @@ class DepositLedger(Application[UUID]):
             self.views = ViewKeeper(self.store, self.mapper, view_classes, connection)
             if missing or not self.views.tables_current():
                 self.views.ensure_tables()
+            ensure_table(self.store, connection, self.mapper)
         except BaseException:
             connection.close()
             super().close()
@@ -403,6 +437,7 @@ class DepositLedger(Application[UUID]):
         payer: str | None = None,
         at: datetime | str | None = None,
         actor: str | None = None,
+        channel_time: datetime | str | None = None,
     ) -> CommandResult:
         """Record a payment through Alipay or WeChat Pay; it settles debts first, the rest is frozen.
 
@@ -410,23 +445,35 @@ class DepositLedger(Application[UUID]):
         forfeited, only up to what it still owes. Idempotent by (channel, ref):
         the same payment again is a duplicate that changes nothing; the same
         trade number with another amount is refused.
+        One trade number is one payment, ledger-wide: a (channel, ref) that
+        another shop holds is refused (``TradeNumberTaken``, naming that shop).
+
+        ``channel_time`` is when the channel says the money was paid, kept beside
+        the effective time for a notification that arrives late: it may lie
+        before the deposit's last event, never after the payment's effective time.
         """
         shop_id = parse_shop_id(shop_id)
         parse_decimal(amount)
         chosen_channel = parse_choice(Channel, channel, "channel")
         effective_at = self._effective_at(at)
-        return self._change(
-            shop_id,
-            lambda deposit, stamp: deposit.pay(
+        paid_at = self._channel_time(channel_time, effective_at)
+
+        def pay(deposit: ShopDeposit, stamp: Stamp) -> bool:
+            recorded = deposit.pay(
                 amount_minor=to_minor(amount, deposit.currency),
                 channel=chosen_channel,
                 trade_no=ref,
                 payer=payer,
                 stamp=stamp,
-            ),
-            effective_at,
-            actor,
-        )
+                channel_time=paid_at,
+            )
+            # After the deposit's own rules, so a replay stays a duplicate: only a payment it
+            # would record can be refused for a trade number another shop holds.
+            if recorded:
+                self._require_trade_number_free(chosen_channel, ref, shop_id)
+            return recorded
+
+        return self._change(shop_id, pay, effective_at, actor)
 
     def deduct(
         self,
@@ -794,6 +841,29 @@ class DepositLedger(Application[UUID]):
             raise ShopNotFound(f"shop {shop_id} has no deposit")
         return rows
 
+    def trade_number_holder(self, channel: str, trade_no: str) -> TradeNumberHolder | None:
+        """Which shop holds a channel's trade number, and the payment it was: one indexed lookup.
+
+        None when no shop holds it. Each (channel, trade number) is held by one
+        shop at most, from the payment that first recorded it.
+        """
+        chosen = parse_choice(Channel, channel, "channel")
+        claim = holders(self.views.read(), [(chosen.value, trade_no)]).get((chosen.value, trade_no))
+        if claim is None:
+            return None
+        notification = next(iter(self.recorder.select_notifications(start=claim.position, limit=1)), None)
+        paid = self.mapper.to_domain_event(notification) if notification is not None else None
+        assert isinstance(paid, Paid), f"position {claim.position} holds no payment of {channel} {trade_no}"
+        return TradeNumberHolder(
+            shop_id=self._shop_of(paid.originator_id),
+            channel=paid.channel,
+            trade_no=paid.trade_no,
+            currency=paid.currency,
+            amount_minor=paid.amount_minor,
+            effective_at=paid.effective_at,
+            position=claim.position,
+        )
+
     def auditor(self) -> Auditor:
         """Verification, checkpoints and exports over this ledger's store."""
         return Auditor(self.store, self.mapper)
@@ -848,7 +918,41 @@ class DepositLedger(Application[UUID]):
         # Hand the domain events to the recorder, so the views apply them inside the
         # transaction that inserts them, without decoding what was just encoded.
         processing_event.saved_kwargs["deposit_events"] = processing_event.events
-        return super()._record(processing_event)
+        try:
+            return super()._record(processing_event)
+        except TradeNumberClaimed as claimed:
+            # Remembered, so that deciding again (a batch run anew) refuses those payments.
+            for claim in claimed.claims:
+                self._remember_held(claim.pair, self._shop_of(UUID(claim.deposit_hex)))
+            raise
+
+    def _require_trade_number_free(self, channel: Channel, trade_no: str, shop_id: str) -> None:
+        # Refuse a trade number known to be held by another shop: by a payment earlier in the
+        # batch, or as a refused insert taught this process. Anything else is decided by the
+        # trade-number table's unique key when the payment is inserted.
+        pair = (channel.value, trade_no)
+        holder = self._batch.trade_numbers.get(pair) if self._batch is not None else None
+        if holder is None:
+            holder = self._held_trade_numbers.get(pair)
+        if holder is not None and holder != shop_id:
+            raise _taken(channel.value, trade_no, holder)
+
+    def _holder_shop(self, claimed: TradeNumberClaimed) -> str:
+        pair = claimed.claims[0].pair
+        return self._held_trade_numbers.get(pair) or self._shop_of(UUID(claimed.claims[0].deposit_hex))
+
+    def _remember_held(self, pair: tuple[str, str], shop_id: str) -> None:
+        held = self._held_trade_numbers
+        held[pair] = shop_id
+        held.move_to_end(pair)
+        while len(held) > HELD_TRADE_NUMBERS_SIZE:
+            held.popitem(last=False)
+
+    def _shop_of(self, deposit: UUID) -> str:
+        # The shop a deposit was opened for: its first event says.
+        opened = next(iter(self.events.get(deposit, lte=1)), None)
+        assert isinstance(opened, Opened), f"deposit {deposit} does not start with Opened"
+        return opened.shop_id
 
     def _refresh_views(self) -> None:
         # A short lag is caught up at once, so commands and queries never wait on a long
@@ -946,6 +1050,10 @@ class DepositLedger(Application[UUID]):
             if changed:
                 try:
                     self._commit(deposit)
+                except TradeNumberClaimed as claimed:
+                    # Another shop holds a trade number this command's payment claimed: its row decided.
+                    first = claimed.claims[0]
+                    raise _taken(first.channel, first.trade_no, self._holder_shop(claimed)) from None
                 except IntegrityError as conflict:
                     if cached:  # decided on a copy that was behind: decide again on the stored one, at once
                         raise StaleDeposit(f"deposit {deposit.id} changed in another process") from conflict
@@ -1082,6 +1190,19 @@ class DepositLedger(Application[UUID]):
 
     def _effective_at(self, at: datetime | str | None) -> datetime | None:
         return None if at is None else parse_effective_time(at, self.clock())
+
+    def _channel_time(self, value: datetime | str | None, effective_at: datetime | None) -> datetime | None:
+        # The channel's own time of a payment: not in the future, not after the payment takes effect.
+        if value is None:
+            return None
+        moment = parse_time(value)
+        if moment > (effective_at or self.clock()):
+            when = "effective time" if effective_at is not None else "present"
+            raise MalformedInput(
+                f"channel time {moment.isoformat()} lies after the payment's {when}: "
+                "the channel cannot have been paid later than the ledger took the payment in"
+            )
+        return moment
 
     def _take_snapshots(self, processing_event: ProcessingEvent[UUID]) -> None:
         # A command records several events; snapshot the deposit as the command left

@@ -12,9 +12,10 @@ holding at most one deposit in memory:
 2. **Deposits**, one at a time in version order: the events must decode and
    replay under the rules' arithmetic, and no command may leave money in hand
    unfrozen (a ``Paid`` without its ``Frozen``); the balances row must equal the replayed
-   figures; every event must have exactly its audit-trail row; every snapshot
-   must equal the replay at its version. Rows of the views that no event
-   explains are reported too.
+   figures; every event must have exactly its audit-trail row; every payment
+   must hold its (channel, trade number) in ``trade_numbers``; every snapshot
+   must equal the replay at its version. Rows of the views and trade numbers
+   that no event explains are reported too.
 """
 
 from __future__ import annotations
@@ -33,10 +34,10 @@ from uuid import UUID
 from eventsourcing.persistence import JSONTranscoder, Mapper, StoredEvent
 from pydantic import BaseModel, ConfigDict
 
-from domain import DepositEvent, DepositSnapshot, MalformedInput, Opened, OutdatedSnapshot, ShopDeposit
+from domain import DepositEvent, DepositSnapshot, MalformedInput, Opened, OutdatedSnapshot, Paid, ShopDeposit
 from domain.money import format_minor
 from domain.reconciliation import RECONCILIATION_TYPES, BillReconciled, reconciliation_id
-from ledger import chain
+from ledger import chain, trade_numbers
 from ledger.chain import ChainKey, Checkpoint
 from ledger.chain_keys import KeyRing, default_key_file, key_ring, wrong_key
 from ledger.mapper import DepositMapper
@@ -76,6 +77,8 @@ class VerifyReport:
     problems: list[Problem] = field(default_factory=list)
     problems_not_listed: int = 0
     checkpoint: Checkpoint | None = None
+    trade_numbers_held: int = 0
+    """Rows of ``trade_numbers`` found to be held by the payment they name."""
 
     @property
     def ok(self) -> bool:
@@ -191,9 +194,22 @@ class Auditor:
             if not balances_comparable:
                 detail = "the balances view has another release's columns: run deposit-ledger projections rebuild"
                 report.add(None, None, "balances", detail)
+            trade_numbers_kept = self.store.table_exists(connection.cursor(), trade_numbers.TABLE)
+            if not trade_numbers_kept:
+                detail = "the store has no trade-number table: open it with the ledger once to fill it from the events"
+                report.add(None, None, "trade_number", detail)
             self._verify_chain(connection, report, against, shops, advance)
-            self._verify_deposits(connection, report, shops, lambda done: advance(total + done), balances_comparable)
+            self._verify_deposits(
+                connection,
+                report,
+                shops,
+                lambda done: advance(total + done),
+                balances_comparable,
+                trade_numbers_kept,
+            )
             self._verify_orphans(connection, report)
+            if trade_numbers_kept:
+                self._verify_unheld_trade_numbers(connection, report)
         report.problems.sort(key=lambda problem: (problem.position is None, problem.position or 0))
         return report
 
@@ -289,6 +305,7 @@ class Auditor:
         shops: dict[str, str],
         advance: Callable[[int], None],
         balances_comparable: bool,
+        trade_numbers_kept: bool,
     ) -> None:
         rows = self._stream(
             connection,
@@ -306,7 +323,7 @@ class Auditor:
                 continue
             report.deposits_checked += 1
             done += self._verify_deposit(
-                lookups, report, deposit_hex, shops.get(deposit_hex), history, balances_comparable
+                lookups, report, deposit_hex, shops, history, balances_comparable, trade_numbers_kept
             )
             advance(done)
 
@@ -315,10 +332,12 @@ class Auditor:
         cursor: Any,
         report: VerifyReport,
         deposit_hex: str,
-        shop: str | None,
+        shops: dict[str, str],
         rows: Iterator[tuple[Any, ...]],
         balances_comparable: bool,
+        trade_numbers_kept: bool,
     ) -> int:
+        shop = shops.get(deposit_hex)
         deposit: ShopDeposit | None = None
         snapshots = self._snapshots(cursor, deposit_hex)
         position = 0
@@ -356,6 +375,8 @@ class Auditor:
                 report.add(
                     position, shop, "audit_trail", _difference(expected, stored, self.audit_trail.column_names())
                 )
+            if trade_numbers_kept and isinstance(event, Paid):
+                self._verify_trade_number(cursor, report, position, deposit.shop_id, event, shops)
             if deposit.version in snapshots:
                 snapshot = snapshots.pop(deposit.version)
                 if snapshot is None:
@@ -402,6 +423,46 @@ class Auditor:
                 detail = f"the {event.channel.value} bill of {event.bill_date} is recorded under another id"
                 report.add(position, None, "reconciliation", detail)
         return count
+
+    def _verify_trade_number(
+        self, cursor: Any, report: VerifyReport, position: int, shop: str, paid: Paid, shops: dict[str, str]
+    ) -> None:
+        # The payment must hold its pair; a pair held by another deposit is one payment counted twice.
+        pair = (paid.channel.value, paid.trade_no)
+        holder = trade_numbers.holders(cursor, [pair]).get(pair)
+        named = f"{paid.channel.value} trade number {paid.trade_no}"
+        if holder is None:
+            report.add(position, shop, "trade_number", f"{named} has no row: another shop could be paid it again")
+        elif holder.deposit_hex != paid.originator_id.hex:
+            other = shops.get(holder.deposit_hex, f"deposit {holder.deposit_hex}")
+            detail = f"{named} was paid into shop {other} too (position {holder.position}): one payment counted twice"
+            report.add(position, shop, "trade_number", detail)
+        elif holder.position != position:
+            report.add(position, shop, "trade_number", f"{named} names position {holder.position}, not {position}")
+        else:
+            report.trade_numbers_held += 1
+
+    def _verify_unheld_trade_numbers(self, connection: Any, report: VerifyReport) -> None:
+        # Rows that no payment explains would refuse a real payment of that trade number.
+        cursor = connection.cursor()
+        total = int(cursor.execute(f"SELECT COUNT(*) FROM {trade_numbers.TABLE}").fetchone()[0])
+        if total == report.trade_numbers_held:
+            return
+        position_column = self.store.position_column
+        cursor.execute(
+            f"SELECT t.position, t.channel, t.trade_no FROM {trade_numbers.TABLE} t "
+            f"LEFT JOIN {self.store.events_table} e ON e.{position_column} = t.position AND e.topic = ? "
+            f"WHERE e.{position_column} IS NULL ORDER BY t.position",
+            (trade_numbers.PAID_TOPIC,),
+        )
+        unexplained = cursor.fetchall()
+        for position, channel, trade_no in unexplained:
+            detail = f"{channel} trade number {trade_no} names no payment at its position: inserted"
+            report.add(position, None, "trade_number", detail)
+        rest = total - report.trade_numbers_held - len(unexplained)
+        if rest > 0:
+            detail = f"{rest} trade-number rows name a payment of another trade number or deposit: inserted"
+            report.add(None, None, "trade_number", detail)
 
     def _verify_orphans(self, connection: Any, report: VerifyReport) -> None:
         cursor = connection.cursor()

@@ -212,6 +212,14 @@ def pay_command(
     ref: Annotated[str, typer.Option("--ref", help="The channel's trade number (idempotency key).")],
     payer: Annotated[str | None, typer.Option("--payer", help="The paying account.")] = None,
     at: AtOption = None,
+    channel_time: Annotated[
+        str | None,
+        typer.Option(
+            "--channel-time",
+            help="When the channel says it was paid (ISO-8601 with a zone), for a late notification;"
+            " kept beside the effective time.",
+        ),
+    ] = None,
     as_json: JsonOption = False,
 ) -> None:
     """Record a payment; it is frozen at once, after settling what the shop owes."""
@@ -219,7 +227,9 @@ def pay_command(
         ctx,
         as_json,
         f"payment {channel} {ref}",
-        lambda ledger: ledger.pay(shop, amount, channel=channel, ref=ref, payer=payer, at=at),
+        lambda ledger: ledger.pay(
+            shop, amount, channel=channel, ref=ref, payer=payer, at=at, channel_time=channel_time
+        ),
     )
 
 

@@ -7,7 +7,7 @@ CSV row under a header row (``csv``). Fields are named like the command line's:
 ``refund-excess``, ``close``, ``refund``, ``force-close``, ``write-off``), ``shop``, ``at``
 (ISO-8601 with a zone; required in a journal), ``actor``, and the command's own
 options: ``currency``, ``required``, ``site``, ``category``, ``amount``,
-``order_value``, ``channel``, ``ref``, ``payer``, ``reason``, ``case``, ``add``,
+``order_value``, ``channel``, ``ref``, ``payer``, ``channel_time``, ``reason``, ``case``, ``add``,
 ``remove``, ``note``, and ``outcome`` (``upheld`` or ``rejected``: the
 ``--upheld``/``--rejected`` flags of ``resolve-appeal``). ``category``, ``add``
 and ``remove`` may name several categories, separated by commas (or, in JSON, as
@@ -121,6 +121,7 @@ FIELDS = (
     "channel",
     "ref",
     "payer",
+    "channel_time",
     "reason",
     "case",
     "outcome",
@@ -336,7 +337,7 @@ OPERATIONS: dict[str, Operation] = {
     ),
     "pay": Operation(
         required=("amount", "channel", "ref"),
-        optional=("payer",),
+        optional=("payer", "channel_time"),
         run=lambda ledger, f: ledger.pay(
             f["shop"],
             f["amount"],
@@ -345,6 +346,7 @@ OPERATIONS: dict[str, Operation] = {
             payer=f.get("payer"),
             at=f["at"],
             actor=f.get("actor"),
+            channel_time=f.get("channel_time"),
         ),
     ),
     "deduct": Operation(
@@ -712,6 +714,8 @@ class _Commands:
             )
             if event.payer is not None:
                 line["payer"] = event.payer
+            if event.channel_time is not None:
+                line["channel_time"] = stored_time(event.channel_time)
         elif isinstance(event, Deducted):
             line.update(op="deduct", reason=event.reason.value, case=event.case_id)
             if event.rule is None:

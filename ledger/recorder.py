@@ -27,7 +27,7 @@ from psycopg.rows import tuple_row
 from psycopg.sql import SQL, Identifier
 
 from domain import DepositEvent
-from ledger import chain
+from ledger import chain, trade_numbers
 from ledger.chain import ChainKey
 from ledger.chain_keys import KeyRing, key_for_new_links
 from ledger.store import QmarkCursor, StoreLocked
@@ -283,7 +283,8 @@ class LedgerPostgresFactory(PostgresFactory):
 
 
 class _ChainedAndProjected:
-    """What both recorders do around the library's insert: the chain, the current views, the news of the commit."""
+    """What both recorders do around the library's insert: the chain, the trade numbers, the current views, the news
+    of the commit."""
 
     after_insert: AfterInsert | None = None
     after_commit: AfterCommit | None = None
@@ -292,9 +293,11 @@ class _ChainedAndProjected:
     def _chain_and_project(
         self, cursor: Any, positions: Sequence[int], stored_events: Sequence[StoredEvent], **kwargs: Any
     ) -> None:
-        # Inside the insert's transaction: one link per event, then the views that were current.
+        # Inside the insert's transaction: one link per event, the trade numbers its payments
+        # claim (refused if another deposit holds one), then the views that were current.
         previous_head = self.chain_head.extend(cursor, _chain_rows(positions, stored_events))
         events = kwargs.get("deposit_events")
+        trade_numbers.claim(cursor, trade_numbers.claims_of(positions, stored_events, events))
         if self.after_insert is not None and events:
             self.after_insert(cursor, previous_head, positions, events)
 

@@ -18,6 +18,7 @@ deposits past their top-up, appeal and settlement deadlines.
 
 from __future__ import annotations
 
+import copy
 import tempfile
 import textwrap
 from collections.abc import Callable
@@ -44,6 +45,7 @@ from domain import (
     Refused,
     ShopAlreadyOpen,
     ShopNotFound,
+    TradeNumberTaken,
     WrongStatus,
 )
 from ledger import CommandResult, DepositLedger
@@ -492,6 +494,8 @@ class DepositLedgerMachine(RuleBasedStateMachine):
         self.model: dict[str, ModelShop] = {}
         self.live: dict[str, DepositState] = {}
         self.payments_made: list[tuple[str, str, str, int]] = []
+        self.trade_number_holders: dict[tuple[str, str], str] = {}
+        """Which shop holds each (channel, trade number): one payment, one shop, ledger-wide."""
         self.deductions_made: list[tuple[str, str, str, int]] = []
         self.priced_made: list[tuple[str, str, str, int | None]] = []
         self.holds_made: list[tuple[str, str, int]] = []
@@ -612,9 +616,18 @@ class DepositLedgerMachine(RuleBasedStateMachine):
     def attempt_payment(self, shop: str, channel: str, ref: str, amount: int, offset: int | None) -> None:
         at = self.moment(offset)
         text = major(amount, self.currency_of(shop))
-        expected = self.outcome(shop, at, lambda effective: self.model[shop].pay(channel, ref, amount, effective))
+        expected = self.outcome(shop, at, lambda effective: self.decide_payment(shop, channel, ref, amount, effective))
         if self.check("pay", shop, expected, lambda: self.ledger.pay(shop, text, channel=channel, ref=ref, at=at)):
             self.payments_made.append((shop, channel, ref, amount))
+            self.trade_number_holders[(channel, ref)] = shop
+
+    def decide_payment(self, shop: str, channel: str, ref: str, amount: int, at: datetime) -> Outcome:
+        """The shop's own rules first; a payment they would record is refused if another shop holds its number."""
+        holder = self.trade_number_holders.get((channel, ref))
+        if holder is not None and holder != shop:
+            would = copy.deepcopy(self.model[shop]).pay(channel, ref, amount, at)
+            return TradeNumberTaken if would is False else would
+        return self.model[shop].pay(channel, ref, amount, at)
 
     @rule(shop=st.sampled_from(SHOPS), channel=st.sampled_from(CHANNELS), amount=amounts, offset=at_offsets)
     def pay(self, shop: str, channel: str, amount: int, offset: int | None) -> None:

@@ -266,7 +266,7 @@ def test_a_batch_looks_its_deposits_up_together_not_line_by_line(
     ledger.open("old", currency="CNY", required="100", at="2024-12-01T00:00:00Z")
     records = [line("open", "tea", "2025-01-01T00:00:00Z", currency="CNY", required="100")]
     records += [
-        line("pay", shop, "2025-01-02T00:00:00Z", amount="1", channel="alipay", ref=f"A{n}")
+        line("pay", shop, "2025-01-02T00:00:00Z", amount="1", channel="alipay", ref=f"{shop}-{n}")
         for n in range(20)
         for shop in ("tea", "old")
     ]

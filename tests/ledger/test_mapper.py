@@ -75,6 +75,7 @@ def sample_records() -> list[Any]:
             channel=Channel.WECHAT_PAY,
             trade_no="4200001",
             payer="商户-1",
+            channel_time=datetime(2026, 3, 4, 23, 59, 58, tzinfo=UTC),
             **ENVELOPE,
         ),
         Frozen(originator_version=3, currency="CNY", amount_minor=150_000, **ENVELOPE),
@@ -268,12 +269,13 @@ def test_the_samples_cover_every_stored_type() -> None:
 def test_stored_state_is_compact_json_without_the_columns_or_a_first_class_version(
     plain_mapper: DepositMapper,
 ) -> None:
-    paid = sample_records()[1]
+    paid, frozen = sample_records()[1:3]
     stored = plain_mapper.to_stored_event(paid)
     state = stored_json(stored)
-    assert not {"originator_id", "originator_version", "class_version"} & state.keys()
+    assert not {"originator_id", "originator_version"} & state.keys()
     assert state["amount_minor"] == 150_000 and state["payer"] == "商户-1"
     assert b": " not in stored.state and "商户".encode() in stored.state
+    assert "class_version" not in stored_json(plain_mapper.to_stored_event(frozen))
 
 
 # ------------------------------------------------------------------ refusals
@@ -396,13 +398,13 @@ def test_events_stored_by_an_older_release_are_upcast_when_the_ledger_reads_them
     ledger: DepositLedger, reopen: Callable[[], DepositLedger], monkeypatch: pytest.MonkeyPatch, store: Store
 ) -> None:
     ledger.open("shop-1", currency="CNY", required="10")
-    ledger.pay("shop-1", "10", channel="alipay", ref="A1")  # stored as Paid version 1, without a payer
+    ledger.pay("shop-1", "10", channel="alipay", ref="A1")  # stored as Paid version 2, without a payer
 
     def require_a_payer(state: dict[str, Any]) -> None:
         state["payer"] = state.get("payer") or "unrecorded"
 
-    monkeypatch.setattr(Paid, "class_version", 2)
-    monkeypatch.setattr(Paid, "upcast_v1_v2", staticmethod(require_a_payer), raising=False)
+    monkeypatch.setattr(Paid, "class_version", 3)
+    monkeypatch.setattr(Paid, "upcast_v2_v3", staticmethod(require_a_payer), raising=False)
     newer = reopen()
     newer.pay("shop-1", "5", channel="alipay", ref="A2", payer="shop-1-entity")
 
@@ -414,7 +416,7 @@ def test_events_stored_by_an_older_release_are_upcast_when_the_ledger_reads_them
         (Paid.TOPIC,),
     )
     versions = [json.loads(state).get("class_version", 1) for (state,) in rows]
-    assert versions == [1, 2]
+    assert versions == [2, 3]
 
 
 # ------------------------------------------------- records of the first release
@@ -459,8 +461,8 @@ def test_events_stored_before_policies_load_with_empty_policy_fields(plain_mappe
 
 
 def test_the_bumped_events_are_stored_as_version_2(plain_mapper: DepositMapper) -> None:
-    opened, _, _, deducted, closing = sample_records()[:5]
-    for record in (opened, deducted, closing):
+    opened, paid, _, deducted, closing = sample_records()[:5]
+    for record in (opened, paid, deducted, closing):
         assert stored_json(plain_mapper.to_stored_event(record))["class_version"] == 2
 
 
