@@ -365,16 +365,7 @@ class Auditor:
                 report.add(position, shop, "replay", f"{type(error).__name__}: {error}".splitlines()[0])
                 broken = True
                 continue
-            expected = self.audit_trail.expected_row(
-                position, deposit.shop_id, deposit.currency, deposit.frozen_minor, event
-            )
-            stored = self.audit_trail.stored_row(cursor, position)
-            if stored is None:
-                report.add(position, shop, "audit_trail", "the event has no audit-trail row")
-            elif stored != expected:
-                report.add(
-                    position, shop, "audit_trail", _difference(expected, stored, self.audit_trail.column_names())
-                )
+            self._verify_audit_rows(cursor, report, position, shop, deposit, event)
             if trade_numbers_kept and isinstance(event, Paid):
                 self._verify_trade_number(cursor, report, position, deposit.shop_id, event, shops)
             if deposit.version in snapshots:
@@ -423,6 +414,28 @@ class Auditor:
                 detail = f"the {event.channel.value} bill of {event.bill_date} is recorded under another id"
                 report.add(position, None, "reconciliation", detail)
         return count
+
+    def _verify_audit_rows(
+        self, cursor: Any, report: VerifyReport, position: int, shop: str | None, deposit: ShopDeposit, event: Any
+    ) -> None:
+        # Every row of the event, each channel share of a refund included, and no other.
+        expected = self.audit_trail.expected_rows(
+            position, deposit.shop_id, deposit.currency, deposit.frozen_minor, event
+        )
+        stored = self.audit_trail.stored_rows(cursor, position)
+        if not stored:
+            report.add(position, shop, "audit_trail", "the event has no audit-trail row")
+        elif len(stored) != len(expected):
+            detail = f"the event has {len(stored)} audit-trail rows, the events say {len(expected)} (one per share)"
+            report.add(position, shop, "audit_trail", detail)
+        else:
+            for want, have in zip(expected, stored, strict=True):
+                if want != have:
+                    difference = _difference(want, have, self.audit_trail.column_names())
+                    report.add(
+                        position, shop, "audit_trail", f"share {have[1]}: {difference}" if have[1] else difference
+                    )
+                    break
 
     def _verify_trade_number(
         self, cursor: Any, report: VerifyReport, position: int, shop: str, paid: Paid, shops: dict[str, str]
@@ -544,7 +557,11 @@ class Auditor:
         start: datetime | None = None,
         end: datetime | None = None,
     ) -> int:
-        """Stream audit-trail rows with their chain hashes as CSV or JSON lines; return the count."""
+        """Stream audit-trail rows with their chain hashes as CSV or JSON lines; return the count.
+
+        A refund's channel shares are rows of their own (``share`` 1, 2, ...), each
+        carrying the chain hash of the refund's event, which holds its lines.
+        """
         conditions, params = [], []
         if deposit is not None:
             conditions.append("a.deposit_id = ?")
@@ -558,9 +575,9 @@ class Auditor:
         where = f"WHERE {' AND '.join(conditions)}" if conditions else ""
         query = (
             "SELECT a.position, a.shop_id, a.type, a.currency, a.amount_minor, a.frozen_after_minor, a.actor, "
-            "a.effective_at, a.recorded_at, a.channel, a.ref, a.reason, a.case_id, a.note, c.link "
+            "a.effective_at, a.recorded_at, a.channel, a.ref, a.reason, a.case_id, a.note, c.link, a.share "
             f"FROM {self.audit_trail.table} a LEFT JOIN event_chain c ON c.position = a.position "
-            f"{where} ORDER BY a.position"
+            f"{where} ORDER BY a.position, a.share"
         )
         writer = csv.writer(out) if file_format == "csv" else None
         if writer is not None:
@@ -605,8 +622,9 @@ EXPORT_COLUMNS = (
     "case",
     "note",
     "chain_hash",
+    "share",
 )
-"""The columns of ``export audit``, in order."""
+"""The columns of ``export audit``, in order (``share`` appended: 0, or a refund's channel share 1, 2, ...)."""
 
 
 def _export_record(row: tuple[Any, ...]) -> dict[str, Any]:
@@ -627,6 +645,7 @@ def _export_record(row: tuple[Any, ...]) -> dict[str, Any]:
         "case": row[12],
         "note": row[13],
         "chain_hash": bytes(row[14]).hex() if row[14] is not None else None,
+        "share": row[15],
     }
 
 

@@ -190,9 +190,11 @@ _AUDIT_DETAILS = ("channel", "ref", "reason", "case", "note")
 
 
 def audit_json(row: AuditRow) -> dict[str, Any]:
-    """One ``audit --json`` entry; channel, ref, reason, case and note only where the event has them."""
+    """One ``audit --json`` entry; a refund's channel ``share`` (1, 2, ...), channel, ref, reason, case
+    and note only where the row has them."""
     entry: dict[str, Any] = {
         "position": row.position,
+        **({"share": row.share} if row.share else {}),
         "type": row.type,
         "amount": None if row.amount_minor is None else format_minor(row.amount_minor, row.currency),
         "frozen_after": format_minor(row.frozen_after_minor, row.currency),
@@ -208,7 +210,7 @@ def audit_json(row: AuditRow) -> dict[str, Any]:
 
 
 def audit_table(rows: list[AuditRow], *, title: str) -> Table:
-    """The audit trail as a table: one row per event, oldest first."""
+    """The audit trail as a table: one row per event (per channel share of a refund), oldest first."""
     table = Table(title=title, title_justify="left")
     for column in ("pos", "effective", "event", "amount", "frozen after", "details", "actor"):
         table.add_column(column, justify="right" if column in ("pos", "amount", "frozen after") else "left")

@@ -1,10 +1,17 @@
-"""Audit-trail view: one row per event, in the event log's global order.
+"""Audit-trail view: one row per event, in the event log's global order; a refund's per channel.
 
 Each row says what the event was, how much money it moved (for a requirement
 change: the new requirement), the frozen balance after it, the channel, trade
 number, reason, case and note where the event has them, who asked for it and
 when. The running frozen balance continues from the
 deposit's previous row, so the view needs nothing but its own table.
+
+A refund (``Refunded``, ``ExcessRefunded``) that goes back through channels has
+one row per channel share instead: ``share`` 1, 2, ... in the refund's own order
+(newest payment first), each with the amount returned through that channel, the
+trade numbers it returns to (``ref``, comma-separated) and the frozen balance
+after that share. Every other row is ``share`` 0. Rows are keyed by
+``(position, share)``: the event's position in the store, and its part.
 """
 
 from __future__ import annotations
@@ -44,6 +51,8 @@ class AuditRow(BaseModel):
     model_config = ConfigDict(frozen=True)
 
     position: int
+    share: int = 0
+    """0 for an event's only row; 1, 2, ... for the channel shares of a refund."""
     shop_id: str
     type: str
     currency: str
@@ -61,6 +70,7 @@ class AuditRow(BaseModel):
 
 _COLUMNS = (
     "position",
+    "share",
     "deposit_id",
     "shop_id",
     "type",
@@ -87,13 +97,20 @@ class AuditTrailView(View):
     columns: ClassVar[tuple[str, ...]] = _COLUMNS
 
     def create_statements(self, table: str, position_key: str = "BIGINT PRIMARY KEY") -> list[str]:
-        """The audit table, keyed by the event's position in the store."""
+        """The audit table, keyed by the event's position in the store and the row's share of it.
+
+        Where positions are SQLite row ids (``INTEGER PRIMARY KEY``), the table is
+        ``WITHOUT ROWID``: the composite key is then the table's own b-tree, as the
+        position alone was, rather than a second b-tree beside it.
+        """
+        clustered = " WITHOUT ROWID" if position_key.startswith("INTEGER") else ""
         return [
             f"CREATE TABLE IF NOT EXISTS {table} ("
-            f"position {position_key}, deposit_id TEXT NOT NULL, shop_id TEXT NOT NULL, "
+            "position BIGINT NOT NULL, share INTEGER NOT NULL, deposit_id TEXT NOT NULL, shop_id TEXT NOT NULL, "
             "type TEXT NOT NULL, currency TEXT NOT NULL, amount_minor BIGINT, "
             "frozen_after_minor BIGINT NOT NULL, actor TEXT NOT NULL, effective_at TEXT NOT NULL, "
-            "recorded_at TEXT NOT NULL, channel TEXT, ref TEXT, reason TEXT, case_id TEXT, note TEXT)"
+            "recorded_at TEXT NOT NULL, channel TEXT, ref TEXT, reason TEXT, case_id TEXT, note TEXT, "
+            f"PRIMARY KEY (position, share)){clustered}"
         ]
 
     def index_statements(self, table: str) -> list[str]:
@@ -101,7 +118,7 @@ class AuditTrailView(View):
         return [f"CREATE INDEX IF NOT EXISTS {table}_deposit ON {table} (deposit_id, position)"]
 
     def apply(self, cursor: Cursor, table: str, batch: Sequence[Positioned], carry: Carry | None = None) -> None:
-        """Append one row per event, carrying each deposit's frozen balance forward."""
+        """Append each event's rows, carrying each deposit's frozen balance forward."""
         # Deposits keyed by their ids' integers: hashing UUID objects is a Python call.
         continued = {p.event.originator_id.int for p in batch if not isinstance(p.event, Opened)}
         last: dict[int, tuple[str, str, int]] = {}
@@ -122,7 +139,7 @@ class AuditTrailView(View):
                     raise LookupError(f"no audit rows for deposit {event.originator_id}") from None
                 frozen += frozen_change(event)
             last[deposit] = (shop_id, currency, frozen)
-            rows.append(_row(positioned.position, shop_id, currency, frozen, event, times))
+            rows.extend(_rows(positioned.position, shop_id, currency, frozen, event, times))
         cursor.executemany(
             f"INSERT INTO {table} ({_SELECT}) VALUES ({', '.join('?' * len(_COLUMNS))})",
             rows,
@@ -140,45 +157,86 @@ class AuditTrailView(View):
             cursor.execute(
                 f"SELECT deposit_id, shop_id, currency, frozen_after_minor FROM {table} WHERE position IN "
                 f"(SELECT MAX(position) FROM {table} WHERE deposit_id IN ({', '.join('?' * len(chunk))}) "
-                "GROUP BY deposit_id)",
+                "GROUP BY deposit_id) ORDER BY position, share",
                 chunk,
             )
+            # A refund's last share holds the balance after the whole event: it comes last.
             for deposit_hex, shop_id, currency, frozen in cursor.fetchall():
                 found[int(deposit_hex, 16)] = (shop_id, currency, frozen)
         return found
 
-    def expected_row(
+    def expected_rows(
         self, position: int, shop_id: str, currency: str, frozen_after_minor: int, event: DepositEvent
-    ) -> tuple[Any, ...]:
-        """The row this view must hold for ``event``: what a verifier compares against."""
-        return _row(position, shop_id, currency, frozen_after_minor, event)
+    ) -> list[tuple[Any, ...]]:
+        """The rows this view must hold for ``event``, by share: what a verifier compares against."""
+        return _rows(position, shop_id, currency, frozen_after_minor, event)
 
     @staticmethod
     def column_names() -> tuple[str, ...]:
         """The columns of a row, in the order of the tuples above."""
         return _COLUMNS
 
-    def stored_row(self, cursor: Cursor, position: int) -> tuple[Any, ...] | None:
-        """The row held for ``position``, as a tuple comparable with :meth:`expected_row`."""
-        cursor.execute(f"SELECT {_SELECT} FROM {self.table} WHERE position = ?", (position,))
-        row = cursor.fetchone()
-        return None if row is None else tuple(row)
+    def stored_rows(self, cursor: Cursor, position: int) -> list[tuple[Any, ...]]:
+        """The rows held for ``position``, by share, as tuples comparable with :meth:`expected_rows`."""
+        cursor.execute(f"SELECT {_SELECT} FROM {self.table} WHERE position = ? ORDER BY share", (position,))
+        return [tuple(row) for row in cursor.fetchall()]
 
     # ------------------------------------------------------------------ queries
 
     def rows(self, cursor: Cursor, deposit: UUID) -> list[AuditRow]:
         """The deposit's rows, oldest first."""
-        cursor.execute(f"SELECT {_SELECT} FROM {self.table} WHERE deposit_id = ? ORDER BY position", (deposit.hex,))
+        cursor.execute(
+            f"SELECT {_SELECT} FROM {self.table} WHERE deposit_id = ? ORDER BY position, share", (deposit.hex,)
+        )
         return [_audit_row(row) for row in cursor.fetchall()]
 
 
-def _row(
+def _rows(
     position: int,
     shop_id: str,
     currency: str,
     frozen_after: int,
     event: DepositEvent,
     times: dict[datetime, str] | None = None,
+) -> list[tuple[Any, ...]]:
+    # A refund through channels: one row per channel, the balance running down share by share.
+    if isinstance(event, Refunded | ExcessRefunded) and event.lines:
+        shares: dict[str, tuple[int, list[str]]] = {}
+        for line in event.lines:
+            amount, refs = shares.get(line.channel.value, (0, []))
+            shares[line.channel.value] = (amount + line.amount_minor, [*refs, line.trade_no])
+        rows = []
+        frozen = frozen_after + event.amount_minor
+        for number, (channel, (amount, refs)) in enumerate(shares.items(), start=1):
+            frozen -= amount
+            rows.append(
+                _row(
+                    position,
+                    number,
+                    shop_id,
+                    currency,
+                    frozen,
+                    event,
+                    times,
+                    amount=amount,
+                    channel=channel,
+                    ref=",".join(refs),
+                )
+            )
+        assert frozen == frozen_after, f"refund lines of position {position} do not add up to its amount"
+        return rows
+    return [_row(position, 0, shop_id, currency, frozen_after, event, times)]
+
+
+def _row(
+    position: int,
+    share: int,
+    shop_id: str,
+    currency: str,
+    frozen_after: int,
+    event: DepositEvent,
+    times: dict[datetime, str] | None = None,
+    **share_fields: Any,
 ) -> tuple[Any, ...]:
     amount: int | None = None
     channel = ref = reason = case = note = None
@@ -192,8 +250,8 @@ def _row(
     elif isinstance(event, Deducted):
         amount, reason, case, note = event.amount_collected_minor, event.reason.value, event.case_id, event.note
     elif isinstance(event, Refunded | ExcessRefunded):
-        amount = event.amount_minor
-        channel = ",".join(sorted({line.channel.value for line in event.lines})) or None
+        amount = share_fields.get("amount", event.amount_minor)
+        channel, ref = share_fields.get("channel"), share_fields.get("ref")
     elif isinstance(event, Forfeited):
         amount, reason = event.amount_minor, event.reason
     elif isinstance(event, RequirementChanged):
@@ -210,6 +268,7 @@ def _row(
         raise AssertionError(f"the audit trail does not know {type(event).__name__}")
     return (
         position,
+        share,
         event.originator_id.hex,
         shop_id,
         event.type_name,
@@ -253,17 +312,18 @@ def _audit_row(row: Sequence[Any]) -> AuditRow:
 def _decoded_audit_row(row: Sequence[Any]) -> AuditRow:
     return AuditRow(
         position=row[0],
-        shop_id=row[2],
-        type=row[3],
-        currency=row[4],
-        amount_minor=row[5],
-        frozen_after_minor=row[6],
-        actor=row[7],
-        effective_at=read_stored_time(row[8]),
-        recorded_at=read_stored_time(row[9]),
-        channel=row[10],
-        ref=row[11],
-        reason=row[12],
-        case=row[13],
-        note=row[14],
+        share=row[1],
+        shop_id=row[3],
+        type=row[4],
+        currency=row[5],
+        amount_minor=row[6],
+        frozen_after_minor=row[7],
+        actor=row[8],
+        effective_at=read_stored_time(row[9]),
+        recorded_at=read_stored_time(row[10]),
+        channel=row[11],
+        ref=row[12],
+        reason=row[13],
+        case=row[14],
+        note=row[15],
     )

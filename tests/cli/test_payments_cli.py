@@ -37,3 +37,22 @@ def test_pay_keeps_the_channel_time_and_history_shows_it(cli: Run, monkeypatch: 
     assert table.code == 0 and "channel_time=2025-01-07T01:00:00Z" in table.out
     late = cli(f"pay tea-house 1 --channel alipay --ref A2 --at {at(days=3)} --channel-time {at(days=4)}")
     assert late.code == 2 and "after the payment's effective time" in late.err
+
+
+def test_audit_shows_each_channel_share_of_a_refund(cli: Run, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("COLUMNS", "200")
+    assert cli(f"open tea-house --currency CNY --required 2000 --at {at()}").code == 0
+    assert cli(f"pay tea-house 1500 --channel alipay --ref A1 --at {at(days=1)}").code == 0
+    assert cli(f"pay tea-house 500 --channel wechat_pay --ref W1 --at {at(days=1)}").code == 0
+    assert cli(f"close tea-house --at {at(days=2)}").code == 0
+    assert cli(f"refund tea-house --at {at(days=100)}").code == 0
+
+    rows = [row for row in cli("audit tea-house --json").json() if row["type"] == "Refunded"]
+
+    assert [(row["share"], row["amount"], row["frozen_after"], row["channel"], row["ref"]) for row in rows] == [
+        (1, "500.00", "1500.00", "wechat_pay", "W1"),
+        (2, "1500.00", "0.00", "alipay", "A1"),
+    ]
+    table = cli("audit tea-house")
+    assert table.code == 0
+    assert "channel=wechat_pay ref=W1" in table.out and "channel=alipay ref=A1" in table.out

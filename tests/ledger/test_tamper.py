@@ -394,7 +394,8 @@ def test_a_forged_audit_row_is_caught(store: Path, capsys: pytest.CaptureFixture
     forged_at = head(store) + 5
     with tampering(store) as db:
         db.execute(
-            "INSERT INTO audit_trail SELECT ?, deposit_id, shop_id, type, currency, amount_minor, frozen_after_minor, "
+            "INSERT INTO audit_trail SELECT ?, share, deposit_id, shop_id, type, currency, amount_minor, "
+            "frozen_after_minor, "
             "actor, effective_at, recorded_at, channel, ref, reason, case_id, note FROM audit_trail WHERE position = ?",
             (forged_at, position_of(store, "tea-house", 6)),
         )

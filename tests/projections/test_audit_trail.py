@@ -33,7 +33,9 @@ REFUNDED_TRAIL = [
     ("Frozen", 50000, 200000, None, None, None, None, None),
     ("Deducted", 5000, 195000, None, None, "late_shipment", "LS-1", "3 orders shipped after 48h"),
     ("ClosureRequested", None, 195000, None, None, None, None, None),
-    ("Refunded", 195000, 0, "alipay,wechat_pay", None, None, None, None),
+    # One row per channel share, newest payment first: the running balance goes down share by share.
+    ("Refunded", 50000, 145000, "wechat_pay", "W1", None, None, None),
+    ("Refunded", 145000, 0, "alipay", "A1", None, None, None),
 ]
 FORFEITED_TRAIL = [
     ("Opened", 100000, 0, None, None, None, None, None),
@@ -69,15 +71,16 @@ POLICY_TRAIL = [
     ("RequirementChanged", 400000, 388000, None, None, "categories removed jewelry", None, "categories: food"),
     ("Paid", 20000, 388000, "wechat_pay", "W1", None, None, None),
     ("Frozen", 20000, 408000, None, None, None, None, None),
-    ("ExcessRefunded", 8000, 400000, "wechat_pay", None, None, None, None),
+    ("ExcessRefunded", 8000, 400000, "wechat_pay", "W1", None, None, None),
     ("Deducted", 50000, 350000, None, None, "fake_listing", "FL-1", None),
     ("ClosureRequested", None, 350000, None, None, None, None, None),
-    ("Refunded", 350000, 0, "alipay,wechat_pay", None, None, None, None),
+    ("Refunded", 12000, 338000, "wechat_pay", "W1", None, None, None),
+    ("Refunded", 338000, 0, "alipay", "A1", None, None, None),
     ("AppealFiled", None, 0, None, None, None, "FL-1", None),
     # Upheld after the refund: the money comes back and is refunded again.
     ("DeductionReversed", 50000, 0, None, None, "fake_listing", "FL-1", None),
     ("Frozen", 50000, 50000, None, None, None, None, None),
-    ("Refunded", 50000, 0, "alipay", None, None, None, None),
+    ("Refunded", 50000, 0, "alipay", "A1", None, None, None),
 ]
 
 
@@ -127,8 +130,13 @@ def test_a_row_carries_position_shop_currency_actor_and_both_times(
     events = events_of(refunded_story())
     view.apply(cursor, TABLE, positioned(events, first=101))
     rows = view.rows(cursor, deposit_id("tea-house"))
-    assert [row.position for row in rows] == list(range(101, 101 + len(events)))
-    for row, event in zip(rows, events, strict=True):
+    # The refund, last, has a row per channel share: positions repeat, shares tell them apart.
+    assert [(row.position, row.share) for row in rows] == [
+        *((position, 0) for position in range(101, 100 + len(events))),
+        (100 + len(events), 1),
+        (100 + len(events), 2),
+    ]
+    for row, event in zip(rows, [*events, events[-1]], strict=True):
         assert (row.shop_id, row.currency, row.actor) == ("tea-house", "CNY", "risk-ops")
         assert (row.effective_at, row.recorded_at) == (event.effective_at, event.recorded_at)
         assert row.type == event.type_name
@@ -164,7 +172,7 @@ def test_event_by_event_equals_one_batch_with_the_opening() -> None:
     for one in batch:
         single_view.apply(single_cursor, TABLE, [one])
     assert table_rows(cursor, TABLE) == table_rows(single_cursor, TABLE)
-    assert len(table_rows(cursor, TABLE)) == len(batch)
+    assert len(table_rows(cursor, TABLE)) == len(batch) + 1  # the refund's two channel shares
 
 
 def test_a_payment_split_between_paid_and_frozen(audit: tuple[AuditTrailView, sqlite3.Cursor]) -> None:
@@ -201,6 +209,7 @@ def test_rows_are_audit_rows(audit: tuple[AuditTrailView, sqlite3.Cursor]) -> No
     assert isinstance(row, AuditRow)
     assert row.model_dump(exclude={"effective_at", "recorded_at"}) == {
         "position": 1,
+        "share": 0,
         "shop_id": "tea-house",
         "type": "Opened",
         "currency": "CNY",
