@@ -78,7 +78,7 @@ def test_an_exported_journal_imports_back_with_the_channel_time(
     for file_format in ("jsonl", "csv"):
         journal = io.StringIO()
         export_journal(ledger, journal, file_format=file_format)
-        assert "2026-03-04T23:59:58.250000Z" in journal.getvalue()
+        assert "2026-03-04T23:59:58.250000+00:00" in journal.getvalue()
         target = DepositLedger(str(tmp_path / f"copy-{file_format}.db"), actor="tester", clock=clock)
         try:
             journal.seek(0)
