@@ -190,11 +190,10 @@ _AUDIT_DETAILS = ("channel", "ref", "reason", "case", "note")
 
 
 def audit_json(row: AuditRow) -> dict[str, Any]:
-    """One ``audit --json`` entry; a refund's channel ``share`` (1, 2, ...), channel, ref, reason, case
-    and note only where the row has them."""
+    """One ``audit --json`` entry; channel, ref, reason, case, note and a refund's channel ``share``
+    (1, 2, ...) only where the row has them, after the keys every entry has."""
     entry: dict[str, Any] = {
         "position": row.position,
-        **({"share": row.share} if row.share else {}),
         "type": row.type,
         "amount": None if row.amount_minor is None else format_minor(row.amount_minor, row.currency),
         "frozen_after": format_minor(row.frozen_after_minor, row.currency),
@@ -206,6 +205,8 @@ def audit_json(row: AuditRow) -> dict[str, Any]:
         value = getattr(row, key)
         if value is not None:
             entry[key] = value
+    if row.share:
+        entry["share"] = row.share
     return entry
 
 

@@ -127,7 +127,8 @@ def _check(ledger: DepositLedger) -> None:
         assert ledger.balance(shop_id) == state
         history = ledger.history(shop_id)
         audit = ledger.audit(shop_id)
-        assert [(row.type, row.effective_at, row.actor) for row in audit] == [
+        # Every event once: a refund's channel shares after the first are more rows of the same event.
+        assert [(row.type, row.effective_at, row.actor) for row in audit if row.share <= 1] == [
             (event.type_name, event.effective_at, event.actor) for event in history
         ]
         assert audit[-1].frozen_after_minor == state.frozen_minor
@@ -139,7 +140,7 @@ def _check(ledger: DepositLedger) -> None:
             f"SELECT {store.position_column}, topic FROM {store.events_table} ORDER BY {store.position_column}"
         ).fetchall()
         trail = connection.execute(
-            "SELECT position, 'ShopDeposit.' || type FROM audit_trail ORDER BY position"
+            "SELECT position, 'ShopDeposit.' || type FROM audit_trail WHERE share <= 1 ORDER BY position"
         ).fetchall()
     assert trail == stored, "every event exactly once, in global order"
     assert {status.name: status.lag for status in ledger.projection_status()} == {"balances": 0, "audit_trail": 0}

@@ -279,7 +279,7 @@ def record_three_shops(url: str) -> None:
     ledger = DepositLedger(url, actor="tester")
     for shop in ("tea-house", "closing-shop", "gone-shop"):
         ledger.open(shop, currency="CNY", required="2000", site="CN", at=at())
-        ledger.pay(shop, "2000", channel="alipay", ref="A1", at=at(days=1))
+        ledger.pay(shop, "2000", channel="alipay", ref=f"A1-{shop}", at=at(days=1))
     ledger.deduct("tea-house", "50", reason="late_shipment", case="LS-1", at=at(days=2))
     ledger.close_shop("closing-shop", at=at(days=2))
     ledger.force_close("gone-shop", reason="fraud", at=at(days=2))
@@ -330,9 +330,9 @@ FAILURES = [
     ),
     pytest.param("force-close gone-shop --reason again", REFUSED, "cannot be force-closed", id="force-close-twice"),
     pytest.param(
-        "pay tea-house 1999 --channel alipay --ref A1",
+        "pay tea-house 1999 --channel alipay --ref A1-tea-house",
         REFUSED,
-        "payment alipay A1 was recorded with 2000.00 CNY, not 1999.00 CNY",
+        "payment alipay A1-tea-house was recorded with 2000.00 CNY, not 1999.00 CNY",
         id="payment-conflict",
     ),
     pytest.param(

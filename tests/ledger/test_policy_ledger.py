@@ -43,19 +43,19 @@ def story(ledger: DepositLedger, clock: FakeClock) -> DepositLedger:
     ledger.resolve_appeal("noodle-bar", case="AS-1", upheld=False)
 
     ledger.open("tea-house", site="CN", categories=["general", "jewelry"])
-    ledger.pay("tea-house", "3000", channel="alipay", ref="A1")
-    ledger.pay("tea-house", "2000", channel="wechat_pay", ref="W1")
+    ledger.pay("tea-house", "3000", channel="alipay", ref="TEA-A1")
+    ledger.pay("tea-house", "2000", channel="wechat_pay", ref="TEA-W1")
     ledger.change_categories("tea-house", remove=["jewelry"])
     ledger.refund_excess("tea-house")
     ledger.deduct("tea-house", reason="fake_listing", case="FL-1")
 
     ledger.open("gadgets", site="UK", categories=["electronics"])
-    ledger.pay("gadgets", "3000", channel="wechat_pay", ref="W1")
+    ledger.pay("gadgets", "3000", channel="wechat_pay", ref="GAD-W1")
     ledger.hold("gadgets", "500", case="AS-7")
     ledger.force_close("gadgets", reason="counterfeit goods")
 
     ledger.open("kimono", currency="JPY", required="70000", site="JP")
-    ledger.pay("kimono", "70000", channel="wechat_pay", ref="W1")
+    ledger.pay("kimono", "70000", channel="wechat_pay", ref="KIM-W1")
     ledger.deduct("kimono", "50000", reason="order_brushing", case="OB-1")
     ledger.deduct("kimono", "30000", reason="fake_listing", case="FL-2")  # 20 000 collected, 10 000 owed
     ledger.appeal("kimono", case="OB-1")
