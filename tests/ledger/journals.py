@@ -98,7 +98,7 @@ POLICY_STORY: list[dict[str, str]] = [
     line("open", "late-appeal", "2025-02-01T00:00:00Z", site="UK", category="beauty,apparel"),
     line("pay", "late-appeal", "2025-02-01T01:00:00Z", amount="2000", channel="alipay", ref="L1"),
     line("close", "late-appeal", "2025-02-02T00:00:00Z"),
-    line("pay", "late-appeal", "2025-03-01T00:00:00Z", amount="100", channel="wechat_pay", ref="W1"),
+    line("pay", "late-appeal", "2025-03-01T00:00:00Z", amount="100", channel="wechat_pay", ref="L-W1"),
     line("deduct", "late-appeal", "2025-04-20T00:00:00Z", amount="150", reason="other", case="X-1"),
     line("appeal", "late-appeal", "2025-05-10T00:00:00Z", case="X-1"),
     line("resolve-appeal", "late-appeal", "2025-05-12T00:00:00Z", case="X-1", outcome="upheld"),

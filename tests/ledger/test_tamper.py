@@ -675,7 +675,8 @@ def test_a_rule_abiding_payment_appended_without_the_key_is_caught(
     # Before the chain was keyed, recomputing the links made this forgery invisible.
     forged_at = append_forged_payment(store, key)
     report = assert_caught(store, capsys, first=forged_at, kind="chain")
-    assert {problem.kind for problem in report.problems} == {"chain"}
+    # Written behind the ledger, the payment holds no trade number either.
+    assert {problem.kind for problem in report.problems} == {"chain", "trade_number"}
     assert "keyed" in report.problems[0].detail
 
 
@@ -684,14 +685,15 @@ def test_a_payment_appended_with_the_key_is_what_only_the_key_can_do(store: Path
     # That is why the key lives outside the database, readable by the ledger's owner alone.
     before = take_checkpoint(store)
     append_forged_payment(store, store_key(store))
-    assert auditor(store).verify(before).ok
+    # Only the trade-number table, written by the ledger alone, tells it apart.
+    assert {problem.kind for problem in auditor(store).verify(before).problems} == {"trade_number"}
 
 
 def test_a_payment_left_unfrozen_is_caught_even_with_the_key(store: Path, capsys: pytest.CaptureFixture[str]) -> None:
     # Replay alone accepts money in hand that no Frozen placed; no command ever leaves it so.
     forged_at = append_forged_payment(store, store_key(store), with_frozen=False)
     report = assert_caught(store, capsys, first=forged_at, kind="unfrozen")
-    assert {problem.kind for problem in report.problems} == {"unfrozen"}
+    assert {problem.kind for problem in report.problems} == {"unfrozen", "trade_number"}
     assert report.problems[0].shop_id == LONG_SHOP
 
 
