@@ -147,6 +147,9 @@ def ensure_table(store: Any, connection: Any, mapper: Mapper[UUID]) -> int:
     earliest payment of a pair holds it; a later payment of the same pair on
     another deposit (possible before this table existed) is left for ``verify``.
     """
+    # Opening a ledger takes no lock when the table is there: only a store without it waits for one.
+    if store.table_exists(connection.cursor(), TABLE):
+        return 0
     with store.write_transaction(connection) as cursor:
         store.serialise_schema_changes(cursor)
         if store.table_exists(cursor, TABLE):
