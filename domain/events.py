@@ -14,16 +14,40 @@ method that rewrites the stored dict of the older version.
 
 from __future__ import annotations
 
+import unicodedata
 from enum import StrEnum
 from typing import Annotated, Any, ClassVar
 from uuid import UUID
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints
 
 from domain.money import MAX_AMOUNT_MINOR
 
-ShopId = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$")]
-"""1 to 64 letters, digits and ``_ . : -``, starting with a letter or digit."""
+SHOP_ID_MAX_CHARS = 64
+"""The longest shop id, in characters (Unicode code points, NFC)."""
+
+SHOP_ID_MAX_BYTES = 128
+"""The longest shop id in UTF-8: 42 CJK characters, 64 Latin ones. Every store column, index and
+key derived from a shop id holds this many bytes."""
+
+
+def _nfc_within_bytes(shop_id: str) -> str:
+    # One spelling per shop: its deposit id is derived from these exact code points.
+    if not unicodedata.is_normalized("NFC", shop_id):
+        raise ValueError("a shop id is stored in Unicode normal form C")
+    if len(shop_id.encode("utf-8")) > SHOP_ID_MAX_BYTES:
+        raise ValueError(f"a shop id has at most {SHOP_ID_MAX_BYTES} bytes in UTF-8")
+    return shop_id
+
+
+ShopId = Annotated[
+    str,
+    StringConstraints(pattern=rf"^[\p{{L}}\p{{Nd}}][\p{{L}}\p{{M}}\p{{Nd}}_.:-]{{0,{SHOP_ID_MAX_CHARS - 1}}}$"),
+    AfterValidator(_nfc_within_bytes),
+]
+"""1 to 64 letters of any script (with their combining marks), digits and ``_ . : -``, starting
+with a letter or digit, in NFC, at most 128 bytes in UTF-8: ``tea-house``, ``杭州茶叶铺``. No
+whitespace, control, format (bidi, zero-width) or symbol characters."""
 
 CaseId = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:/-]{0,63}$")]
 """The platform's case (violation ticket) number: 1 to 64 characters."""

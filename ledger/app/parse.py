@@ -11,6 +11,7 @@ as they are, or word their own.
 
 from __future__ import annotations
 
+import unicodedata
 from collections.abc import Iterable
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -20,7 +21,7 @@ from typing import Any, TypeVar
 from pydantic import TypeAdapter, ValidationError
 
 from domain import MalformedInput
-from domain.events import Actor, CaseId, CategoryCode, ShopId
+from domain.events import SHOP_ID_MAX_BYTES, SHOP_ID_MAX_CHARS, Actor, CaseId, CategoryCode, ShopId
 from domain.money import parse_decimal
 
 EARLIEST_EFFECTIVE_AT = datetime(2000, 1, 1, tzinfo=UTC)
@@ -34,6 +35,9 @@ _SHOP_ID: TypeAdapter[str] = TypeAdapter(ShopId)
 _CASE_ID: TypeAdapter[str] = TypeAdapter(CaseId)
 _CATEGORY: TypeAdapter[str] = TypeAdapter(CategoryCode)
 _ACTOR: TypeAdapter[str] = TypeAdapter(Actor)
+_NOT_IN_NAMES = frozenset({"Cc", "Cf", "Cs", "Zl", "Zp"})
+"""Unicode categories no name may hold: controls, format characters (bidi overrides and isolates,
+zero-width joiners and spaces, the byte-order mark), surrogates, line and paragraph separators."""
 _Choice = TypeVar("_Choice", bound=StrEnum)
 
 
@@ -125,11 +129,18 @@ def parse_version(value: object) -> int:
 
 
 def parse_shop_id(shop_id: object) -> str:
-    """A valid shop id, or ``MalformedInput``."""
+    """A valid shop id in Unicode normal form C, or ``MalformedInput``.
+
+    Normalised first, so that the same name typed as composed or decomposed
+    characters (``café`` as ``e`` + U+0301) is the same shop.
+    """
+    given = text(shop_id, "shop id")
     return _valid(
         _SHOP_ID,
-        text(shop_id, "shop id"),
-        "shop id {!r} must be 1-64 letters, digits or _ . : -, starting with a letter or digit",
+        unicodedata.normalize("NFC", given),
+        f"shop id {{!r}} must be 1-{SHOP_ID_MAX_CHARS} letters of any script, digits or _ . : -, starting with "
+        f"a letter or digit, at most {SHOP_ID_MAX_BYTES} bytes in UTF-8",
+        shown=given,
     )
 
 
@@ -154,8 +165,19 @@ def parse_category(category: object) -> str:
 
 
 def parse_actor(actor: object) -> str:
-    """A valid actor name, or ``MalformedInput``."""
-    return _valid(_ACTOR, text(actor, "actor"), "actor {!r} must be 1-64 characters without control characters")
+    """A valid actor name, or ``MalformedInput``.
+
+    Who asked is read by people in tables and exports: a bidi override
+    (U+202E) or a zero-width character would make one name look like another,
+    so format characters are refused with the control characters.
+    """
+    given = text(actor, "actor")
+    if any(unicodedata.category(character) in _NOT_IN_NAMES for character in given):
+        raise MalformedInput(
+            f"actor {given!r} must be 1-64 characters without control, format (bidi, zero-width) "
+            "or line-separator characters"
+        )
+    return _valid(_ACTOR, given, "actor {!r} must be 1-64 characters without control characters")
 
 
 def parse_choice(choices: type[_Choice], value: object, what: str) -> _Choice:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import re
+import shlex
 import sqlite3
 from contextlib import closing
 from decimal import Decimal
@@ -500,6 +501,25 @@ def test_the_actor_is_the_option_else_the_environment_else_the_os_user(
     done(cli(f"{option} open tea-house --currency CNY --required 2000 --at {at()}"))
     done(cli(f"{option} pay tea-house 2000 --channel alipay --ref A1"))
     assert [entry["actor"] for entry in ok(cli("history tea-house --json"))] == [recorded] * 3
+
+
+@pytest.mark.parametrize(
+    "actor",
+    ["eve\u202elanimda", "\u2066admin\u2069", "ad\u200bmin", "admin\x85", "admin\u2028", "\ufeffadmin", "a\x1bb"],
+)
+def test_an_actor_with_control_or_bidi_characters_is_refused_in_one_line(
+    cli: Run, monkeypatch: pytest.MonkeyPatch, actor: str
+) -> None:
+    outcome = cli(f"--actor {shlex.quote(actor)} open tea-house --currency CNY --required 2000 --at {at()}")
+    assert (outcome.code, len(outcome.err_lines)) == (2, 1), outcome
+    assert "control, format (bidi, zero-width) or line-separator characters" in outcome.err
+    monkeypatch.setenv("DEPOSIT_LEDGER_ACTOR", actor)
+    from_env = cli(f"open tea-house --currency CNY --required 2000 --at {at()}")
+    assert from_env.code == 2
+    assert len(from_env.err_lines) == 1 and "actor" in from_env.err and "bidi" in from_env.err
+    monkeypatch.setenv("DEPOSIT_LEDGER_ACTOR", "风控 张三")
+    done(cli(f"open tea-house --currency CNY --required 2000 --at {at()}"))
+    assert ok(cli("history tea-house --json"))[0]["actor"] == "风控 张三"
 
 
 # ---------------------------------------------------------------------------------- store
