@@ -113,7 +113,7 @@ class SharePenalty(BaseModel):
     def amount_for(self, order_value_minor: int | None) -> int:
         """``rate × order value``, rounded down (never a fraction of a cent against the merchant), floored, capped."""
         if order_value_minor is None:
-            raise MalformedInput("this reason is priced as a share of the order value: give --order-value")
+            raise MalformedInput("this reason is priced as a share of the order value: give the order value")
         # Exact: at most 14 digits of order value times 6 decimals of rate fit Decimal's 28 digits.
         share = int((self.rate * order_value_minor).to_integral_value(rounding=ROUND_FLOOR))
         amount = max(share, self.floor_minor)

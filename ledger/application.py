@@ -51,7 +51,8 @@ from domain import (
     deposit_id,
     project_deposit,
 )
-from domain.money import normalise_currency, parse_decimal, to_minor
+from domain.money import normalise_currency, to_minor
+from ledger.app import parse as edge
 from ledger.app.parse import (
     parse_actor,
     parse_case_id,
@@ -392,14 +393,17 @@ class DepositLedger(Application[UUID]):
         with it, the amount is taken as given, exactly as before policies.
         """
         shop_id = parse_shop_id(shop_id)
+        currency = edge.optional_text(currency, "currency")
+        required = edge.optional_amount(required, "required amount")
+        site = edge.optional_text(site, "site")
         site_code = site.strip().upper() if site is not None else None
-        chosen = sorted({parse_category(category) for category in categories})
+        chosen = sorted({parse_category(category) for category in edge.texts(categories, "categories")})
         if chosen and site_code is None:
-            raise MalformedInput("--category needs --site: the policy prices categories per site")
+            raise MalformedInput("categories need a site: the policy prices categories per site")
         policy_version: str | None = None
         if required is None:
             if site_code is None or not chosen:
-                raise MalformedInput("give --required, or --site and --category to derive it from the policy")
+                raise MalformedInput("give the required amount, or a site and categories to derive it from the policy")
             code = self._site_currency(site_code, currency)
             required_minor = self.policy.requirement_minor(site_code, chosen)
             policy_version = self.policy.version
@@ -409,6 +413,7 @@ class DepositLedger(Application[UUID]):
             if chosen and site_code is not None:
                 self.policy.requirement_minor(site_code, chosen)  # names any category the policy lacks
         effective_at = self._effective_at(at)
+        actor = self._actor(actor)
 
         def attempt() -> CommandResult:
             if self._find(shop_id) is not None:
@@ -453,8 +458,10 @@ class DepositLedger(Application[UUID]):
         before the deposit's last event, never after the payment's effective time.
         """
         shop_id = parse_shop_id(shop_id)
-        parse_decimal(amount)
+        amount = edge.amount(amount)
         chosen_channel = parse_choice(Channel, channel, "channel")
+        ref = edge.text(ref, "trade number")
+        payer = edge.optional_text(payer, "payer")
         effective_at = self._effective_at(at)
         paid_at = self._channel_time(channel_time, effective_at)
 
@@ -494,12 +501,12 @@ class DepositLedger(Application[UUID]):
         id, like payments by trade number.
         """
         shop_id = parse_shop_id(shop_id)
-        if amount is not None:
-            parse_decimal(amount)
-            if order_value is not None:
-                raise MalformedInput("give AMOUNT or --order-value, not both: the order value prices by the policy")
-        elif order_value is not None:
-            parse_decimal(order_value)
+        amount = edge.optional_amount(amount)
+        order_value = edge.optional_amount(order_value, "order value")
+        case = edge.text(case, "case id")
+        note = edge.text(note, "note")
+        if amount is not None and order_value is not None:
+            raise MalformedInput("give an amount or an order value, not both: the order value prices by the policy")
         chosen_reason = parse_choice(DeductionReason, reason, "reason")
         effective_at = self._effective_at(at)
         policy = self.policy
@@ -543,8 +550,9 @@ class DepositLedger(Application[UUID]):
     ) -> CommandResult:
         """Hold part of the frozen balance for an open case; idempotent by case id."""
         shop_id = parse_shop_id(shop_id)
-        parse_decimal(amount)
+        amount = edge.amount(amount)
         case_id = parse_case_id(case)
+        note = edge.text(note, "note")
         effective_at = self._effective_at(at)
         return self._change(
             shop_id,
@@ -561,6 +569,7 @@ class DepositLedger(Application[UUID]):
         """Release what a case holds: it settles what is owed, the rest is frozen again."""
         shop_id = parse_shop_id(shop_id)
         case_id = parse_case_id(case)
+        note = edge.text(note, "note")
         effective_at = self._effective_at(at)
         return self._change(
             shop_id,
@@ -575,6 +584,7 @@ class DepositLedger(Application[UUID]):
         """The merchant appeals the deduction of a case, within the policy's appeal window."""
         shop_id = parse_shop_id(shop_id)
         case_id = parse_case_id(case)
+        note = edge.text(note, "note")
         effective_at = self._effective_at(at)
         terms = self.policy.terms
         return self._change(
@@ -596,7 +606,9 @@ class DepositLedger(Application[UUID]):
     ) -> CommandResult:
         """Record an appeal's outcome: upheld reverses the deduction, rejected lets it stand."""
         shop_id = parse_shop_id(shop_id)
+        upheld = edge.flag(upheld, "upheld")
         case_id = parse_case_id(case)
+        note = edge.text(note, "note")
         effective_at = self._effective_at(at)
         terms = self.policy.terms
         return self._change(
@@ -619,10 +631,10 @@ class DepositLedger(Application[UUID]):
     ) -> CommandResult:
         """Add and remove the shop's categories; the requirement follows the policy."""
         shop_id = parse_shop_id(shop_id)
-        added = [parse_category(category) for category in add]
-        removed = [parse_category(category) for category in remove]
+        added = [parse_category(category) for category in edge.texts(add, "categories to add")]
+        removed = [parse_category(category) for category in edge.texts(remove, "categories to remove")]
         if not added and not removed:
-            raise MalformedInput("give --add CATEGORY or --remove CATEGORY")
+            raise MalformedInput("give categories to add or to remove")
         effective_at = self._effective_at(at)
         policy = self.policy
         return self._change(
@@ -700,6 +712,7 @@ class DepositLedger(Application[UUID]):
     ) -> CommandResult:
         """The platform force-closes the shop; what remains is forfeited."""
         shop_id = parse_shop_id(shop_id)
+        reason = edge.text(reason, "reason")
         effective_at = self._effective_at(at)
         return self._change(
             shop_id,
@@ -818,7 +831,10 @@ class DepositLedger(Application[UUID]):
         """
         if status is not None:
             status = parse_choice(Status, status, "status").value
+        site = edge.optional_text(site, "site")
         site_code = site.strip().upper() if site is not None else None
+        underfunded = edge.flag(underfunded, "underfunded")
+        overdue = edge.flag(overdue, "overdue")
         found = self.views.view(BalancesView.name)
         assert isinstance(found, BalancesView)
         return found.select(
@@ -1024,7 +1040,7 @@ class DepositLedger(Application[UUID]):
         # The currency a policy-derived deposit is kept in; a --currency given beside it must agree.
         if site is None or (site not in self.policy.sites and currency is not None):
             if currency is None:
-                raise MalformedInput("give --currency, or a --site the policy prices")
+                raise MalformedInput("give a currency, or a site the policy prices")
             return normalise_currency(currency)
         code = self.policy.site(site).currency
         if currency is not None and normalise_currency(currency) != code:
@@ -1038,6 +1054,8 @@ class DepositLedger(Application[UUID]):
         effective_at: datetime | None,
         actor: str | None,
     ) -> CommandResult:
+        actor = self._actor(actor)
+
         def attempt() -> CommandResult:
             deposit, cached = self._checkout(shop_id)
             checked_out = deposit.version
@@ -1180,13 +1198,13 @@ class DepositLedger(Application[UUID]):
                     time.sleep(random.uniform(0, RETRY_PAUSE_FIRST_S * 2 ** (number - 1)))
         raise ConcurrencyExhausted(f"gave up after {MAX_ATTEMPTS} conflicting writes; nothing was written")
 
-    def _stamp(self, effective_at: datetime | None, actor: str | None) -> Stamp:
+    def _actor(self, actor: object) -> str:
+        # Checked before the deposit is loaded: a bad name is malformed whatever the deposit's state.
+        return parse_actor(self.default_actor if actor is None else actor)
+
+    def _stamp(self, effective_at: datetime | None, actor: str) -> Stamp:
         recorded_at = self.clock()
-        return Stamp(
-            effective_at=effective_at or recorded_at,
-            recorded_at=recorded_at,
-            actor=parse_actor(actor or self.default_actor),
-        )
+        return Stamp(effective_at=effective_at or recorded_at, recorded_at=recorded_at, actor=actor)
 
     def _effective_at(self, at: datetime | str | None) -> datetime | None:
         return None if at is None else parse_effective_time(at, self.clock())

@@ -107,7 +107,7 @@ def test_a_share_is_exact_for_the_largest_order_and_a_fine_rate() -> None:
 
 def test_a_share_penalty_needs_the_order_value() -> None:
     rule = ViolationRule(penalty=SharePenalty(rate=Decimal("0.1")))
-    with pytest.raises(MalformedInput, match="give --order-value"):
+    with pytest.raises(MalformedInput, match="give the order value"):
         price(rule)
 
 

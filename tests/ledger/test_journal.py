@@ -414,8 +414,8 @@ def test_policy_lines_are_checked_like_their_commands(ledger: DepositLedger, tmp
     assert reasons(rejected) == {
         2: "unknown outcome 'maybe': expected upheld or rejected",
         3: "shop tea has no deduction on case C1 to appeal",
-        4: "give --add CATEGORY or --remove CATEGORY",
-        6: "give AMOUNT or --order-value, not both: the order value prices by the policy",
+        4: "give categories to add or to remove",
+        6: "give an amount or an order value, not both: the order value prices by the policy",
         7: "hold needs the field 'amount'",
     }
     assert (summary.applied, summary.duplicates) == (1, 1), "a policy already applied is a duplicate"
