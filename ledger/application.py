@@ -1202,9 +1202,9 @@ class DepositLedger(Application[UUID]):
         # Checked before the deposit is loaded: a bad name is malformed whatever the deposit's state.
         return parse_actor(self.default_actor if actor is None else actor)
 
-    def _stamp(self, effective_at: datetime | None, actor: str) -> Stamp:
+    def _stamp(self, effective_at: datetime | None, actor: str | None) -> Stamp:
         recorded_at = self.clock()
-        return Stamp(effective_at=effective_at or recorded_at, recorded_at=recorded_at, actor=actor)
+        return Stamp(effective_at=effective_at or recorded_at, recorded_at=recorded_at, actor=self._actor(actor))
 
     def _effective_at(self, at: datetime | str | None) -> datetime | None:
         return None if at is None else parse_effective_time(at, self.clock())
