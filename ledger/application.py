@@ -698,6 +698,7 @@ class DepositLedger(Application[UUID]):
         """Record what a closed or forfeited shop still owes on a case as a loss; idempotent by case id."""
         shop_id = parse_shop_id(shop_id)
         case_id = parse_case_id(case)
+        reason = edge.text(reason, "reason")
         effective_at = self._effective_at(at)
         terms = self.policy.terms
         return self._change(
@@ -835,6 +836,7 @@ class DepositLedger(Application[UUID]):
         site_code = site.strip().upper() if site is not None else None
         underfunded = edge.flag(underfunded, "underfunded")
         overdue = edge.flag(overdue, "overdue")
+        owing = edge.flag(owing, "owing")
         found = self.views.view(BalancesView.name)
         assert isinstance(found, BalancesView)
         return found.select(

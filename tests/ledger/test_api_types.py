@@ -30,13 +30,14 @@ CALLS: dict[str, tuple[tuple[Any, ...], dict[str, Any]]] = {
     "close_shop": (("tea",), {"at": None}),
     "refund": (("tea",), {"at": None}),
     "force_close": (("tea",), {"reason": "fraud", "at": None}),
+    "write_off": (("tea",), {"case": "C1", "reason": "uncollectable", "at": None}),
     "deposit": (("tea",), {}),
     "show": (("tea",), {}),
     "balance": (("tea",), {}),
     "audit": (("tea",), {}),
     "history": (("tea",), {"as_of": None}),
     "replay": (("tea",), {"as_of": None, "version": 1}),
-    "shops": ((), {"status": None, "site": None, "underfunded": False, "overdue": False}),
+    "shops": ((), {"status": None, "site": None, "underfunded": False, "overdue": False, "owing": False}),
 }
 
 for _name, (_args, _kwargs) in CALLS.items():
@@ -88,6 +89,7 @@ KINDS = {
     "status": TEXT,
     "underfunded": FLAG,
     "overdue": FLAG,
+    "owing": FLAG,
 }
 """Values of a wrong type for each parameter, by name."""
 
