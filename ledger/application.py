@@ -866,6 +866,7 @@ class DepositLedger(Application[UUID]):
         shop at most, from the payment that first recorded it.
         """
         chosen = parse_choice(Channel, channel, "channel")
+        trade_no = edge.text(trade_no, "trade number")
         claim = holders(self.views.read(), [(chosen.value, trade_no)]).get((chosen.value, trade_no))
         if claim is None:
             return None

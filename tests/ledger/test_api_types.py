@@ -18,7 +18,7 @@ from tests.conftest import examples, writes_nothing
 # Each public method with arguments it accepts; the property replaces one of them by a wrong type.
 CALLS: dict[str, tuple[tuple[Any, ...], dict[str, Any]]] = {
     "open": (("new-shop",), {"currency": "CNY", "required": "100", "site": None, "categories": (), "at": None}),
-    "pay": (("tea", "10"), {"channel": "alipay", "ref": "A9", "payer": None, "at": None}),
+    "pay": (("tea", "10"), {"channel": "alipay", "ref": "A9", "payer": None, "at": None, "channel_time": None}),
     "deduct": (("tea", "1"), {"reason": "other", "case": "C9", "note": "", "order_value": None, "at": None}),
     "hold": (("tea", "1"), {"case": "H9", "note": "", "at": None}),
     "release": (("tea",), {"case": "H1", "note": "", "at": None}),
@@ -32,6 +32,7 @@ CALLS: dict[str, tuple[tuple[Any, ...], dict[str, Any]]] = {
     "force_close": (("tea",), {"reason": "fraud", "at": None}),
     "write_off": (("tea",), {"case": "C1", "reason": "uncollectable", "at": None}),
     "deposit": (("tea",), {}),
+    "trade_number_holder": (("alipay", "A1"), {}),
     "show": (("tea",), {}),
     "balance": (("tea",), {}),
     "audit": (("tea",), {}),
@@ -76,6 +77,8 @@ KINDS = {
     "add": TEXTS,
     "remove": TEXTS,
     "at": TIME,
+    "channel_time": TIME,
+    "trade_no": TEXT,
     "as_of": TIME,
     "channel": TEXT,
     "ref": TEXT,
