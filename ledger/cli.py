@@ -30,12 +30,14 @@ from ledger.demo import run_demo
 from ledger.faces.feeds.commands import relay_command, webhooks_app
 from ledger.faces.http.keys import ApiKeys, keys_table
 from ledger.faces.http.roles import Role
+from ledger.faces.output_file import check_output_path, replacing, store_files
 from ledger.journal import (
     JOURNAL_FORMATS,
     JournalFormat,
     JournalReader,
     LineResult,
     Rejects,
+    check_readable,
     export_journal,
     import_journal,
 )
@@ -492,11 +494,12 @@ def export_audit_command(
     start_at = parse_time(start) if start else None
     end_at = parse_time(end) if end else None
     deposit = deposit_id(parse_shop_id(shop)) if shop else None
+    target = _output_target(ctx, "--output", output)
     auditor = _auditor(ctx)
-    if output is None:
+    if target is None:
         auditor.export_audit(sys.stdout, file_format=chosen, deposit=deposit, start=start_at, end=end_at)
     else:
-        with output.open("w", newline="", encoding="utf-8") as out:
+        with replacing(target) as out:
             count = auditor.export_audit(out, file_format=chosen, deposit=deposit, start=start_at, end=end_at)
         sys.stderr.write(f"deposit-ledger: wrote {count} rows to {output}\n")
 
@@ -511,12 +514,13 @@ def export_journal_command(
 ) -> None:
     """The store as a journal: one line per command, which import reads back."""
     chosen = _journal_format(file_format, output)
+    target = _output_target(ctx, "--output", output)
     _require_store(ctx)
     with open_ledger(ctx) as ledger:
-        if output is None:
+        if target is None:
             export_journal(ledger, sys.stdout, file_format=chosen)
             return
-        with output.open("w", newline="", encoding="utf-8") as out:
+        with replacing(target) as out:
             count = export_journal(ledger, out, file_format=chosen)
     sys.stderr.write(f"deposit-ledger: wrote {count} lines to {output}\n")
 
@@ -537,12 +541,13 @@ def import_command(
     chosen = _journal_format(file_format, journal)
     if not journal.is_file():
         raise MalformedInput(f"no journal file at {journal}")
-    total = _count_lines(journal) if sys.stderr.isatty() else 0
+    rejects_target = _output_target(ctx, "--rejects", rejects, inputs=[journal])
+    total = check_readable(journal)
     with ExitStack() as stack:
         source = stack.enter_context(journal.open(newline="", encoding="utf-8"))
         reader = JournalReader(source, chosen)
-        if rejects is not None:
-            sink = Rejects(stack.enter_context(rejects.open("w", newline="", encoding="utf-8")), reader)
+        if rejects_target is not None:
+            sink = Rejects(stack.enter_context(replacing(rejects_target)), reader)
             on_reject = sink.write
         else:
             on_reject = _reject_to_stderr
@@ -553,8 +558,9 @@ def import_command(
             summary = import_journal(
                 ledger, reader, on_reject=on_reject, progress=lambda done: advance(done, max(total, done))
             )
-        except UnicodeDecodeError as error:
-            raise MalformedInput(f"journal {journal} is not UTF-8: {error.reason} at byte {error.start}") from None
+        except UnicodeDecodeError:
+            # Checked before the first line: only a file changed while it is imported gets here.
+            raise MalformedInput(f"journal {journal} changed while it was imported and is no longer UTF-8") from None
     if as_json:
         _print_json(summary.model_dump())
     else:
@@ -573,14 +579,15 @@ def _journal_format(chosen: str | None, path: Path | None) -> JournalFormat:
     raise MalformedInput(f"unknown format {chosen!r}: expected jsonl or csv")
 
 
-def _count_lines(path: Path) -> int:
-    # Only for the progress bar's total: a fast pass over the bytes.
-    with path.open("rb") as raw:
-        return sum(block.count(b"\n") for block in iter(lambda: raw.read(1 << 20), b""))
-
-
 def _reject_to_stderr(result: LineResult) -> None:
     sys.stderr.write(f"deposit-ledger: line {result.line.number}: {' '.join(str(result.reason).split())}\n")
+
+
+def _output_target(ctx: typer.Context, option: str, path: Path | None, inputs: list[Path] | None = None) -> Path | None:
+    # Checked before the store is opened: a refused path leaves everything as it was.
+    if path is None:
+        return None
+    return check_output_path(option, path, store=store_files(resolve_store(ctx.obj.db)), inputs=inputs or [])
 
 
 def _require_store(ctx: typer.Context) -> None:
@@ -929,12 +936,25 @@ def _fail(message: str, code: int) -> NoReturn:
     raise SystemExit(code)
 
 
+def _quiet_stdout() -> None:
+    # What could not be written must not be tried again (and fail again) when the process exits.
+    if sys.__stdout__ is None or sys.stdout is not sys.__stdout__:
+        return
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.__stdout__.fileno())
+        os.close(devnull)
+    except (OSError, ValueError):
+        return
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point of ``deposit-ledger``: run one command, turn errors into one line and an exit code."""
     command = typer.main.get_command(app)
     try:
         # Without standalone mode Click returns the exit code of --help and friends.
         exit_code = command.main(args=argv, prog_name="deposit-ledger", standalone_mode=False)
+        sys.stdout.flush()
     except typer.Exit as done:
         raise SystemExit(done.exit_code) from None
     except typer.Abort:
@@ -956,5 +976,10 @@ def main(argv: list[str] | None = None) -> None:
     except EventSourcingError as error:
         # A stored record the ledger cannot read: a damaged or tampered store, never user input.
         _fail(f"cannot read the store: {error}; run deposit-ledger verify", EXIT_REFUSED)
+    except OSError as error:
+        # A file or the standard output that cannot be read or written: a full disk, a closed pipe.
+        _quiet_stdout()
+        where = f" ({error.filename})" if error.filename else ""
+        _fail(f"input/output failed: {error.strerror or error}{where}", EXIT_MALFORMED)
     if isinstance(exit_code, int) and exit_code:
         raise SystemExit(exit_code)

@@ -62,6 +62,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from itertools import islice
+from pathlib import Path
 from typing import IO, Any, Literal
 from uuid import UUID
 
@@ -149,7 +150,50 @@ EXPORT_PAGE = 5_000
 """Events read from the store at a time while exporting."""
 
 
+READ_BLOCK_BYTES = 1 << 20
+"""Bytes read at a time while checking a journal's encoding."""
+
 # ---------------------------------------------------------------- the lines
+
+
+def check_readable(path: Path) -> int:
+    """Check that the journal at ``path`` is UTF-8 throughout, before any line is applied; return its line count.
+
+    ``MalformedInput`` names the first line (and its byte in the file) that is not:
+    an import applies a whole journal's lines or, when the file cannot be read,
+    none of them. One pass over the bytes, a block at a time (memory stays flat).
+    """
+    line = 1  # the line the next byte belongs to
+    offset = 0  # the file offset of ``pending[0]``
+    pending = b""
+    with path.open("rb") as raw:
+        while True:
+            block = raw.read(READ_BLOCK_BYTES)
+            data = pending + block if pending else block
+            cut = len(data) if not block else data.rfind(b"\n") + 1
+            if cut == 0 and len(data) > READ_BLOCK_BYTES:
+                cut = _character_start(data, len(data) - 1)  # a very long line: check it in parts
+            checked, pending = data[:cut], data[cut:]
+            try:
+                checked.decode("utf-8")
+            except UnicodeDecodeError as error:
+                where = line + checked.count(b"\n", 0, error.start)
+                raise MalformedInput(
+                    f"journal {path} is not UTF-8: line {where} (byte offset {offset + error.start}), "
+                    "nothing was applied"
+                ) from None
+            line += checked.count(b"\n")
+            offset += cut
+            if not block:
+                return line - 1 if data.endswith(b"\n") or not data else line
+
+
+def _character_start(data: bytes, index: int) -> int:
+    # Back to the first byte of the character at ``index``: UTF-8 continuation bytes are 0b10xxxxxx.
+    for _ in range(3):
+        if index > 0 and data[index] & 0xC0 == 0x80:
+            index -= 1
+    return index
 
 
 @dataclass(frozen=True, slots=True)

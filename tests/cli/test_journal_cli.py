@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from ledger.journal import JournalFormat
-from tests.cli.conftest import Run
+from ledger.journal import IMPORT_BATCH_LINES, JournalFormat
+from tests.cli.conftest import Run, stored_rows
 from tests.ledger.journals import SHOPS, STORY, line, write_journal
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -188,3 +188,37 @@ def test_an_import_killed_half_way_and_run_again_applies_nothing_twice(run: Run,
     assert run(f"--db {killed} export journal").out == run(f"--db {clean} export journal").out
     assert run(f"--db {killed} shops --json").json() == run(f"--db {clean} shops --json").json()
     assert run(f"--db {killed} verify --json").json()["ok"] is True
+
+
+@pytest.mark.parametrize("file_format", ["jsonl", "csv"])
+@pytest.mark.parametrize("bad_line", [1, IMPORT_BATCH_LINES, IMPORT_BATCH_LINES + 1])
+def test_a_journal_with_a_byte_that_is_not_utf8_applies_nothing_and_names_its_line(
+    cli: Run, store_url: str, tmp_path: Path, file_format: JournalFormat, bad_line: int
+) -> None:
+    # A batch of good lines around one note in Latin-1: the batch's first or last line, or the next batch's first.
+    journal = tmp_path / f"journal.{file_format}"
+    data = b"op,shop,at,currency,required,note\n" if file_format == "csv" else b""
+    bad_offset = -1
+    for number in range(1, IMPORT_BATCH_LINES + 3):
+        note = "café".encode("latin-1" if number == bad_line else "utf-8")
+        if file_format == "csv":
+            text = f"open,s{number},2025-01-01T00:00:00Z,CNY,100,".encode() + note + b"\n"
+        else:
+            record = json.dumps(line("open", f"s{number}", "2025-01-01T00:00:00Z", currency="CNY", required="100"))
+            text = record[:-1].encode() + b', "note": "' + note + b'"}\n'
+        if number == bad_line:
+            bad_offset = len(data) + text.index(b"\xe9")
+        data += text
+    journal.write_bytes(data)
+    physical_line = bad_line + (1 if file_format == "csv" else 0)
+    assert cli("open seed --currency CNY --required 1 --at 2025-01-01T00:00:00Z").code == 0
+    rows = stored_rows(store_url)
+
+    result = cli(f"import {journal}")
+
+    assert result.code == 2
+    assert result.err_lines == [
+        f"deposit-ledger: journal {journal} is not UTF-8: line {physical_line} (byte offset {bad_offset}), "
+        "nothing was applied"
+    ]
+    assert stored_rows(store_url) == rows
