@@ -7,16 +7,20 @@ their ``_minor`` suffix on the way out.
 
 from __future__ import annotations
 
+import io
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 
 from rich import box
-from rich.console import Console
+from rich.cells import cell_len
+from rich.console import Console, ConsoleOptions, RenderResult
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
+from rich.text import Text
 
 from domain import DepositEvent, DepositPolicy, DepositState
 from domain.events import event_fields
@@ -107,83 +111,113 @@ def _iso(moment: datetime) -> str:
     return moment.isoformat().replace("+00:00", "Z")
 
 
-def state_table(state: DepositState, *, title: str | None = None) -> Table:
-    """A two-column Rich table of one deposit's figures."""
-    table = Table(title=title or f"Deposit of {state.shop_id}", show_header=False, title_justify="left")
-    table.add_column("figure", style="bold")
-    table.add_column("value", justify="right")
+def state_table(state: DepositState, *, title: str | None = None) -> FittedTable:
+    """A two-column table of one deposit's figures."""
     data = state_json(state)
-    for key in (*STATE_KEYS, "held", "reversed"):
-        table.add_row(key, str(data[key]))
+    rows = [[key, str(data[key])] for key in (*STATE_KEYS, "held", "reversed")]
     if state.written_off_minor:
-        table.add_row("written_off", data["written_off"])
+        rows.append(["written_off", data["written_off"]])
     if state.top_up_due:
-        table.add_row("top_up_due", data["top_up_due"])
+        rows.append(["top_up_due", data["top_up_due"]])
     if state.site:
-        table.add_row("site", state.site)
+        rows.append(["site", state.site])
     if state.categories:
-        table.add_row("categories", ", ".join(state.categories))
+        rows.append(["categories", ", ".join(state.categories)])
     if state.policy_version:
-        table.add_row("policy_version", state.policy_version)
+        rows.append(["policy_version", state.policy_version])
     if state.settlement_due:
-        table.add_row("settlement_due", _iso(state.settlement_due))
-    table.add_row("last_effective_at", _iso(state.last_effective_at))
-    return table
+        rows.append(["settlement_due", _iso(state.settlement_due)])
+    rows.append(["last_effective_at", _iso(state.last_effective_at)])
+    columns = [TableColumn("figure"), TableColumn("value", "words", "right")]
+    return FittedTable(title or f"Deposit of {state.shop_id}", columns, rows, show_header=False, box_style=box.ROUNDED)
 
 
-def side_by_side_table(states: list[DepositState], *, title: str) -> Table:
+def side_by_side_table(states: list[DepositState], *, title: str) -> FittedTable:
     """A few deposits side by side: one column per shop, one row per figure.
 
     Columns per shop rather than per figure keep every amount whole in an
     80-column terminal, where eleven figure columns would be cut short.
     """
-    table = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False)
-    table.add_column("", style="bold", no_wrap=True)
-    for state in states:
-        table.add_column(state.shop_id, justify="right", overflow="fold")
     figures = [state_json(state) for state in states]
-    for key in (*STATE_KEYS, "held", "reversed"):
-        if key not in ("shop_id", "version"):
-            table.add_row(key, *(str(data[key]) for data in figures))
-    return table
+    columns = [TableColumn(""), *(TableColumn(state.shop_id, "whole", "right") for state in states)]
+    rows = [
+        [key, *(str(data[key]) for data in figures)]
+        for key in (*STATE_KEYS, "held", "reversed")
+        if key not in ("shop_id", "version")
+    ]
+    return FittedTable(title, columns, rows)
 
 
-def balances_table(states: list[DepositState], *, title: str) -> Table:
+def balances_table(states: list[DepositState], *, title: str) -> FittedTable:
     """One row per deposit, for long lists: status and the figures a back office acts on."""
-    table = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD)
-    for column in ("shop", "status", "cur", "required", "frozen", "held", "owed", "shortfall", "top-up due"):
-        table.add_column(column, justify="left" if column in ("shop", "status", "cur") else "right", no_wrap=True)
+    columns = [
+        TableColumn("shop", FREE_TEXT_MIN_WIDTH),
+        TableColumn("status"),
+        TableColumn("cur"),
+        *(TableColumn(name, "whole", "right") for name in ("required", "frozen", "held", "owed", "shortfall")),
+        TableColumn("top-up due", "whole", "right"),
+    ]
+    rows = []
     for state in states:
         data = state_json(state)
-        table.add_row(
-            state.shop_id,
-            data["status"],
-            state.currency,
-            *(data[key] for key in ("required", "frozen", "held", "owed", "shortfall")),
-            f"{state.top_up_due:%Y-%m-%d}" if state.top_up_due else "",
+        rows.append(
+            [
+                state.shop_id,
+                data["status"],
+                state.currency,
+                *(data[key] for key in ("required", "frozen", "held", "owed", "shortfall")),
+                f"{state.top_up_due:%Y-%m-%d}" if state.top_up_due else "",
+            ]
         )
-    return table
+    return FittedTable(title, columns, rows)
 
 
-def history_table(events: list[DepositEvent], currency: str, *, title: str) -> Table:
-    """One row per event, oldest first, with what it did in words."""
-    table = Table(title=title, title_justify="left")
-    table.add_column("v", justify="right")
-    table.add_column("effective", no_wrap=True)
-    table.add_column("event", overflow="fold")
-    table.add_column("details", overflow="fold")
-    table.add_column("actor")
+def history_table(events: list[DepositEvent], currency: str, *, title: str) -> FittedTable:
+    """One row per event, oldest first, with what it did in words.
+
+    The details are one ``field value`` per line; in a narrow terminal a value
+    moves below its field name rather than being cut, and only free text (notes,
+    reasons in words, ids) is folded.
+    """
+    columns = [
+        TableColumn("v", justify="right"),
+        TableColumn("effective", "words"),
+        TableColumn("event"),
+        TableColumn("details", DETAILS_MIN_WIDTH),
+        TableColumn("actor", FREE_TEXT_MIN_WIDTH),
+    ]
+    rows = []
     for event in events:
         entry = event_json(event, currency)
-        details = ", ".join(
-            f"{key}={', '.join(value) if isinstance(value, list) else value}"
+        details = "\n".join(
+            _detail(key, value)
             for key, value in entry.items()
             if key not in ("type", "version", "effective_at", "recorded_at", "actor", "currency")
             and value not in ("", None, False, [])
             and not (key == "collected_from_hold" and format_minor(0, currency) == value)
         )
-        table.add_row(str(event.originator_version), entry["effective_at"], entry["type"], details, event.actor)
-    return table
+        version = str(event.originator_version)
+        rows.append([version, _table_time(event.effective_at), entry["type"], details, event.actor])
+    return FittedTable(title, columns, rows)
+
+
+def _detail(key: str, value: Any) -> str:
+    # One line per field; a list of records (a refund's lines) one line per record, its amount first.
+    if isinstance(value, list) and any(isinstance(item, dict) for item in value):
+        lines = []
+        for item in value:
+            first = [item["amount"]] if "amount" in item else []
+            parts = [*first, *(part for name, part in item.items() if name != "amount")]
+            lines.append(f"{key} {' '.join(str(part) for part in parts)}")
+        return "\n".join(lines)
+    if isinstance(value, list):
+        return f"{key} {', '.join(str(item) for item in value)}"
+    return f"{key} {value}"
+
+
+def _table_time(moment: datetime) -> str:
+    # ISO-8601 with a space for the T, so that a narrow column breaks between date and time.
+    return _iso(moment).replace("T", " ", 1)
 
 
 _AUDIT_DETAILS = ("channel", "ref", "reason", "case", "note")
@@ -210,26 +244,33 @@ def audit_json(row: AuditRow) -> dict[str, Any]:
     return entry
 
 
-def audit_table(rows: list[AuditRow], *, title: str) -> Table:
+def audit_table(rows: list[AuditRow], *, title: str) -> FittedTable:
     """The audit trail as a table: one row per event (per channel share of a refund), oldest first."""
-    table = Table(title=title, title_justify="left")
-    for column in ("pos", "effective", "event", "amount", "frozen after", "details", "actor"):
-        table.add_column(column, justify="right" if column in ("pos", "amount", "frozen after") else "left")
+    columns = [
+        TableColumn("pos", justify="right"),
+        TableColumn("effective", "words"),
+        TableColumn("event"),
+        TableColumn("amount", justify="right"),
+        TableColumn("frozen after", justify="right"),
+        TableColumn("details", DETAILS_MIN_WIDTH),
+    ]
+    cells = []
     for row in rows:
         entry = audit_json(row)
-        details = " ".join(
-            f"{key}={entry[key]}" for key in ("channel", "ref", "reason", "case", "note") if key in entry
+        details = [f"{key} {entry[key]}" for key in _AUDIT_DETAILS if key in entry]
+        # The actor is a line of the details: a column of its own would not leave the amounts room in 80 columns.
+        details.append(f"by {row.actor}")
+        cells.append(
+            [
+                str(row.position),
+                f"{row.effective_at:%Y-%m-%d %H:%M}",
+                row.type,
+                entry["amount"] or "",
+                entry["frozen_after"],
+                "\n".join(details),
+            ]
         )
-        table.add_row(
-            str(row.position),
-            f"{row.effective_at:%Y-%m-%d %H:%M}",
-            row.type,
-            entry["amount"] or "",
-            entry["frozen_after"],
-            details,
-            row.actor,
-        )
-    return table
+    return FittedTable(title, columns, cells)
 
 
 def policy_json(policy: DepositPolicy) -> dict[str, Any]:
@@ -258,22 +299,21 @@ def policy_json(policy: DepositPolicy) -> dict[str, Any]:
     }
 
 
-def policy_table(policy: DepositPolicy) -> Table:
+def policy_table(policy: DepositPolicy) -> FittedTable:
     """The policy in force: the requirement per category and the catalogue, site by site."""
     title = (
         f"Deposit policy {policy.version}: settlement {policy.settlement_window.days} days, "
         f"top-up {policy.top_up_deadline.days} days, appeal {policy.appeal_window.days} days"
     )
-    table = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD)
-    for column in ("site", "what", "amount or rule"):
-        table.add_column(column, overflow="fold")
+    rows = []
     for code, site in policy.sites.items():
         table.add_row(code, "days counted in", site.time_zone)
         for category, amount in site.required.items():
-            table.add_row(code, f"required for {category}", f"{format_minor(amount, site.currency)} {site.currency}")
+            rows.append([code, f"required for {category}", f"{format_minor(amount, site.currency)} {site.currency}"])
         for reason, rule in site.violations.items():
-            table.add_row(code, reason.value, rule.describe(site.currency))
-    return table
+            rows.append([code, reason.value, rule.describe(site.currency)])
+    columns = [TableColumn("site"), TableColumn("what", "words"), TableColumn("amount or rule", "words")]
+    return FittedTable(title, columns, rows)
 
 
 def projection_json(status: ViewStatus) -> dict[str, Any]:
@@ -455,3 +495,134 @@ def reconciliations_table(events: list[BillReconciled]) -> Table:
             found.bill_sha256[:16],
         )
     return table
+
+
+# ---------------------------------------------------------------- table layout
+
+Fit = int | Literal["whole", "words"]
+"""How a column may be narrowed: ``"whole"`` never (amounts, statuses, times, event names: never cut),
+``"words"`` only between words, or an ``int``: folded (free text) down to that many characters."""
+
+FREE_TEXT_MIN_WIDTH = 8
+"""The narrowest a column of free text (notes, actors, shop ids) is folded to."""
+
+DETAILS_MIN_WIDTH = 20
+"""The narrowest a details column may be: field names, reasons (``after_sales_dispute``), amounts and
+times (``2026-10-08T09:17:00Z``) are at most this long, and a value wraps below its field name
+rather than being folded, so only free text is ever folded."""
+
+
+@dataclass(frozen=True, slots=True)
+class TableColumn:
+    """One column of a :class:`FittedTable`: its header, alignment and how it may be narrowed."""
+
+    header: str
+    fit: Fit = "whole"
+    justify: Literal["left", "right"] = "left"
+
+
+class FittedTable:
+    """A table that fits the terminal without cutting an amount, a status or a word of a field's value.
+
+    Each column is as wide as its content when the terminal allows. Otherwise free
+    text is folded first, then columns of words are wrapped between words; when even
+    that cannot fit, every row is printed as a block of ``header  value`` lines.
+    Widths are decided here rather than by Rich, which would cut any column short.
+    """
+
+    def __init__(
+        self,
+        title: str,
+        columns: list[TableColumn],
+        rows: list[list[str]],
+        *,
+        show_header: bool = True,
+        box_style: box.Box | None = box.SIMPLE_HEAD,
+    ) -> None:
+        """``rows`` hold one string per column; a string may hold several lines."""
+        self.title = title
+        self.columns = columns
+        self.rows = rows
+        self.show_header = show_header
+        self.box_style = box_style
+
+    def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
+        """The table at the width the terminal gives, or the rows as blocks when it cannot fit."""
+        widths = self._widths(options.max_width)
+        if widths is None:
+            yield from self._blocks(options.max_width)
+            return
+        table = self._frame()
+        for column, width in zip(self.columns, widths, strict=True):
+            table.add_column(
+                column.header, justify=column.justify, width=width, no_wrap=column.fit == "whole", overflow="fold"
+            )
+        for row in self.rows:
+            table.add_row(*(Text(cell) for cell in row))
+        yield table
+
+    def _widths(self, available: int) -> list[int] | None:
+        natural, least = [], []
+        for index, column in enumerate(self.columns):
+            cells = [row[index] for row in self.rows]
+            header = [column.header] if self.show_header else []
+            lines = [line for cell in (*header, *cells) for line in cell.splitlines()]
+            natural.append(max((cell_len(line) for line in lines), default=1) or 1)
+            if column.fit == "whole":
+                # A header may wrap between its words; the cells never.
+                words = [*lines[len(header) :], *(word for line in header for word in line.split())]
+            elif column.fit == "words":
+                words = [word for line in lines for word in line.split()]
+            else:
+                words = ["x" * column.fit]
+            least.append(min(natural[-1], max((cell_len(word) for word in words), default=1)))
+        room = available - self._frame_width()
+        if sum(least) > room:
+            return None
+        widths = list(natural)
+        # Narrow free text first, then columns of words: each down to its least, widest first.
+        for kinds in ((lambda fit: isinstance(fit, int)), (lambda fit: fit == "words")):
+            while sum(widths) > room:
+                shrinkable = [i for i, column in enumerate(self.columns) if kinds(column.fit) and widths[i] > least[i]]
+                if not shrinkable:
+                    break
+                widest = max(shrinkable, key=lambda i: widths[i])
+                widths[widest] -= 1
+        return widths if sum(widths) <= room else None
+
+    def _frame(self) -> Table:
+        # Lists (no box edges) keep one space and a separator between columns; a boxed table pads its cells.
+        listing = self.box_style is box.SIMPLE_HEAD
+        return Table(
+            title=self.title,
+            title_justify="left",
+            box=self.box_style,
+            show_header=self.show_header,
+            show_edge=not listing,
+            pad_edge=not listing,
+            padding=(0, 1, 0, 0) if listing else (0, 1),
+        )
+
+    def _frame_width(self) -> int:
+        # What borders and padding take: measured on the table itself with one-character columns.
+        probe = self._frame()
+        probe.title = None
+        for _ in self.columns:
+            probe.add_column(width=1)
+        probe.add_row(*("x" for _ in self.columns))
+        console = Console(width=1000, file=io.StringIO())
+        lines = [line for line in console.render_lines(probe, pad=False) if line]
+        return max(sum(cell_len(segment.text) for segment in line) for line in lines) - len(self.columns)
+
+    def _blocks(self, available: int) -> RenderResult:
+        yield Text(self.title)
+        width = max((cell_len(column.header) for column in self.columns), default=1)
+        for row in self.rows:
+            grid = Table.grid(padding=(0, 2))
+            grid.add_column(no_wrap=True, width=width, style="bold")
+            grid.add_column(overflow="fold", max_width=max(1, available - width - 2))
+            for column, cell in zip(self.columns, row, strict=True):
+                if cell:
+                    grid.add_row(column.header if self.show_header else "", Text(cell))
+            yield grid
+            yield Text("")
