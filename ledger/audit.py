@@ -587,7 +587,7 @@ class Auditor:
             for row in self._stream(connection, query, params):
                 record = _export_record(row)
                 if writer is not None:
-                    writer.writerow(["" if record[key] is None else record[key] for key in EXPORT_COLUMNS])
+                    writer.writerow([_csv_cell(key, record[key]) for key in EXPORT_COLUMNS])
                 else:
                     out.write(json.dumps(record, ensure_ascii=False) + "\n")
                 count += 1
@@ -625,6 +625,24 @@ EXPORT_COLUMNS = (
     "share",
 )
 """The columns of ``export audit``, in order (``share`` appended: 0, or a refund's channel share 1, 2, ...)."""
+
+
+CSV_TEXT_COLUMNS = frozenset({"shop_id", "actor", "channel", "ref", "reason", "case", "note"})
+"""The columns of ``export audit`` that hold text people typed: neutralised in CSV, never figures or hashes."""
+
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+"""What makes a spreadsheet read a cell as a formula (OWASP's list for CSV injection)."""
+
+
+def _csv_cell(column: str, value: Any) -> Any:
+    # Auditors open the CSV in a spreadsheet: text that would start a formula gets a leading
+    # apostrophe, which the spreadsheet shows as text. Amounts (a negative one starts with "-")
+    # and hashes are figures and stay exact; JSON lines always stay exact.
+    if value is None:
+        return ""
+    if column in CSV_TEXT_COLUMNS and isinstance(value, str) and value.startswith(FORMULA_STARTS):
+        return f"'{value}"
+    return value
 
 
 def _export_record(row: tuple[Any, ...]) -> dict[str, Any]:

@@ -58,14 +58,18 @@ DEBT_STATE_KEYS = ("written_off",)
 """Keys appended after :data:`POLICY_STATE_KEYS` since debts outlive closure: what was written
 off as a loss of what the shop owed."""
 
+SITE_STATE_KEYS = ("site", "settlement_due")
+"""Keys appended after :data:`DEBT_STATE_KEYS`: the shop's marketplace site (``null`` if none) and,
+once the shop is closing, when its settlement is due (``null`` before)."""
+
 _MINOR = "_minor"
 
 
 def state_json(state: DepositState) -> dict[str, Any]:
-    """The ``show --json`` object: the contract's keys, then the policy's and the debts'; amounts as decimal strings."""
+    """The ``show --json`` object: the contract's keys, then the policy's, the debts' and the site's; amounts as decimal strings."""
     dumped = state.model_dump()
     result: dict[str, Any] = {}
-    for key in (*STATE_KEYS, *POLICY_STATE_KEYS, *DEBT_STATE_KEYS):
+    for key in (*STATE_KEYS, *POLICY_STATE_KEYS, *DEBT_STATE_KEYS, *SITE_STATE_KEYS):
         if key in dumped:
             value = dumped[key]
             if isinstance(value, datetime):

@@ -37,8 +37,11 @@ POLICY_STATE_KEYS = ["held", "reversed", "top_up_due", "policy_version", "catego
 DEBT_STATE_KEYS = ["written_off"]
 """The keys appended since debts outlive closure."""
 
-SHOW_KEYS = [*STATE_KEYS, *POLICY_STATE_KEYS, *DEBT_STATE_KEYS]
-"""Every key of ``show --json``: the contract's first, unchanged, then the policy's, then the debts'."""
+SITE_STATE_KEYS = ["site", "settlement_due"]
+"""The keys appended after the debts': the shop's site and when its settlement is due."""
+
+SHOW_KEYS = [*STATE_KEYS, *POLICY_STATE_KEYS, *DEBT_STATE_KEYS, *SITE_STATE_KEYS]
+"""Every key of ``show --json``: the contract's first, unchanged, then the policy's, the debts', the site's."""
 
 START = datetime.fromisoformat("2025-01-06T09:00:00+08:00")
 """A fixed moment safely in the past, so ``--at`` never lies in the future."""

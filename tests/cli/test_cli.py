@@ -39,7 +39,16 @@ def ok(result: Outcome) -> Any:
     return done(result).json()
 
 
-def cny_state(shop_id: str, status: str, version: int, top_up_due: str | None = None, **amounts: str) -> dict[str, Any]:
+def cny_state(
+    shop_id: str,
+    status: str,
+    version: int,
+    top_up_due: str | None = None,
+    *,
+    site: str | None = None,
+    settlement_due: str | None = None,
+    **amounts: str,
+) -> dict[str, Any]:
     """The expected ``show --json`` object of a CNY deposit opened by hand: every amount "0.00" unless given."""
     figures = ("required", "paid", "frozen", "deducted", "refunded", "forfeited", "owed", "shortfall")
     return {
@@ -53,6 +62,8 @@ def cny_state(shop_id: str, status: str, version: int, top_up_due: str | None = 
         "policy_version": None,
         "categories": [],
         "written_off": amounts.get("written_off", "0.00"),
+        "site": site,
+        "settlement_due": settlement_due,
     }
 
 
@@ -83,7 +94,7 @@ def funded(cli: Run) -> str:
 def test_open_prints_exactly_the_contract_keys_in_order(cli: Run) -> None:
     data = ok(cli("open tea-house --currency cny --required 1700 --site cn --json"))
     assert list(data) == SHOW_KEYS
-    assert data == cny_state("tea-house", "awaiting_payment", 1, required="1700.00", shortfall="1700.00")
+    assert data == cny_state("tea-house", "awaiting_payment", 1, site="CN", required="1700.00", shortfall="1700.00")
 
 
 def test_pay_freezes_the_payment_and_reports_major_units(cli: Run) -> None:
@@ -119,6 +130,8 @@ def test_a_currency_without_minor_unit_prints_whole_numbers(cli: Run) -> None:
         "policy_version": None,
         "categories": [],
         "written_off": "0",
+        "site": None,
+        "settlement_due": None,
     }
 
 
@@ -131,6 +144,7 @@ def test_a_deduction_beyond_the_frozen_balance_is_owed_and_the_next_payment_sett
         "underfunded",
         4,
         top_up_due=deducted["top_up_due"],
+        site="CN",
         required="2000.00",
         paid="2000.00",
         deducted="2000.00",
@@ -139,24 +153,29 @@ def test_a_deduction_beyond_the_frozen_balance_is_owed_and_the_next_payment_sett
     )
     settled = ok(cli(f"pay {funded} 3000 --channel wechat_pay --ref W1 --json"))
     assert settled == cny_state(
-        funded, "active", 7, required="2000.00", paid="5000.00", frozen="2500.00", deducted="2500.00"
+        funded, "active", 7, site="CN", required="2000.00", paid="5000.00", frozen="2500.00", deducted="2500.00"
     )
 
 
 def test_close_then_refund_after_the_settlement_window(cli: Run, funded: str) -> None:
     closing_state = ok(cli(f"close {funded} --at {at(days=2)} --json"))
     assert list(closing_state) == SHOW_KEYS
-    assert closing_state == cny_state(funded, "closing", 4, required="2000.00", paid="2000.00", frozen="2000.00")
+    due = "2025-04-08T01:00:00Z"  # the settlement window, 90 days after the closure
+    assert closing_state == cny_state(
+        funded, "closing", 4, site="CN", settlement_due=due, required="2000.00", paid="2000.00", frozen="2000.00"
+    )
     refunded = ok(cli(f"refund {funded} --at {at(days=92)} --json"))
     assert list(refunded) == SHOW_KEYS
     # Nothing is required of a closed shop: its shortfall is its debt alone.
-    assert refunded == cny_state(funded, "closed", 5, required="2000.00", paid="2000.00", refunded="2000.00")
+    assert refunded == cny_state(
+        funded, "closed", 5, site="CN", settlement_due=due, required="2000.00", paid="2000.00", refunded="2000.00"
+    )
 
 
 def test_force_close_forfeits_the_frozen_balance(cli: Run, funded: str) -> None:
     data = ok(cli(f"force-close {funded} --reason 'repeated order brushing' --json"))
     assert list(data) == SHOW_KEYS
-    assert data == cny_state(funded, "forfeited", 4, required="2000.00", paid="2000.00", forfeited="2000.00")
+    assert data == cny_state(funded, "forfeited", 4, site="CN", required="2000.00", paid="2000.00", forfeited="2000.00")
 
 
 def test_show_prints_the_state_the_last_command_left(cli: Run, funded: str) -> None:

@@ -167,7 +167,7 @@ def test_an_export_that_fails_half_way_leaves_the_previous_file_as_it_was(
     good = target.read_bytes()
     assert good.count(b"\n") > 5
     if what == "journal":
-        monkeypatch.setattr(ledger.journal, "_journal_time", _fail_after(5, ledger.journal._journal_time))
+        monkeypatch.setattr(ledger.journal, "stored_time", _fail_after(5, ledger.journal.stored_time))
     else:
         monkeypatch.setattr(ledger.audit, "_export_record", _fail_after(5, ledger.audit._export_record))
 

@@ -127,6 +127,8 @@ def test_balance_figures_are_decimal_strings_in_major_units(shops: Cli) -> None:
         "policy_version": None,
         "categories": [],
         "written_off": "0.00",
+        "site": "CN",
+        "settlement_due": None,
     }
     assert _json(shops, "balance", "b-waiting")["required"] == "70000"
 
