@@ -30,7 +30,7 @@ from ledger.demo import run_demo
 from ledger.faces.feeds.commands import relay_command, webhooks_app
 from ledger.faces.http.keys import ApiKeys, keys_table
 from ledger.faces.http.roles import Role
-from ledger.faces.output_file import check_output_path, replacing, store_files
+from ledger.faces.output_file import check_output_path, protected_files, replacing
 from ledger.journal import (
     JOURNAL_FORMATS,
     JournalFormat,
@@ -587,7 +587,7 @@ def _output_target(ctx: typer.Context, option: str, path: Path | None, inputs: l
     # Checked before the store is opened: a refused path leaves everything as it was.
     if path is None:
         return None
-    return check_output_path(option, path, store=store_files(resolve_store(ctx.obj.db)), inputs=inputs or [])
+    return check_output_path(option, path, protected=protected_files(resolve_store(ctx.obj.db)), inputs=inputs or [])
 
 
 def _require_store(ctx: typer.Context) -> None:

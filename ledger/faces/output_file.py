@@ -2,7 +2,7 @@
 and never half-written.
 
 A typo must not destroy data: an output path that is the store (its file, or its
-``-wal``, ``-shm`` or ``-journal`` companions) or the file the command reads is
+``-wal``, ``-shm`` or ``-journal`` companions), the chain key file, or the file the command reads is
 refused before anything is opened, however it is spelled (a relative path, a
 symbolic link, a hard link). The output is written to a temporary file in the
 target's own folder and renamed over the target only once complete, so a
@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import IO
 
 from domain import MalformedInput
+from ledger.chain_keys import KEY_FILE_ENV_VAR, default_key_file
 from ledger.store import Store
 
 SQLITE_COMPANIONS = ("", "-wal", "-shm", "-journal")
@@ -32,30 +33,36 @@ class OutputUnwritable(MalformedInput):
     """An output file cannot be written: a folder that is missing or not writable, a full disk."""
 
 
-def store_files(store: Store) -> list[Path]:
-    """The files that make up an embedded store, existing or not (none for PostgreSQL)."""
-    if store.sqlite_path is None:
-        return []
-    return [Path(f"{store.sqlite_path}{suffix}") for suffix in SQLITE_COMPANIONS]
+def protected_files(store: Store) -> list[tuple[Path, str]]:
+    """The files no output may replace, existing or not, each with what it is: an embedded store's
+    file and companions, and the chain key file (the one named by the environment, or the one beside
+    the store)."""
+    protected: list[tuple[Path, str]] = []
+    if store.sqlite_path is not None:
+        protected += [(Path(f"{store.sqlite_path}{suffix}"), "the ledger's store") for suffix in SQLITE_COMPANIONS]
+    named = os.environ.get(KEY_FILE_ENV_VAR, "").strip()
+    for key_file in (Path(named) if named else None, default_key_file(store)):
+        if key_file is not None:
+            protected.append((key_file, "the chain key file"))
+    return protected
 
 
-def check_output_path(option: str, path: Path, *, store: Iterable[Path] = (), inputs: Iterable[Path] = ()) -> Path:
+def check_output_path(
+    option: str, path: Path, *, protected: Iterable[tuple[Path, str]] = (), inputs: Iterable[Path] = ()
+) -> Path:
     """The real path ``path`` names, or ``MalformedInput`` if writing there would destroy data or cannot work.
 
-    ``store`` are the store's files, ``inputs`` the files the command reads;
-    ``option`` names the option in the message (``--output``).
+    ``protected`` are the files no output may replace (:func:`protected_files`), ``inputs``
+    the files the command reads; ``option`` names the option in the message (``--output``).
     """
     target = path.expanduser().resolve()
     if target.is_dir():
         raise MalformedInput(f"{option} {path} is a directory, not a file")
     if not target.parent.is_dir():
         raise MalformedInput(f"{option} {path}: folder {target.parent} does not exist")
-    for protected, what in [
-        *((file, "the ledger's store") for file in store),
-        *((file, "the input") for file in inputs),
-    ]:
-        if _same_file(target, protected):
-            raise MalformedInput(f"{option} {path} is {what} ({protected}); choose another file")
+    for file, what in [*protected, *((file, "the input") for file in inputs)]:
+        if _same_file(target, file):
+            raise MalformedInput(f"{option} {path} is {what} ({file}); choose another file")
     return target
 
 

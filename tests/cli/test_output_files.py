@@ -11,6 +11,7 @@ from eventsourcing.domain import EventSourcingError
 
 import ledger.audit
 import ledger.journal
+from ledger.chain_keys import KEY_FILE_SUFFIX
 from tests.cli.conftest import Run, stored_rows
 from tests.ledger.journals import STORY, write_journal
 
@@ -203,3 +204,16 @@ def test_a_written_output_replaces_the_old_file_whole_and_keeps_its_permissions(
 
     assert len(target.read_text(encoding="utf-8").splitlines()) == len(STORY)
     assert target.stat().st_mode & 0o777 == 0o640
+
+
+@pytest.mark.sqlite_only("the key file beside an SQLite store")
+@pytest.mark.parametrize("template", WRITERS)
+def test_an_output_naming_the_chain_key_file_is_refused(cli: Run, story: Path, db_path: Path, template: str) -> None:
+    key_file = db_path.with_name(db_path.name + KEY_FILE_SUFFIX)
+    assert key_file.exists()
+    key = key_file.read_bytes()
+
+    _refused_in_one_line(cli(_line(template, key_file, story)), "chain key")
+
+    assert key_file.read_bytes() == key
+    assert cli("verify").code == 0
