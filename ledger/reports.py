@@ -66,7 +66,7 @@ _MINOR = "_minor"
 
 
 def state_json(state: DepositState) -> dict[str, Any]:
-    """The ``show --json`` object: the contract's keys, then the policy's, the debts' and the site's; amounts as decimal strings."""
+    """The ``show --json`` object: the contract's keys, then the policy's, the debts', the site's."""
     dumped = state.model_dump()
     result: dict[str, Any] = {}
     for key in (*STATE_KEYS, *POLICY_STATE_KEYS, *DEBT_STATE_KEYS, *SITE_STATE_KEYS):
