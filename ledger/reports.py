@@ -311,7 +311,7 @@ def policy_table(policy: DepositPolicy) -> FittedTable:
     )
     rows = []
     for code, site in policy.sites.items():
-        table.add_row(code, "days counted in", site.time_zone)
+        rows.append([code, "days counted in", site.time_zone])
         for category, amount in site.required.items():
             rows.append([code, f"required for {category}", f"{format_minor(amount, site.currency)} {site.currency}"])
         for reason, rule in site.violations.items():
