@@ -4,7 +4,9 @@
   (``Deducted`` or ``RequirementChanged`` with ``top_up_due``): how much, and by when.
 - ``ShopRestricted``: that top-up deadline passed with the shortfall still open.
 - ``RefundDue``: the settlement window of a closing shop is over and nothing (a hold,
-  an open appeal) stands in the way of its refund.
+  an open appeal, a deduction still appealable) stands in the way of its refund: told at
+  the first moment the refund would pass, the settlement due time or the end of the last
+  appeal window after it.
 - ``AppealOpened`` (from ``AppealFiled``) and ``AppealResolved`` (from
   ``AppealRejected``: rejected; ``DeductionReversed``: upheld).
 
@@ -22,7 +24,7 @@ clock passes it.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from domain import (
@@ -73,13 +75,24 @@ class Deadline:
     position: int
 
 
-def deadlines_set_by(event: DepositEvent, card: ShopCard, position: int) -> list[Deadline]:
-    """The deadlines an event starts: a top-up clock, a settlement window."""
+JUST_AFTER = timedelta(milliseconds=1)
+"""Deadlines are kept to the millisecond: the first such moment after an appeal window's last one."""
+
+
+def deadlines_set_by(event: DepositEvent, card: ShopCard, position: int, appeal_window: timedelta) -> list[Deadline]:
+    """The deadlines an event starts: a top-up clock, a settlement window, a deduction's appeal window."""
+    deadlines = []
     if isinstance(event, Deducted | RequirementChanged) and event.top_up_due is not None:
-        return [Deadline(card.shop_id, SHOP_RESTRICTED, event.top_up_due, position)]
+        deadlines.append(Deadline(card.shop_id, SHOP_RESTRICTED, event.top_up_due, position))
+    if isinstance(event, Deducted) and not event.settles_debt:
+        # A new deduction can be appealed until its window ends, and a refund waits for that:
+        # the refund may first fall due just after it (decided then, like any deadline).
+        window_ends_at = event.effective_at + appeal_window
+        first_after = window_ends_at - timedelta(microseconds=window_ends_at.microsecond % 1000) + JUST_AFTER
+        deadlines.append(Deadline(card.shop_id, REFUND_DUE, first_after, position))
     if isinstance(event, ClosureRequested | AppealRejected | DeductionReversed) and event.settlement_due is not None:
-        return [Deadline(card.shop_id, REFUND_DUE, event.settlement_due, position)]
-    return []
+        deadlines.append(Deadline(card.shop_id, REFUND_DUE, event.settlement_due, position))
+    return deadlines
 
 
 def event_notices(
@@ -127,12 +140,12 @@ def deadline_notice(
             return None
         fields = _shortfall(state)
     else:
-        if state.settlement_due != deadline.due_at or not _refund_allowed(ledger, state, deadline.due_at):
+        if not _refund_first_allowed_at(ledger, card.shop_id, deadline.due_at):
             return None
         fields = {
             "currency": state.currency,
             "refundable": format_minor(state.frozen_minor, state.currency),
-            "settlement_due": iso(deadline.due_at),
+            "settlement_due": iso(state.settlement_due) if state.settlement_due is not None else None,
         }
     data = {"shop_id": card.shop_id, "site": card.site, "position": deadline.position, **fields}
     return FeedMessage(
@@ -157,6 +170,15 @@ def _shortfall(state: DepositState) -> dict[str, Any]:
     }
 
 
+def _refund_first_allowed_at(ledger: DepositLedger, shop_id: str, due_at: datetime) -> bool:
+    # Several deadlines may be candidates (the settlement due time, each appeal window's end):
+    # the notice belongs to the first moment a refund would pass, so it is told once.
+    before = ledger.replay(shop_id, as_of=due_at - JUST_AFTER)
+    if before.status is Status.CLOSING and _refund_allowed(ledger, before, due_at - JUST_AFTER):
+        return False
+    return _refund_allowed(ledger, ledger.replay(shop_id, as_of=due_at), due_at)
+
+
 def _refund_allowed(ledger: DepositLedger, state: DepositState, due_at: datetime) -> bool:
     # Ask the deposit itself, as it stood then, whether a refund at the due time would pass:
     # the refund's own rules (open holds, open appeals, the window) decide, not a copy of them.
@@ -166,7 +188,8 @@ def _refund_allowed(ledger: DepositLedger, state: DepositState, due_at: datetime
     deposit = project_deposit(None, (event for event in events if isinstance(event, DepositEvent)))
     assert deposit is not None
     try:
-        deposit.refund(stamp=Stamp(effective_at=due_at, recorded_at=due_at, actor=RELAY_ACTOR))
+        trial = Stamp(effective_at=due_at, recorded_at=due_at, actor=RELAY_ACTOR)
+        deposit.refund(stamp=trial, terms=ledger.policy.terms)
     except Refused:
         return False
     return True

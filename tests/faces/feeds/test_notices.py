@@ -135,3 +135,38 @@ def test_a_refund_falls_due_when_settlement_is_over(ledger: DepositLedger, clock
         assert refund_due.body["type"] == "RefundDue"
         assert refund_due.body["data"]["refundable"] == "1000.00"
         assert refund_due.body["data"]["settlement_due"] == iso(due)
+
+
+def test_a_refund_held_back_by_an_appeal_window_falls_due_when_the_window_ends(
+    ledger: DepositLedger, clock: FakeClock
+) -> None:
+    with running_receiver() as receiver:
+        subscribe(ledger, receiver.url, "RefundDue")
+        ledger.open("tea-house", currency="CNY", required="1000", site="CN")
+        ledger.pay("tea-house", "1000", channel="alipay", ref="t-1")
+        ledger.close_shop("tea-house")
+        settlement_due = ledger.show("tea-house").settlement_due
+        assert settlement_due is not None
+        # An after-sales dispute decided just before settlement: appealable well past it.
+        clock.now = settlement_due
+        clock.advance(seconds=-1)
+        ledger.deduct("tea-house", "100", reason="after_sales_dispute", case="AS-1")
+        window_ends_at = clock.now + ledger.policy.terms.appeal_window
+        assert window_ends_at > settlement_due
+        relay = relay_for(ledger)
+        clock.now = settlement_due
+        clock.advance(seconds=1)
+        relay.run_once()
+        assert notices(receiver) == []  # settlement is due, but the deduction can still be appealed
+
+        clock.now = window_ends_at
+        clock.advance(seconds=1)
+        relay.run_once()
+        relay.run_once()
+        relay.close()
+        [refund_due] = receiver.successes()
+        assert refund_due.body["type"] == "RefundDue"
+        assert refund_due.body["data"]["refundable"] == "900.00"
+        assert refund_due.body["data"]["settlement_due"] == iso(settlement_due)
+        # The notice is the refund's first possible moment: the refund itself then passes.
+        ledger.refund("tea-house", at=clock.now)
