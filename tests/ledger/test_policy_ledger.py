@@ -4,9 +4,13 @@ and the views and audit over every new event (rebuild equals replay, verify stay
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from collections.abc import Iterator
 from contextlib import closing
 from datetime import timedelta
+from pathlib import Path
 
 import pytest
 
@@ -196,3 +200,16 @@ def test_a_balances_table_of_an_older_release_is_rebuilt_from_the_events(
     with DepositLedger(store_url, actor="tester", clock=clock) as reopened:
         assert [reopened.balance("tea-house")] == old_balances_table
         assert reopened.auditor().verify().ok
+
+
+def test_the_sites_zones_are_known_on_a_machine_without_zone_data(tmp_path: Path) -> None:
+    # Windows and slim containers have no /usr/share/zoneinfo: zoneinfo then reads the zones
+    # from the tzdata package, a dependency. An empty search path stands for such a machine.
+    check = (
+        "from datetime import datetime, UTC; from ledger.policy_file import load_policy; "
+        "zone = load_policy().sites['CN'].zone(); "
+        "print(datetime(2025, 1, 6, 23, 30, tzinfo=UTC).astimezone(zone).isoformat())"
+    )
+    environment = {**os.environ, "PYTHONTZPATH": str(tmp_path)}
+    done = subprocess.run([sys.executable, "-c", check], env=environment, capture_output=True, text=True, check=False)
+    assert (done.returncode, done.stdout.strip()) == (0, "2025-01-07T07:30:00+08:00"), done.stderr
