@@ -399,6 +399,9 @@ class ShopDeposit:
     def appeal(self, *, case_id: str, note: str, stamp: Stamp, terms: DepositTerms = STANDARD_TERMS) -> bool:
         """The merchant appeals the deduction of a case, within the appeal window after it.
 
+        The window is the one of the policy version in force when the case was
+        deducted (``terms.appeal_windows``), recorded with that version.
+
         Accepted in every phase: an appeal may outlive the deposit, and its
         outcome is then recorded by correcting events. Filing the same appeal
         again while it is pending changes nothing.
@@ -413,7 +416,8 @@ class ShopDeposit:
         if case.written_off_minor:
             raise Refused(f"the debt of case {case_id} of shop {self.shop_id} was written off: its deduction is final")
         self._require_in_order(stamp)
-        window_ends_at = _appeal_window_ends(case, terms)
+        granted = terms.appeal_window_for(case.deducted_at)
+        window_ends_at = case.deducted_at + granted.appeal_window
         if stamp.effective_at > window_ends_at:
             raise Refused(f"the appeal window for case {case_id} closed at {window_ends_at.isoformat()}")
         self._record(
@@ -421,7 +425,7 @@ class ShopDeposit:
             stamp,
             case_id=case_id,
             window_ends_at=window_ends_at,
-            policy_version=terms.policy_version,
+            policy_version=granted.policy_version,
             note=note,
         )
         self.check_invariants()
@@ -1054,8 +1058,9 @@ class ShopDeposit:
 
 
 def _appeal_window_ends(case: Case, terms: DepositTerms) -> datetime:
-    # The last moment the merchant may appeal the case's deduction (inclusive).
-    return case.deducted_at + terms.appeal_window
+    # The last moment the merchant may appeal the case's deduction (inclusive), by the window
+    # of the policy version in force when it was deducted.
+    return case.deducted_at + terms.appeal_window_for(case.deducted_at).appeal_window
 
 
 class OutdatedSnapshot(ValueError):

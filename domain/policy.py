@@ -9,6 +9,10 @@ A policy is versioned and priced per marketplace site, in the site's currency:
   per shop (per calendar day in the site's time zone, as the platforms count it).
 - **Time limits.** The settlement window after a voluntary closure, the top-up
   deadline after a deposit falls short, and the appeal window after a deduction.
+- **Versions in force.** A policy version takes effect at its ``effective_from``
+  time; a :class:`PolicyHistory` holds every version, and a command is decided by
+  the version in force at its effective time, so a back-dated command is priced
+  as it would have been on the day it took effect.
 
 Everything here is pure: amounts are integer minor units, rates are exact
 decimals, and no clock is read. Reading a policy file is the ledger's business.
@@ -16,13 +20,14 @@ decimals, and no clock is read. Reading a policy file is the ledger's business.
 
 from __future__ import annotations
 
+from bisect import bisect_right
 from collections.abc import Iterable
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from decimal import ROUND_FLOOR, Decimal
 from typing import Annotated, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator
 
 from domain.errors import MalformedInput, Refused
 from domain.events import (
@@ -57,6 +62,22 @@ Rate = Annotated[Decimal, Field(gt=0, le=1, decimal_places=MAX_RATE_DECIMALS, al
 Window = Annotated[timedelta, Field(gt=timedelta(0), le=MAX_WINDOW)]
 """A time limit of the policy."""
 
+MAX_POLICY_VERSIONS = 100
+"""A policy history holds at most a hundred versions: a platform changes its rules a few times a year."""
+
+
+class AppealWindowVersion(BaseModel):
+    """The appeal window one version of the policy grants, and from when (``None``: from the start).
+
+    ``policy_version`` is empty only for the standard terms (no policy in particular).
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    policy_version: PolicyVersion | None
+    effective_from: AwareDatetime | None
+    appeal_window: Window
+
 
 class DepositTerms(BaseModel):
     """The time limits the deposit's rules apply, and the version of the policy they come from.
@@ -71,6 +92,26 @@ class DepositTerms(BaseModel):
     settlement_window: Window = DEFAULT_SETTLEMENT_WINDOW
     top_up_deadline: Window = DEFAULT_TOP_UP_DEADLINE
     appeal_window: Window = DEFAULT_APPEAL_WINDOW
+    appeal_windows: tuple[AppealWindowVersion, ...] = ()
+    """Every version's appeal window, oldest first (empty: ``appeal_window`` for every deduction).
+
+    A deduction may be appealed for the window of the version in force when it
+    was made: the merchant's right is fixed by the rules of the day of the
+    penalty, and a later version can neither shorten nor lengthen it.
+    """
+
+    def appeal_window_for(self, deducted_at: datetime) -> AppealWindowVersion:
+        """The appeal window of a deduction made at ``deducted_at``, and the version granting it.
+
+        A deduction older than every version (recorded under a file since
+        replaced) gets the oldest version's window.
+        """
+        if not self.appeal_windows:
+            return AppealWindowVersion(
+                policy_version=self.policy_version, effective_from=None, appeal_window=self.appeal_window
+            )
+        starts = [_start(window.effective_from) for window in self.appeal_windows]
+        return self.appeal_windows[max(0, bisect_right(starts, deducted_at) - 1)]
 
 
 STANDARD_TERMS = DepositTerms()
@@ -211,11 +252,16 @@ class SitePolicy(BaseModel):
 
 
 class DepositPolicy(BaseModel):
-    """A versioned deposit policy: requirements and violation catalogue per site, and time limits."""
+    """A versioned deposit policy: requirements and violation catalogue per site, and time limits.
+
+    ``effective_from`` is when the version takes effect (``None``: in force from
+    the start, as a policy of a single version is).
+    """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     version: PolicyVersion
+    effective_from: AwareDatetime | None = None
     settlement_window: Window
     top_up_deadline: Window
     appeal_window: Window
@@ -270,3 +316,84 @@ class DepositPolicy(BaseModel):
             raise MalformedInput(
                 f"policy {self.version} has no rule for {reason.value} on site {site}: give the amount to deduct"
             ) from None
+
+
+class PolicyHistory(BaseModel):
+    """Every version of the deposit policy, oldest first, each in force until the next takes effect.
+
+    The first version may have no ``effective_from`` (in force from the start);
+    every later one has one, later than the one before it. A moment before the
+    first version's ``effective_from`` has no policy in force.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    versions: tuple[DepositPolicy, ...] = Field(min_length=1, max_length=MAX_POLICY_VERSIONS)
+
+    @model_validator(mode="after")
+    def _versions_in_order(self) -> PolicyHistory:
+        seen: set[str] = set()
+        for position, policy in enumerate(self.versions):
+            if policy.version in seen:
+                raise ValueError(f"version {policy.version} appears twice")
+            seen.add(policy.version)
+            if position == 0:
+                continue
+            earlier = self.versions[position - 1]
+            if policy.effective_from is None:
+                raise ValueError(f"version {policy.version} needs an effective_from: only the first may go without")
+            if earlier.effective_from is not None and policy.effective_from <= earlier.effective_from:
+                raise ValueError(
+                    f"version {policy.version} takes effect at {policy.effective_from.isoformat()}, "
+                    f"not after version {earlier.version} ({earlier.effective_from.isoformat()}): "
+                    "list the versions in the order they take effect"
+                )
+        return self
+
+    @classmethod
+    def of(cls, policy: DepositPolicy) -> PolicyHistory:
+        """The history of a single version."""
+        return cls(versions=(policy,))
+
+    @property
+    def latest(self) -> DepositPolicy:
+        """The version that took effect last (or will: its time may lie ahead)."""
+        return self.versions[-1]
+
+    def in_force_at(self, moment: datetime) -> DepositPolicy:
+        """The version in force at ``moment``: the last one to take effect at or before it.
+
+        ``Refused`` before the first version takes effect: no rule existed yet
+        to apply.
+        """
+        starts = [_start(policy.effective_from) for policy in self.versions]
+        position = bisect_right(starts, moment) - 1
+        if position < 0:
+            first = self.versions[0]
+            assert first.effective_from is not None
+            raise Refused(
+                f"no deposit policy was in force at {moment.isoformat()}: "
+                f"the first, {first.version}, takes effect at {first.effective_from.isoformat()}"
+            )
+        return self.versions[position]
+
+    def terms_at(self, moment: datetime) -> DepositTerms:
+        """The time limits in force at ``moment``, with every version's appeal window for older deductions."""
+        return self.in_force_at(moment).terms.model_copy(update={"appeal_windows": self.appeal_windows()})
+
+    def appeal_windows(self) -> tuple[AppealWindowVersion, ...]:
+        """Each version's appeal window and when it took effect, oldest first."""
+        return tuple(
+            AppealWindowVersion(
+                policy_version=policy.version, effective_from=policy.effective_from, appeal_window=policy.appeal_window
+            )
+            for policy in self.versions
+        )
+
+
+_BEGINNING = datetime.min.replace(tzinfo=UTC)
+"""Where a version without ``effective_from`` starts: before any moment the ledger can hold."""
+
+
+def _start(effective_from: datetime | None) -> datetime:
+    return _BEGINNING if effective_from is None else effective_from
