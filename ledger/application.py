@@ -55,10 +55,12 @@ from domain.money import normalise_currency, to_minor
 from ledger.app import parse as edge
 from ledger.app.parse import (
     parse_actor,
+    parse_audit_place,
     parse_case_id,
     parse_category,
     parse_choice,
     parse_effective_time,
+    parse_page_limit,
     parse_shop_id,
     parse_time,
     parse_version,
@@ -821,8 +823,14 @@ class DepositLedger(Application[UUID]):
         underfunded: bool = False,
         overdue: bool = False,
         owing: bool = False,
+        after: str | None = None,
+        limit: int | None = None,
     ) -> list[DepositState]:
         """Deposits from the balances view, ordered by shop id.
+
+        With ``limit``, a page: at most that many deposits, those whose shop ids sort
+        after ``after`` (the last shop id of the previous page). A page costs about
+        the same however deep it is.
 
         ``underfunded`` keeps the open deposits whose shortfall is above zero: the
         shops that must pay, whether they have paid anything yet or not.
@@ -837,6 +845,10 @@ class DepositLedger(Application[UUID]):
         underfunded = edge.flag(underfunded, "underfunded")
         overdue = edge.flag(overdue, "overdue")
         owing = edge.flag(owing, "owing")
+        if after is not None:
+            after = parse_shop_id(after)
+        if limit is not None:
+            limit = parse_page_limit(limit)
         found = self.views.view(BalancesView.name)
         assert isinstance(found, BalancesView)
         return found.select(
@@ -847,15 +859,27 @@ class DepositLedger(Application[UUID]):
             overdue=overdue,
             owing=owing,
             now=self.clock(),
+            after=after,
+            limit=limit,
         )
 
-    def audit(self, shop_id: str) -> list[AuditRow]:
-        """The shop's audit-trail rows, oldest first."""
+    def audit(self, shop_id: str, *, after: tuple[int, int] | None = None, limit: int | None = None) -> list[AuditRow]:
+        """The shop's audit-trail rows, oldest first.
+
+        With ``limit``, a page: at most that many rows, those after ``after`` (the
+        ``(position, share)`` of the previous page's last row). A page costs about
+        the same however deep it is; past the last row it is empty.
+        """
         shop_id = parse_shop_id(shop_id)
+        if after is not None:
+            after = parse_audit_place(after)
+        if limit is not None:
+            limit = parse_page_limit(limit)
         found = self.views.view(AuditTrailView.name)
         assert isinstance(found, AuditTrailView)
-        rows = found.rows(self.views.read(), deposit_id(shop_id))
-        if not rows:
+        cursor = self.views.read()
+        rows = found.rows(cursor, deposit_id(shop_id), after=after, limit=limit)
+        if not rows and (after is None or not found.rows(cursor, deposit_id(shop_id), limit=1)):
             raise ShopNotFound(f"shop {shop_id} has no deposit")
         return rows
 

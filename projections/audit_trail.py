@@ -183,11 +183,27 @@ class AuditTrailView(View):
 
     # ------------------------------------------------------------------ queries
 
-    def rows(self, cursor: Cursor, deposit: UUID) -> list[AuditRow]:
-        """The deposit's rows, oldest first."""
-        cursor.execute(
-            f"SELECT {_SELECT} FROM {self.table} WHERE deposit_id = ? ORDER BY position, share", (deposit.hex,)
-        )
+    def rows(
+        self, cursor: Cursor, deposit: UUID, *, after: tuple[int, int] | None = None, limit: int | None = None
+    ) -> list[AuditRow]:
+        """The deposit's rows, oldest first.
+
+        A page: the first ``limit`` rows after ``after``, the ``(position, share)``
+        of the previous page's last row. The query seeks to it in the index by
+        deposit and position, so a page reads about ``limit`` rows however deep it is.
+        """
+        conditions = "deposit_id = ?"
+        params: list[Any] = [deposit.hex]
+        if after is not None:
+            # A refund's shares share a position: a page may end between two of them.
+            conditions += " AND position >= ? AND (position > ? OR share > ?)"
+            params += [after[0], after[0], after[1]]
+        page = ""
+        if limit is not None:
+            assert limit > 0, f"a page of {limit} audit rows"
+            page = " LIMIT ?"
+            params.append(limit)
+        cursor.execute(f"SELECT {_SELECT} FROM {self.table} WHERE {conditions} ORDER BY position, share{page}", params)
         return [_audit_row(row) for row in cursor.fetchall()]
 
 

@@ -183,12 +183,18 @@ class BalancesView(View):
         overdue: bool = False,
         owing: bool = False,
         now: datetime | None = None,
+        after: str | None = None,
+        limit: int | None = None,
     ) -> list[DepositState]:
         """Deposits ordered by shop id, filtered by status, site, shortfall, overdue top-up as of ``now``, debt.
 
         ``restricted`` is no stored status: asking for it (or for ``overdue``) finds
         the open deposits whose top-up was due by ``now``, and asking for the stored
         status they had leaves them out.
+
+        A page: the first ``limit`` deposits whose shop id sorts after ``after``.
+        The query seeks to ``after`` in an index ordered by shop id, so a page
+        reads about ``limit`` rows however deep it is.
         """
         conditions: list[str] = []
         params: list[Any] = []
@@ -211,8 +217,16 @@ class BalancesView(View):
             conditions.append("phase = 'open' AND shortfall_minor > 0")
         if owing:
             conditions.append("owed_minor > 0")
+        if after is not None:
+            conditions.append("shop_id > ?")
+            params.append(after)
         where = f" WHERE {' AND '.join(conditions)}" if conditions else ""
-        cursor.execute(f"SELECT {_SELECT} FROM {self.table}{where} ORDER BY shop_id", params)
+        page = ""
+        if limit is not None:
+            assert limit > 0, f"a page of {limit} deposits"
+            page = " LIMIT ?"
+            params.append(limit)
+        cursor.execute(f"SELECT {_SELECT} FROM {self.table}{where} ORDER BY shop_id{page}", params)
         return [_balance(row)[0].state(now) for row in cursor.fetchall()]
 
 

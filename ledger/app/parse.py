@@ -31,6 +31,9 @@ and a time so far back is a typo (``0025`` for ``2025``)."""
 MAX_VERSION = 2**63 - 1
 """The largest version a deposit's history could reach: the stores keep versions in 64-bit integers."""
 
+MAX_PAGE_ITEMS = 10_000
+"""The most items one page of a query returns: a caller wanting more pages on."""
+
 _SHOP_ID: TypeAdapter[str] = TypeAdapter(ShopId)
 _CASE_ID: TypeAdapter[str] = TypeAdapter(CaseId)
 _CATEGORY: TypeAdapter[str] = TypeAdapter(CategoryCode)
@@ -126,6 +129,26 @@ def parse_version(value: object) -> int:
     if value > MAX_VERSION:
         raise MalformedInput(f"version {value} is larger than any history can be ({MAX_VERSION})")
     return value
+
+
+def parse_page_limit(value: object) -> int:
+    """How many items a page holds: an integer from 1 to ``MAX_PAGE_ITEMS``."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise MalformedInput(f"page limit must be an integer, not {type(value).__name__}")
+    if not 1 <= value <= MAX_PAGE_ITEMS:
+        raise MalformedInput(f"page limit {value} must be from 1 to {MAX_PAGE_ITEMS}")
+    return value
+
+
+def parse_audit_place(value: object) -> tuple[int, int]:
+    """Where a page of an audit trail resumes: the ``(position, share)`` of the previous page's last row."""
+    if (
+        not isinstance(value, tuple)
+        or len(value) != 2
+        or any(isinstance(part, bool) or not isinstance(part, int) or not 0 <= part <= MAX_VERSION for part in value)
+    ):
+        raise MalformedInput("an audit page resumes after a (position, share) pair of whole numbers")
+    return value[0], value[1]
 
 
 def parse_shop_id(shop_id: object) -> str:

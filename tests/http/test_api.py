@@ -6,6 +6,7 @@ from typing import Any
 
 import pytest
 
+from ledger.faces.http.pages import encode_cursor
 from tests.http.conftest import opened
 
 pytestmark = pytest.mark.anyio
@@ -165,6 +166,29 @@ async def test_pages_of_shops_and_of_an_audit_trail(api_factory: Any) -> None:
         assert len(first["items"]) + len(rest["items"]) == len(history)
         assert rest["next_cursor"] is None
         assert (await api.get("/v1/shops", cursor="!!")).status_code == 422
+
+
+async def test_audit_pages_cut_between_a_refund_s_channel_shares_lose_no_row(api_factory: Any) -> None:
+    async with api_factory() as api:
+        await opened(api, "S1", required="2.00")
+        await api.post("/v1/shops/S1/payments", "finance", {"amount": "5.00", "channel": "alipay", "ref": "A"})
+        await api.post("/v1/shops/S1/payments", "finance", {"amount": "5.00", "channel": "wechat_pay", "ref": "W"})
+        await api.post("/v1/shops/S1/refund-excess", "finance")
+        whole = (await api.get("/v1/shops/S1/audit")).json()["items"]
+        assert [row["share"] for row in whole if row["type"] == "ExcessRefunded"] == [1, 2]
+        walked: list[Any] = []
+        cursor = None
+        while True:
+            page = (await api.get("/v1/shops/S1/audit", limit=1, **({"cursor": cursor} if cursor else {}))).json()
+            walked += page["items"]
+            cursor = page["next_cursor"]
+            if cursor is None:
+                break
+        assert walked == whole
+        assert (await api.get("/v1/shops/S1/audit", cursor=encode_cursor("12"))).status_code == 422
+        assert (await api.get("/v1/shops/S9/audit", cursor=encode_cursor("1.0"))).status_code == 404
+        past = await api.get("/v1/shops/S1/audit", cursor=encode_cursor("999999.0"))
+        assert past.json() == {"items": [], "next_cursor": None}
 
 
 async def test_idempotency_key_replays_the_first_answer(api_factory: Any) -> None:

@@ -35,10 +35,21 @@ CALLS: dict[str, tuple[tuple[Any, ...], dict[str, Any]]] = {
     "trade_number_holder": (("alipay", "A1"), {}),
     "show": (("tea",), {}),
     "balance": (("tea",), {}),
-    "audit": (("tea",), {}),
+    "audit": (("tea",), {"after": (1, 0), "limit": 10}),
     "history": (("tea",), {"as_of": None}),
     "replay": (("tea",), {"as_of": None, "version": 1}),
-    "shops": ((), {"status": None, "site": None, "underfunded": False, "overdue": False, "owing": False}),
+    "shops": (
+        (),
+        {
+            "status": None,
+            "site": None,
+            "underfunded": False,
+            "overdue": False,
+            "owing": False,
+            "after": "a",
+            "limit": 10,
+        },
+    ),
 }
 
 for _name, (_args, _kwargs) in CALLS.items():
@@ -93,6 +104,8 @@ KINDS = {
     "underfunded": FLAG,
     "overdue": FLAG,
     "owing": FLAG,
+    "after": TEXT,
+    "limit": VERSION,
 }
 """Values of a wrong type for each parameter, by name."""
 

@@ -578,3 +578,25 @@ def test_a_refusal_stands_when_the_cached_deposit_was_current(
         shops.refund_excess("shop-jp")
     # PostgreSQL brings a cached copy up to date before the command: nothing left to confirm.
     assert confirmed == ([1] if shops.store.kind == "sqlite" else [])
+
+
+def test_shops_and_audit_trails_come_in_pages(shops: DepositLedger) -> None:
+    assert [state.shop_id for state in shops.shops(limit=1)] == ["shop-cn"]
+    assert [state.shop_id for state in shops.shops(after="shop-cn", limit=5)] == ["shop-jp"]
+    assert shops.shops(after="shop-jp", limit=5) == []
+    rows = shops.audit("shop-cn")
+    first = shops.audit("shop-cn", limit=1)
+    assert first == rows[:1]
+    assert shops.audit("shop-cn", after=(first[0].position, first[0].share), limit=10) == rows[1:]
+    assert shops.audit("shop-cn", after=(rows[-1].position, rows[-1].share), limit=10) == []
+    with pytest.raises(ShopNotFound):
+        shops.audit("shop-nowhere", after=(1, 0), limit=10)
+    for refused in (
+        lambda: shops.shops(limit=0),
+        lambda: shops.shops(limit=10_001),
+        lambda: shops.shops(after="not a shop id!"),
+        lambda: shops.audit("shop-cn", after=(-1, 0)),
+        lambda: shops.audit("shop-cn", limit=0),
+    ):
+        with pytest.raises(MalformedInput):
+            refused()

@@ -57,14 +57,17 @@ def list_shops(
 ) -> Response:
     """Deposits by shop id, a page at a time; ``next_cursor`` is null on the last page."""
     after = decode_cursor(cursor)
-    states = service_of(request).read(lambda ledger: ledger.shops(status=status, site=site, underfunded=underfunded))
-    chosen = [state for state in states if (after is None or state.shop_id > after) and (not owing or state.owed_minor)]
-    page = chosen[:limit]
-    more = len(chosen) > limit
+    # One more than the page: whether it exists says whether there is a next page.
+    states = service_of(request).read(
+        lambda ledger: ledger.shops(
+            status=status, site=site, underfunded=underfunded, owing=owing, after=after, limit=limit + 1
+        )
+    )
+    page = states[:limit]
     return json_response(
         {
             "items": [state_json(state) for state in page],
-            "next_cursor": encode_cursor(page[-1].shop_id) if more else None,
+            "next_cursor": encode_cursor(page[-1].shop_id) if len(states) > limit else None,
         }
     )
 
@@ -110,20 +113,27 @@ def shop_audit(
     limit: Limit = DEFAULT_LIMIT,
     cursor: Cursor = None,
 ) -> Response:
-    """As ``audit --json``, by position."""
-    after = decode_cursor(cursor)
-    if after is not None and not after.isdecimal():
-        raise MalformedInput("cursor: not a cursor this service gave")
-    rows = service_of(request).read(lambda ledger: ledger.audit(shop_id))
-    chosen = [row for row in rows if after is None or row.position > int(after)]
-    page = chosen[:limit]
-    more = len(chosen) > limit
+    """As ``audit --json``, by position (and share, for a refund's channel shares)."""
+    after = _audit_place(decode_cursor(cursor))
+    rows = service_of(request).read(lambda ledger: ledger.audit(shop_id, after=after, limit=limit + 1))
+    page = rows[:limit]
     return json_response(
         {
             "items": [audit_json(row) for row in page],
-            "next_cursor": encode_cursor(str(page[-1].position)) if more else None,
+            "next_cursor": encode_cursor(f"{page[-1].position}.{page[-1].share}") if len(rows) > limit else None,
         }
     )
+
+
+def _audit_place(after: str | None) -> tuple[int, int] | None:
+    # An audit cursor holds "position.share" of the last row given.
+    if after is None:
+        return None
+    position, dot, share = after.partition(".")
+    digits = after.isascii() and position.isdecimal() and share.isdecimal()
+    if not (dot and digits and len(position) <= 19 and len(share) <= 9):
+        raise MalformedInput("cursor: not a cursor this service gave")
+    return int(position), int(share)
 
 
 @router.get("/{shop_id}/replay", summary="A deposit as it stood at a moment or version")
