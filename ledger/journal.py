@@ -235,11 +235,7 @@ class JournalReader:
             except ValueError as error:
                 yield JournalLine(number, raw, {}, f"not JSON: {error}")
                 continue
-            if not isinstance(record, dict):
-                yield JournalLine(number, raw, {}, "not a JSON object")
-                continue
-            fields, problem = _json_fields(record)
-            yield JournalLine(number, raw, fields, problem)
+            yield _record_line(number, raw, record)
 
     def _read_header(self) -> list[str]:
         header = [name.strip() for name in next(self._csv, [])]
@@ -267,6 +263,32 @@ class JournalReader:
                 yield JournalLine(number, row, {}, f"line longer than {MAX_LINE_CHARS} characters")
             else:
                 yield JournalLine(number, row, {name: cell for name, cell in zip(header, row, strict=True) if cell})
+
+
+def json_array_lines(text: str | bytes) -> list[JournalLine]:
+    """The lines of a journal given as one JSON array of objects, numbered from 1.
+
+    Each object is read as a line of a JSON-lines journal is: numbers as written
+    (``2e-1`` is refused as an amount, as in a file), fields of the wrong type
+    named. ``MalformedInput`` when the text is not a JSON array.
+    """
+    try:
+        records = json.loads(text, parse_float=_NumberText)
+    except ValueError as error:
+        raise MalformedInput(f"the journal is not JSON: {error}") from None
+    if not isinstance(records, list):
+        raise MalformedInput("the journal must be a JSON array of lines")
+    return [
+        _record_line(number, json.dumps(record, ensure_ascii=False), record)
+        for number, record in enumerate(records, start=1)
+    ]
+
+
+def _record_line(number: int, raw: str, record: object) -> JournalLine:
+    if not isinstance(record, dict):
+        return JournalLine(number, raw, {}, "not a JSON object")
+    fields, problem = _json_fields(record)
+    return JournalLine(number, raw, fields, problem)
 
 
 class _NumberText(str):

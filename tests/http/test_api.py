@@ -254,6 +254,34 @@ async def test_batch_answers_each_line_on_its_own(api_factory: Any) -> None:
         assert (await api.get("/v1/shops/B1")).json()["paid"] == "60.00"
 
 
+async def test_batch_reads_amounts_from_the_json_text_as_import_does(api_factory: Any) -> None:
+    # Exponent forms are refused, as import refuses them; plain numbers are exact, never floats.
+    async with api_factory() as api:
+        at = "2025-01-06T09:00:00+08:00"
+        body = (
+            "["
+            f'{{"op": "open", "shop": "N1", "at": "{at}", "currency": "CNY", "required": 1}},'
+            f'{{"op": "pay", "shop": "N1", "at": "{at}", "amount": 2e-1, "channel": "alipay", "ref": "E1"}},'
+            f'{{"op": "pay", "shop": "N1", "at": "{at}", "amount": 0.1e1, "channel": "alipay", "ref": "E2"}},'
+            f'{{"op": "pay", "shop": "N1", "at": "{at}", "amount": 0.30000000000000004, "channel": "alipay", '
+            '"ref": "E3"},'
+            f'{{"op": "pay", "shop": "N1", "at": "{at}", "amount": 0.1, "channel": "alipay", "ref": 7.5}},'
+            f'{{"op": "pay", "shop": "N1", "at": "{at}", "amount": 0.1, "channel": "alipay", "ref": "E4"}}'
+            "]"
+        )
+        response = await api.client.post(
+            "/v1/batch", content=body, headers={**api.as_role("finance"), "Content-Type": "application/json"}
+        )
+        results = response.json()["results"]
+        assert [result["status"] for result in results] == [201, 422, 422, 422, 422, 201], results
+        assert "2e-1" in results[1]["problem"]["detail"]
+        assert "'ref' must be a string" in results[4]["problem"]["detail"]
+        assert results[5]["state"]["paid"] == "0.10"
+        single = await api.post("/v1/shops/N1/payments", "finance", {"amount": 0.2, "channel": "alipay", "ref": "E5"})
+        assert single.status_code == 422
+        assert (await api.get("/v1/shops/N1")).json()["paid"] == "0.10"
+
+
 async def test_probes_and_metrics(api_factory: Any) -> None:
     async with api_factory() as api:
         await opened(api)

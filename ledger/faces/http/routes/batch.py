@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import io
-import json
-from decimal import Decimal
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Depends, Request, Response
@@ -16,7 +13,7 @@ from ledger.faces.http.answers import idempotent, json_response
 from ledger.faces.http.auth import Caller, allowed, caller, service_of
 from ledger.faces.http.problems import Problem, problem_of
 from ledger.faces.http.roles import JOURNAL_ACTIONS
-from ledger.journal import JournalLine, JournalReader, LineResult, apply_line
+from ledger.journal import JournalLine, LineResult, apply_line, json_array_lines
 from ledger.reports import state_json
 
 router = APIRouter(prefix="/v1", tags=["batch"])
@@ -24,39 +21,13 @@ router = APIRouter(prefix="/v1", tags=["batch"])
 MAX_BATCH_LINES = 1000
 """Lines one request may carry; a longer journal is ``import``'s job, or several requests."""
 
-_AMOUNT_FIELDS = ("amount", "required", "order_value")
-
 
 def _lines(raw: bytes) -> list[JournalLine]:
-    # Numbers are read as decimals, never floats; each object becomes one journal line, read as import reads it.
-    try:
-        records = json.loads(raw, parse_float=Decimal)
-    except ValueError as error:
-        raise MalformedInput(f"the body is not JSON: {error}") from None
-    if not isinstance(records, list):
-        raise MalformedInput("the body must be a JSON array of journal lines")
-    if len(records) > MAX_BATCH_LINES:
+    # Each object is read as import reads a JSON line: numbers exactly as written, never as floats.
+    lines = json_array_lines(raw)
+    if len(lines) > MAX_BATCH_LINES:
         raise MalformedInput(f"a batch holds at most {MAX_BATCH_LINES} lines")
-    text = "\n".join(json.dumps(_plain(record), ensure_ascii=False, default=_number) for record in records)
-    return list(JournalReader(io.StringIO(text), "jsonl")) if records else []
-
-
-def _plain(record: Any) -> Any:
-    # JSON text again, amounts as the decimal strings they were (a journal reads both alike).
-    if not isinstance(record, dict):
-        return record
-    return {
-        key: str(value) if key in _AMOUNT_FIELDS and isinstance(value, Decimal) else value
-        for key, value in record.items()
-    }
-
-
-def _number(value: object) -> float:
-    # A number where the journal wants text (a note, a list of categories): the line is refused for its
-    # type, as import refuses it; its value no longer matters.
-    if isinstance(value, Decimal):
-        return float(value)
-    raise TypeError(f"{type(value).__name__} is not JSON")
+    return lines
 
 
 def _refused_line(line: JournalLine, who: Caller) -> Problem | None:
