@@ -70,7 +70,7 @@ from ledger.audit import Auditor
 from ledger.chain_keys import require_ring
 from ledger.mapper import DepositMapper
 from ledger.policy_file import load_policy
-from ledger.recorder import LedgerRecorder, PostgresLedgerRecorder, tables_created_by
+from ledger.recorder import Alongside, LedgerRecorder, PostgresLedgerRecorder, tables_created_by
 from ledger.store import UNAVAILABLE, Store, StoreLocked, StoreNotMigrated, resolve_store
 from ledger.trade_numbers import TradeNumberClaimed, ensure_table, holders
 from ledger.views import ViewFailed, ViewKeeper, ViewStatus
@@ -176,6 +176,8 @@ class Batch:
         self.events: list[DepositEvent] = []
         self.trade_numbers: dict[tuple[str, str], str] = {}
         """The (channel, trade number) pairs the batch's payments hold, and the shop of each."""
+        self.alongside: list[Alongside] = []
+        """Writes of the caller's own that commit with the batch's events: :meth:`DepositLedger.record_alongside`."""
         self._touched: list[str] = []
 
     def find(self, shop_id: str) -> ShopDeposit | None:
@@ -352,10 +354,22 @@ class DepositLedger(Application[UUID]):
         finally:
             self._batch = None
         if batch.events:
-            self.save(*batch.events, *batch.changed.values())
+            self.save(*batch.events, *batch.changed.values(), alongside=batch.alongside)
         for deposit in batch.deposits.values():
             if deposit is not None:
                 self._checkin(deposit)
+
+    def record_alongside(self, write: Alongside) -> None:
+        """Inside a :meth:`batch`: run ``write`` in the transaction that saves the batch's events.
+
+        ``write`` gets a cursor (``?`` placeholders) on the store, inside that
+        transaction, and writes a table of the caller's own: it commits with the
+        events or not at all. A batch that records no event saves nothing, and
+        ``write`` is not run: the caller keeps its record some other way.
+        """
+        if self._batch is None:
+            raise RuntimeError("record_alongside needs a batch: only a batch's save can carry it")
+        self._batch.alongside.append(write)
 
     def construct_env(self, name: str, env: EnvType | None = None) -> Environment:
         """The library's settings as the ledger gives them, and nothing from the process environment.

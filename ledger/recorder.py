@@ -42,6 +42,10 @@ ones (the head as it was), the new positions and their domain events."""
 AfterCommit = Callable[[int], None]
 """Called once the insert's transaction has committed, with the position of its last event."""
 
+Alongside = Callable[[Any], None]
+"""A write of the caller's own, given a cursor inside the insert's transaction (``?`` placeholders):
+it commits with the events or not at all. Passed to ``insert_events`` as ``alongside=[...]``."""
+
 
 class ChainHead:
     """The chain's head and key as this process last committed them, so the next insert need not read them back.
@@ -294,12 +298,15 @@ class _ChainedAndProjected:
         self, cursor: Any, positions: Sequence[int], stored_events: Sequence[StoredEvent], **kwargs: Any
     ) -> None:
         # Inside the insert's transaction: one link per event, the trade numbers its payments
-        # claim (refused if another deposit holds one), then the views that were current.
+        # claim (refused if another deposit holds one), the views that were current, then
+        # the caller's own writes that must commit with the events.
         previous_head = self.chain_head.extend(cursor, _chain_rows(positions, stored_events))
         events = kwargs.get("deposit_events")
         trade_numbers.claim(cursor, trade_numbers.claims_of(positions, stored_events, events))
         if self.after_insert is not None and events:
             self.after_insert(cursor, previous_head, positions, events)
+        for write in kwargs.get("alongside", ()):
+            write(cursor)
 
     def _committed(self, positions: Sequence[int] | None) -> None:
         # After the commit: what the chain and the views remember may now be trusted.

@@ -56,7 +56,16 @@ for _name, (_args, _kwargs) in CALLS.items():
     if "actor" in inspect.signature(getattr(DepositLedger, _name)).parameters:
         _kwargs["actor"] = None
 
-NOT_INPUT = {"close", "batch", "save", "auditor", "projection_status", "construct_env", "construct_mapper"}
+NOT_INPUT = {
+    "close",
+    "batch",
+    "record_alongside",
+    "save",
+    "auditor",
+    "projection_status",
+    "construct_env",
+    "construct_mapper",
+}
 """Public methods that take no values from a caller (or only the library's)."""
 
 _others = st.one_of(

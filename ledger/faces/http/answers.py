@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from fastapi import Request, Response
@@ -11,7 +11,7 @@ from fastapi.concurrency import run_in_threadpool
 
 from ledger.application import CommandResult, DepositLedger
 from ledger.faces.http.auth import Caller, service_of
-from ledger.faces.http.idempotency import HEADER, MAX_KEY_CHARS, Remembered, request_digest
+from ledger.faces.http.idempotency import HEADER, MAX_KEY_CHARS, Keeping, Remembered, request_digest
 from ledger.faces.http.problems import PROBLEM_MEDIA_TYPE, Problem, problem_of
 from ledger.reports import state_json
 
@@ -79,23 +79,39 @@ async def write(
     location: Callable[[CommandResult], str] | None = None,
 ) -> Response:
     """Run a ledger command through the group writer and answer it, honouring If-Match and Idempotency-Key."""
+    checked = guarded(request, shop_id, command)
 
-    async def answer() -> Response:
+    async def answer(keeping: Keeping | None) -> Response:
+        def decided(ledger: DepositLedger) -> Response:
+            result = checked(ledger)
+            response = result_response(result, created_location=location(result) if location else None)
+            keep_with_events(ledger, keeping, response)
+            return response
+
         try:
-            result = await service_of(request).write(guarded(request, shop_id, command))
+            response: Response = await service_of(request).write(decided)
         except Exception as error:
             return problem_of(error).response()
-        return result_response(result, created_location=location(result) if location else None)
+        return response
 
     return await idempotent(request, who, answer)
 
 
-async def idempotent(request: Request, who: Caller, answer: Callable[[], Any]) -> Response:
+def keep_with_events(ledger: DepositLedger, keeping: Keeping | None, response: Response) -> None:
+    """Inside the writer's batch: keep ``response`` for its Idempotency-Key in the transaction that saves the events."""
+    if keeping is not None:
+        ledger.record_alongside(keeping.write_with_events(response.status_code, bytes(response.body)))
+
+
+Answer = Callable[[Keeping | None], Awaitable[Response]]
+"""Answers a request; given a :class:`Keeping` when the request has an Idempotency-Key."""
+
+
+async def idempotent(request: Request, who: Caller, answer: Answer) -> Response:
     """The first answer to this request's Idempotency-Key again, or a fresh answer kept for next time."""
     key = request.headers.get(HEADER)
     if key is None:
-        response: Response = await answer()
-        return response
+        return await answer(None)
     if not key.strip() or len(key) > MAX_KEY_CHARS or not key.isprintable():
         raise Problem(422, "malformed-idempotency-key", f"{HEADER} must be 1 to {MAX_KEY_CHARS} printable characters")
     kept = service_of(request).idempotency
@@ -108,12 +124,19 @@ async def idempotent(request: Request, who: Caller, answer: Callable[[], Any]) -
             raise Problem(409, "idempotency-key-in-use", f"a request with {HEADER} {key!r} is still being answered")
         in_flight.add((who.name, key))
         try:
-            response = await answer()
+            keeping = Keeping(who.name, key, digest)
+            response = await answer(keeping)
             if response.status_code >= 500:
                 return response  # not an answer to keep: the request may be tried again
-            found = await run_in_threadpool(
-                kept.remember, who.name, key, Remembered(digest, response.status_code, bytes(response.body))
-            )
+            if keeping.kept:
+                return response  # kept with the command's events
+            if keeping.kept is None:  # nothing was saved with it: keep it now
+                found = await run_in_threadpool(
+                    kept.remember, who.name, key, Remembered(digest, response.status_code, bytes(response.body))
+                )
+            else:  # another process kept an answer to this key first: that one stands
+                found = await run_in_threadpool(kept.find, who.name, key)
+                assert found is not None, f"the first answer to {HEADER} {key!r} is gone"
         finally:
             in_flight.discard((who.name, key))
         if found.request_digest == digest and found.body == bytes(response.body):

@@ -7,10 +7,12 @@ same key with another request is refused (422). Answers are kept for
 ``RETENTION_S`` and stored in the store, so they survive restarts and every
 server process on the store sees them.
 
-An answer is remembered after the command's commit and before the client hears
-it. If a process dies between the two, the retry runs the command again, and the
-ledger's own natural keys (a payment's trade number, a case id) make it a
-duplicate: nothing is applied twice.
+The answer to a command that records events is kept in the very transaction that
+saves them (:class:`Keeping`): a process that dies after the commit has kept the
+answer too, and one that dies before it has done neither, so a retry gets the
+first answer or runs the command for the first time. An answer that changed
+nothing (a duplicate, a refusal) is kept after it is given: if the process dies
+between the two, the retry decides again, and nothing was applied either time.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import hashlib
 import threading
 import time
 from dataclasses import dataclass
+from typing import Any
 
 from ledger.store import Store
 
@@ -42,6 +45,53 @@ class Remembered:
 def request_digest(method: str, path: str, body: bytes) -> str:
     """What identifies a request for the same-request check: method, path and body bytes."""
     return hashlib.sha256(b"\0".join((method.encode(), path.encode(), body))).hexdigest()
+
+
+_INSERT = (
+    f"INSERT INTO {TABLE} (api_key, idempotency_key, request_digest, status, body, created_s) "
+    "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (api_key, idempotency_key) DO UPDATE SET "
+    "request_digest = excluded.request_digest, status = excluded.status, body = excluded.body, "
+    f"created_s = excluded.created_s WHERE {TABLE}.created_s < ?"
+)
+"""Keeps an answer unless one is kept for the key already; one older than the retention (the last
+parameter: its oldest creation time) no longer counts and is replaced."""
+
+
+def _answer_row(api_key: str, idempotency_key: str, answer: Remembered, now: int) -> tuple[Any, ...]:
+    return (api_key, idempotency_key, answer.request_digest, answer.status, answer.body, now, now - RETENTION_S)
+
+
+_SELECT = f"SELECT request_digest, status, body FROM {TABLE} WHERE api_key = ? AND idempotency_key = ?"
+
+
+class Keeping:
+    """One request's answer on its way to being kept with the events its command saves.
+
+    The command, once decided, hands its answer to :meth:`write_with_events`
+    (through ``DepositLedger.record_alongside``); if the batch saves events, the
+    answer is inserted in that transaction and :attr:`kept` says whether it was
+    this answer that was kept (``True``) or one another process kept first
+    (``False``). ``None``: nothing was saved with it, keep it afterwards.
+    """
+
+    def __init__(self, api_key: str, idempotency_key: str, request_digest: str) -> None:
+        """For the request with ``request_digest``, sent with ``idempotency_key`` by ``api_key``."""
+        self.api_key = api_key
+        self.idempotency_key = idempotency_key
+        self.request_digest = request_digest
+        self.kept: bool | None = None
+
+    def write_with_events(self, status: int, body: bytes) -> Any:
+        """The write to run in the events' transaction: keep ``status`` and ``body`` unless a first answer exists."""
+        # A batch decided again starts over: only the write of the attempt that commits counts.
+        self.kept = None
+        row = _answer_row(self.api_key, self.idempotency_key, Remembered(self.request_digest, status, body), now_s())
+
+        def write(cursor: Any) -> None:
+            cursor.execute(_INSERT + " RETURNING 1", row)
+            self.kept = cursor.fetchone() is not None
+
+        return write
 
 
 class IdempotencyKeys:
@@ -68,30 +118,29 @@ class IdempotencyKeys:
     def find(self, api_key: str, idempotency_key: str) -> Remembered | None:
         """The first answer given to this key, if it is still kept."""
         with self._lock:
+            self._purge_if_due()
             cursor = self._connection.cursor()
-            cursor.execute(
-                f"SELECT request_digest, status, body FROM {TABLE} "
-                "WHERE api_key = ? AND idempotency_key = ? AND created_s >= ?",
-                (api_key, idempotency_key, int(time.time()) - RETENTION_S),
-            )
+            cursor.execute(_SELECT + " AND created_s >= ?", (api_key, idempotency_key, now_s() - RETENTION_S))
             row = cursor.fetchone()
         return Remembered(str(row[0]), int(row[1]), bytes(row[2])) if row is not None else None
 
     def remember(self, api_key: str, idempotency_key: str, answer: Remembered) -> Remembered:
         """Keep the first answer to this key; if another process kept one first, that one stands and is returned."""
-        now = int(time.time())
         with self._lock, self.store.write_transaction(self._connection) as cursor:
-            if now - self._purged_at > PURGE_EVERY_S:
-                cursor.execute(f"DELETE FROM {TABLE} WHERE created_s < ?", (now - RETENTION_S,))
-                self._purged_at = now
-            cursor.execute(
-                f"INSERT INTO {TABLE} (api_key, idempotency_key, request_digest, status, body, created_s) "
-                "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
-                (api_key, idempotency_key, answer.request_digest, answer.status, answer.body, now),
-            )
-            cursor.execute(
-                f"SELECT request_digest, status, body FROM {TABLE} WHERE api_key = ? AND idempotency_key = ?",
-                (api_key, idempotency_key),
-            )
+            cursor.execute(_INSERT, _answer_row(api_key, idempotency_key, answer, now_s()))
+            cursor.execute(_SELECT, (api_key, idempotency_key))
             row = cursor.fetchone()
         return Remembered(str(row[0]), int(row[1]), bytes(row[2]))
+
+    def _purge_if_due(self) -> None:
+        # Once an hour, the answers past their retention go (under the lock).
+        now = now_s()
+        if now - self._purged_at > PURGE_EVERY_S:
+            with self.store.write_transaction(self._connection) as cursor:
+                cursor.execute(f"DELETE FROM {TABLE} WHERE created_s < ?", (now - RETENTION_S,))
+            self._purged_at = now
+
+
+def now_s() -> int:
+    """The time in whole seconds since the epoch, as the table keeps it."""
+    return int(time.time())

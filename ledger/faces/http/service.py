@@ -74,10 +74,13 @@ class Service:
         with self._read_lock:
             return query(self.reader)
 
-    async def write(self, command: Callable[[DepositLedger], _Answer]) -> _Answer:
-        """Run a command in the next group commit; its answer once the commit is durable."""
+    async def write(self, command: Callable[[DepositLedger], _Answer], weight: int = 1) -> _Answer:
+        """Run a command in the next group commit; its answer once the commit is durable.
+
+        ``weight``: the ledger commands it runs (a batch's lines), so a commit's size stays bounded.
+        """
         assert self.writer is not None, "the service is not started"
-        answer: _Answer = await asyncio.wrap_future(self.writer.submit(command))
+        answer: _Answer = await asyncio.wrap_future(self.writer.submit(command, weight))
         return answer
 
     def view_status(self) -> list[ViewStatus]:

@@ -10,8 +10,12 @@ neighbours go on. A request is answered only when the batch holding it is
 committed. If another process saved one of the batch's deposits first, the
 batch's commands are all decided again on the deposits as stored (as
 ``import`` does), after a random pause that doubles with each collision; if
-that keeps happening, each command is decided alone, as the command line
-decides it (under the deposit's lock, with its retries).
+that keeps happening, each command is decided alone, in a batch of its own,
+with the command line's number of retries.
+
+Every command runs inside a batch, so a command may always ask for a write of its
+own to commit with its events (:meth:`DepositLedger.record_alongside`): the
+service keeps an idempotent answer that way.
 
 Stopping lets the batch in flight finish and decides what is still queued, so a
 graceful shutdown answers every request it accepted.
@@ -30,7 +34,7 @@ from typing import Any
 
 from eventsourcing.persistence import IntegrityError
 
-from ledger.application import RETRY_PAUSE_FIRST_S, DepositLedger
+from ledger.application import MAX_ATTEMPTS, RETRY_PAUSE_FIRST_S, ConcurrencyExhausted, DepositLedger
 
 MAX_BATCH_COMMANDS = 256
 """Commands per transaction at most: bounds a batch's memory and how long its first request waits."""
@@ -42,6 +46,10 @@ then each of its commands is decided alone."""
 MAX_WAIT_S = 0.002
 """How long a batch that is not full waits for more requests before it commits."""
 
+MAX_BATCH_WEIGHT = 20_000
+"""Journal lines per transaction at most (a command weighs the lines it runs): far below the deposits a
+ledger batch may hold, however many lines each request carries."""
+
 Command = Callable[[DepositLedger], Any]
 BatchObserver = Callable[[int, float], None]
 
@@ -49,6 +57,7 @@ BatchObserver = Callable[[int, float], None]
 @dataclass(slots=True)
 class _Request:
     command: Command
+    weight: int = 1
     answer: Future[Any] = field(default_factory=Future)
 
 
@@ -75,16 +84,22 @@ class GroupWriter:
         self._queue: queue.Queue[Any] = queue.Queue()
         self._thread = threading.Thread(target=self._run, name="group-writer", daemon=True)
         self._stopping = False
+        self._next: _Request | None = None
+        """A request taken from the queue that did not fit in the last batch: the next one starts with it."""
 
     def start(self) -> None:
         """Start the writer thread."""
         self._thread.start()
 
-    def submit(self, command: Command) -> Future[Any]:
-        """Queue a command; its future holds its answer once committed, or the error that refused it."""
+    def submit(self, command: Command, weight: int = 1) -> Future[Any]:
+        """Queue a command; its future holds its answer once committed, or the error that refused it.
+
+        ``weight``: how many commands of the ledger it runs (a journal's lines), at most ``MAX_BATCH_WEIGHT``.
+        """
         if self._stopping:
             raise RuntimeError("the writer is stopping")
-        request = _Request(command)
+        assert 1 <= weight <= MAX_BATCH_WEIGHT, f"a command of weight {weight}"
+        request = _Request(command, weight)
         self._queue.put(request)
         return request.answer
 
@@ -97,7 +112,7 @@ class GroupWriter:
     def _run(self) -> None:
         stopping = False
         while not stopping:
-            first = self._queue.get()
+            first, self._next = self._next or self._queue.get(), None
             if first is _STOP:
                 stopping = True
                 first = None
@@ -106,17 +121,24 @@ class GroupWriter:
             if requests:
                 self._write(requests)
         # Whatever was queued after the stop sign still gets its answer.
-        leftovers = []
+        leftovers = [self._next] if self._next is not None else []
         while not self._queue.empty():
             item = self._queue.get_nowait()
             if item is not _STOP:
                 leftovers.append(item)
-        for start in range(0, len(leftovers), self.max_batch):
-            self._write(leftovers[start : start + self.max_batch])
+        batch: list[_Request] = []
+        for request in leftovers:
+            if len(batch) == self.max_batch or sum(r.weight for r in batch) + request.weight > MAX_BATCH_WEIGHT:
+                self._write(batch)
+                batch = []
+            batch.append(request)
+        if batch:
+            self._write(batch)
 
     def _gather(self, requests: list[_Request]) -> bool:
         # Take what is waiting; if the batch is not full, wait a little for more. True: stop after this batch.
         deadline = time.monotonic() + self.max_wait_s
+        weight = sum(request.weight for request in requests)
         while len(requests) < self.max_batch:
             try:
                 item = self._queue.get_nowait()
@@ -130,6 +152,10 @@ class GroupWriter:
                     return False
             if item is _STOP:
                 return True
+            if weight + item.weight > MAX_BATCH_WEIGHT:
+                self._next = item
+                return False
+            weight += item.weight
             requests.append(item)
         return False
 
@@ -166,12 +192,19 @@ class GroupWriter:
         raise AssertionError("unreachable")
 
     def _decide_alone(self, requests: list[_Request]) -> list[tuple[bool, Any]]:
+        # Each command in a batch of its own: it collides only with what touches its own deposit.
         outcomes: list[tuple[bool, Any]] = []
         for request in requests:
-            try:
-                outcomes.append((True, request.command(self.ledger)))
-            except Exception as refused:
-                outcomes.append((False, refused))
+            for number in range(1, MAX_ATTEMPTS + 1):
+                try:
+                    outcomes.extend(self._decide([request]))
+                    break
+                except IntegrityError:
+                    if number < MAX_ATTEMPTS:
+                        time.sleep(random.uniform(0, RETRY_PAUSE_FIRST_S * 2 ** (number - 1)))
+            else:
+                gave_up = f"gave up after {MAX_ATTEMPTS} conflicting writes; nothing was written"
+                outcomes.append((False, ConcurrencyExhausted(gave_up)))
         return outcomes
 
     def _decide(self, requests: list[_Request]) -> list[tuple[bool, Any]]:

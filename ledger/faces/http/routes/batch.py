@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
-import asyncio
 from typing import Annotated, Any
 
+from eventsourcing.persistence import IntegrityError
 from fastapi import APIRouter, Body, Depends, Request, Response
 
 from domain import MalformedInput
 from ledger.application import DepositLedger
-from ledger.faces.http.answers import idempotent, json_response
+from ledger.faces.http.answers import idempotent, json_response, keep_with_events
 from ledger.faces.http.auth import Caller, allowed, caller, service_of
+from ledger.faces.http.idempotency import Keeping
 from ledger.faces.http.problems import Problem, problem_of
 from ledger.faces.http.roles import JOURNAL_ACTIONS
 from ledger.journal import JournalLine, LineResult, apply_line, json_array_lines
@@ -45,29 +46,26 @@ def _refused_line(line: JournalLine, who: Caller) -> Problem | None:
     return None
 
 
-def _decide(line: JournalLine, who: Caller) -> Any:
-    fields = {**line.fields, "actor": who.name}
-    stamped = JournalLine(line.number, line.raw, fields)
+def _decided(line: JournalLine, who: Caller, ledger: DepositLedger) -> dict[str, Any]:
+    # One line, inside the writer's batch; its failure is its own, its neighbours go on.
+    try:
+        stamped = JournalLine(line.number, line.raw, {**line.fields, "actor": who.name})
+        return _answer(ledger, apply_line(ledger, stamped))
+    except IntegrityError:
+        raise  # another process saved a deposit of the batch first: the writer decides the batch again
+    except Exception as error:
+        return _rejected(line.number, problem_of(error))
 
-    def command(ledger: DepositLedger) -> dict[str, Any]:
-        result = apply_line(ledger, stamped)
-        return _answer(ledger, result)
 
-    return command
+def _rejected(number: int, problem: Problem) -> dict[str, Any]:
+    return {"line": number, "outcome": "rejected", "status": problem.status, "problem": problem.document()}
 
 
 def _answer(ledger: DepositLedger, result: LineResult) -> dict[str, Any]:
     if result.outcome == "rejected":
         if result.error is not None:
-            problem = problem_of(result.error)
-        else:
-            problem = Problem(422, "malformed-input", result.reason or "malformed line")
-        return {
-            "line": result.line.number,
-            "outcome": "rejected",
-            "status": problem.status,
-            "problem": problem.document(),
-        }
+            return _rejected(result.line.number, problem_of(result.error))
+        return _rejected(result.line.number, Problem(422, "malformed-input", result.reason or "malformed line"))
     state = state_json(ledger.show(result.line.fields["shop"]))
     state["duplicate"] = result.outcome == "duplicate"
     return {
@@ -88,35 +86,29 @@ async def batch(
     who: Annotated[Caller, Depends(caller)],
     lines: Annotated[list[dict[str, Any]], Body(description="Journal lines, as in docs/journal.md.")],
 ) -> Response:
-    """Each line needs the right its ``op`` names; a refused line does not stop the others."""
+    """Each line needs the right its ``op`` names; a refused line does not stop the others.
 
-    async def answer() -> Response:
-        parsed = _lines(await request.body())
-        service = service_of(request)
-        pending: list[Any] = []
-        for line in parsed:
-            refused = _refused_line(line, who)
-            if refused is not None:
-                pending.append(
-                    {
-                        "line": line.number,
-                        "outcome": "rejected",
-                        "status": refused.status,
-                        "problem": refused.document(),
-                    }
-                )
-            else:
-                pending.append(asyncio.ensure_future(service.write(_decide(line, who))))
-        results = []
-        for item in pending:
-            if isinstance(item, dict):
-                results.append(item)
-                continue
-            try:
-                results.append(await item)
-            except Exception as error:  # the line's own failure; its neighbours have their answers
-                problem = problem_of(error)
-                results.append({"outcome": "rejected", "status": problem.status, "problem": problem.document()})
-        return json_response({"results": results})
+    The lines are decided in one command of the group writer, so they commit together,
+    with the answer kept for an Idempotency-Key.
+    """
+    parsed = _lines(await request.body())
+
+    async def answer(keeping: Keeping | None) -> Response:
+        refusals = {line.number: _refused_line(line, who) for line in parsed}
+
+        def decided(ledger: DepositLedger) -> Response:
+            results = []
+            for line in parsed:
+                refused = refusals[line.number]
+                results.append(_rejected(line.number, refused) if refused else _decided(line, who, ledger))
+            response = json_response({"results": results})
+            keep_with_events(ledger, keeping, response)
+            return response
+
+        try:
+            response: Response = await service_of(request).write(decided, weight=max(len(parsed), 1))
+        except Exception as error:
+            return problem_of(error).response()
+        return response
 
     return await idempotent(request, who, answer)

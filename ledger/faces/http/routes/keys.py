@@ -10,6 +10,7 @@ from fastapi.concurrency import run_in_threadpool
 
 from ledger.faces.http.answers import idempotent, json_response
 from ledger.faces.http.auth import Caller, requires, service_of
+from ledger.faces.http.idempotency import Keeping
 from ledger.faces.http.problems import problem_of
 from ledger.faces.http.roles import Action
 
@@ -34,7 +35,8 @@ async def revoke_key(
     keys = service_of(request).keys
     assert keys is not None
 
-    async def answer() -> Response:
+    async def answer(_: Keeping | None) -> Response:
+        # No ledger event to keep the answer with: it is kept after it is given.
         try:
             key = await run_in_threadpool(keys.revoke, name)
         except Exception as error:
