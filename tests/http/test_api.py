@@ -168,6 +168,40 @@ async def test_pages_of_shops_and_of_an_audit_trail(api_factory: Any) -> None:
         assert (await api.get("/v1/shops", cursor="!!")).status_code == 422
 
 
+async def test_a_payment_s_channel_time_and_a_write_off(api_factory: Any) -> None:
+    async with api_factory() as api:
+        body = {"shop_id": "W1", "currency": "CNY", "required": "10.00", "at": "2025-01-01T00:00:00Z"}
+        assert (await api.post("/v1/shops", "finance", body)).status_code == 201
+        paid = await api.post(
+            "/v1/shops/W1/payments",
+            "finance",
+            {
+                "amount": "5.00",
+                "channel": "alipay",
+                "ref": "CT1",
+                "at": "2025-01-03T00:00:00Z",
+                "channel_time": "2025-01-02T23:59:00+08:00",
+            },
+        )
+        assert paid.status_code == 201
+        history = (await api.get("/v1/shops/W1/history")).json()["items"]
+        assert [event.get("channel_time") for event in history if event["type"] == "Paid"] == ["2025-01-02T15:59:00Z"]
+        late = {"amount": "1.00", "channel": "alipay", "ref": "CT2", "channel_time": "2099-01-01T00:00:00Z"}
+        assert (await api.post("/v1/shops/W1/payments", "finance", late)).status_code == 422
+        deducted = {"amount": "20.00", "reason": "other", "case": "D1", "at": "2025-01-06T00:00:00Z"}
+        assert (await api.post("/v1/shops/W1/deductions", "risk", deducted)).json()["owed"] == "15.00"
+        write_off = {"case": "D1", "reason": "uncollectable"}
+        refused = await api.post("/v1/shops/W1/write-offs", "finance", write_off)
+        assert refused.status_code == 409, "the shop is still open"
+        assert (await api.post("/v1/shops/W1/forced-closure", "risk", {"reason": "fraud"})).status_code == 201
+        written = await api.post("/v1/shops/W1/write-offs", "finance", write_off)
+        assert written.status_code == 201, written.text
+        assert (written.json()["owed"], written.json()["duplicate"]) == ("0.00", False)
+        again = await api.post("/v1/shops/W1/write-offs", "finance", write_off)
+        assert (again.status_code, again.json()["duplicate"]) == (200, True)
+        assert (await api.post("/v1/shops/W1/write-offs", "finance", {"case": "D1"})).status_code == 422
+
+
 async def test_audit_pages_cut_between_a_refund_s_channel_shares_lose_no_row(api_factory: Any) -> None:
     async with api_factory() as api:
         await opened(api, "S1", required="2.00")

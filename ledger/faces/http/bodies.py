@@ -40,6 +40,8 @@ class PaymentBody(_Body):
     ref: Short
     payer: Short | None = None
     at: Moment | None = None
+    channel_time: Moment | None = None
+    """When the channel says the money was paid (its own clock), if the channel's notice says."""
 
 
 class DeductionBody(_Body):
@@ -103,4 +105,12 @@ class CategoriesBody(_Body):
 
     add: Annotated[list[Short], Field(max_length=50)] = []
     remove: Annotated[list[Short], Field(max_length=50)] = []
+    at: Moment | None = None
+
+
+class WriteOffBody(_Body):
+    """``POST /v1/shops/{shop_id}/write-offs``."""
+
+    case: Short
+    reason: Text
     at: Moment | None = None

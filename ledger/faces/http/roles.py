@@ -8,11 +8,13 @@ acts on. Beyond that:
 - ``risk``: decides on violations: deductions, holds and their release, appeal
   outcomes, forced closure.
 - ``finance``: the merchant's money and requests: opening, payments, categories,
-  policy moves, appeals filed, closure, refunds (of the excess and the final one).
+  policy moves, appeals filed, closure, refunds (of the excess and the final one),
+  and writing off, as a loss, what a closed shop can no longer pay.
 - ``admin``: everything, the API keys and the webhook subscriptions.
 
 Who files an appeal (finance, on the merchant's behalf) is not who decides it (risk);
-who takes money in (finance) is not who deducts it (risk).
+who takes money in (finance) is not who deducts it (risk); who deducts (risk) is not who
+books an uncollectable debt as a loss (finance).
 """
 
 from __future__ import annotations
@@ -48,6 +50,7 @@ class Action(StrEnum):
     CLOSE = "close"
     REFUND = "refund"
     FORCE_CLOSE = "force-close"
+    WRITE_OFF = "write-off"
     KEYS = "keys"
     WEBHOOKS = "webhooks"
 
@@ -68,6 +71,7 @@ _OWN: dict[Role, frozenset[Action]] = {
             Action.CLOSE,
             Action.REFUND,
             Action.REFUND_EXCESS,
+            Action.WRITE_OFF,
         }
     ),
     Role.ADMIN: frozenset(Action),

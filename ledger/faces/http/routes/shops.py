@@ -21,6 +21,7 @@ from ledger.faces.http.bodies import (
     OpenBody,
     PaymentBody,
     ResolutionBody,
+    WriteOffBody,
 )
 from ledger.faces.http.pages import DEFAULT_LIMIT, MAX_LIMIT, decode_cursor, encode_cursor
 from ledger.faces.http.roles import Action
@@ -184,7 +185,14 @@ async def pay(
         request,
         who,
         lambda ledger: ledger.pay(
-            shop_id, body.amount, channel=body.channel, ref=body.ref, payer=body.payer, at=body.at, actor=who.name
+            shop_id,
+            body.amount,
+            channel=body.channel,
+            ref=body.ref,
+            payer=body.payer,
+            at=body.at,
+            channel_time=body.channel_time,
+            actor=who.name,
         ),
         shop_id=shop_id,
     )
@@ -359,5 +367,21 @@ async def force_close(
         request,
         who,
         lambda ledger: ledger.force_close(shop_id, reason=body.reason, at=body.at, actor=who.name),
+        shop_id=shop_id,
+    )
+
+
+@router.post("/{shop_id}/write-offs", summary="Write off what a closed shop still owes on a case", status_code=201)
+async def write_off(
+    request: Request,
+    shop_id: ShopPath,
+    body: WriteOffBody,
+    who: Annotated[Caller, Depends(requires(Action.WRITE_OFF))],
+) -> Response:
+    """The debt becomes a recorded loss; idempotent by case."""
+    return await write(
+        request,
+        who,
+        lambda ledger: ledger.write_off(shop_id, case=body.case, reason=body.reason, at=body.at, actor=who.name),
         shop_id=shop_id,
     )
