@@ -44,9 +44,13 @@ class Guard:
         started = time.perf_counter()
         status = 500
         response_started = False
+        refused: list[Exception] = []
+        """What cut the body off (too large, too slow), once it has: the guard answers then, not the app."""
 
         async def sending(message: Message) -> None:
             nonlocal status, response_started
+            if refused and not response_started:
+                return  # the app's own answer to a body it could not read (FastAPI's 400) is not sent
             if message["type"] == "http.response.start":
                 status = int(message["status"])
                 response_started = True
@@ -56,13 +60,17 @@ class Guard:
         try:
             if declared is not None and declared > MAX_BODY_BYTES:
                 raise _BodyTooLarge
-            await self.app(scope, _bounded(receive), sending)
+            await self.app(scope, _bounded(receive, refused), sending)
+            if refused and not response_started:
+                # The framework caught the cut-off while reading the body and answered for itself.
+                raise refused[0]
         except Exception as error:
             if response_started:
                 raise
             problem = _problem_for(error)
             if problem.status == 500:
                 _log.exception("unforeseen error answering %s %s", scope.get("method"), scope.get("path"))
+            refused.clear()
             await problem.response()(scope, receive, sending)
         finally:
             route = scope.get("route")
@@ -71,10 +79,18 @@ class Guard:
 
 
 def _problem_for(error: Exception) -> Problem:
+    # The rest of a cut-off body is never read: the connection closes after the answer.
     if isinstance(error, _BodyTooLarge):
-        return Problem(413, "content-too-large", f"request bodies are limited to {MAX_BODY_BYTES} bytes")
+        return Problem(
+            413, "content-too-large", f"request bodies are limited to {MAX_BODY_BYTES} bytes", {"Connection": "close"}
+        )
     if isinstance(error, _BodyTooSlow):
-        return Problem(408, "request-timeout", f"the request body did not arrive within {BODY_TIMEOUT_S:g} s")
+        return Problem(
+            408,
+            "request-timeout",
+            f"the request body did not arrive within {BODY_TIMEOUT_S:g} s",
+            {"Connection": "close"},
+        )
     return Problem(500, "internal-error", "the service failed to answer; the request may be retried")
 
 
@@ -88,8 +104,9 @@ def _content_length(scope: Scope) -> int | None:
     return None
 
 
-def _bounded(receive: Receive) -> Receive:
-    # Count the body as it arrives (a chunked body declares no length) and give a slow sender a deadline.
+def _bounded(receive: Receive, refused: list[Exception]) -> Receive:
+    # Count the body as it arrives (a chunked body declares no length) and give a slow sender a deadline;
+    # what cuts it off is raised, and noted in ``refused`` in case the app catches it.
     received = 0
     deadline: float | None = None
     complete = False
@@ -104,11 +121,13 @@ def _bounded(receive: Receive) -> Receive:
         try:
             message: dict[str, Any] = dict(await asyncio.wait_for(receive(), max(0.0, deadline - loop.time())))
         except TimeoutError:
-            raise _BodyTooSlow from None
+            refused.append(_BodyTooSlow())
+            raise refused[-1] from None
         if message["type"] == "http.request":
             received += len(message.get("body", b""))
             if received > MAX_BODY_BYTES:
-                raise _BodyTooLarge
+                refused.append(_BodyTooLarge())
+                raise refused[-1]
             complete = not message.get("more_body", False)
         return message
 
