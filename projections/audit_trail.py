@@ -42,7 +42,16 @@ from domain import (
     WrittenOff,
     frozen_change,
 )
-from projections.view import Carry, Cursor, Positioned, UnreadableRow, View, read_stored_time, stored_time
+from projections.view import (
+    Carry,
+    Cursor,
+    Positioned,
+    UnreadableRow,
+    View,
+    page_limit,
+    read_stored_time,
+    stored_time,
+)
 
 
 class AuditRow(BaseModel):
@@ -198,11 +207,7 @@ class AuditTrailView(View):
             # A refund's shares share a position: a page may end between two of them.
             conditions += " AND position >= ? AND (position > ? OR share > ?)"
             params += [after[0], after[0], after[1]]
-        page = ""
-        if limit is not None:
-            assert limit > 0, f"a page of {limit} audit rows"
-            page = " LIMIT ?"
-            params.append(limit)
+        page = page_limit(limit, params)
         cursor.execute(f"SELECT {_SELECT} FROM {self.table} WHERE {conditions} ORDER BY position, share{page}", params)
         return [_audit_row(row) for row in cursor.fetchall()]
 

@@ -20,7 +20,16 @@ from typing import Any, ClassVar
 from uuid import UUID
 
 from domain import Balance, DepositState, Opened, Phase, Status
-from projections.view import Carry, Cursor, Positioned, UnreadableRow, View, read_stored_time, stored_time
+from projections.view import (
+    Carry,
+    Cursor,
+    Positioned,
+    UnreadableRow,
+    View,
+    page_limit,
+    read_stored_time,
+    stored_time,
+)
 
 _COLUMNS = (
     "deposit_id",
@@ -221,11 +230,7 @@ class BalancesView(View):
             conditions.append("shop_id > ?")
             params.append(after)
         where = f" WHERE {' AND '.join(conditions)}" if conditions else ""
-        page = ""
-        if limit is not None:
-            assert limit > 0, f"a page of {limit} deposits"
-            page = " LIMIT ?"
-            params.append(limit)
+        page = page_limit(limit, params)
         cursor.execute(f"SELECT {_SELECT} FROM {self.table}{where} ORDER BY shop_id{page}", params)
         return [_balance(row)[0].state(now) for row in cursor.fetchall()]
 

@@ -57,6 +57,15 @@ def read_stored_time(text: str) -> datetime:
     return datetime.fromisoformat(text)
 
 
+def page_limit(limit: int | None, params: list[Any]) -> str:
+    """The ``LIMIT`` clause of a page of ``limit`` rows (its value appended to ``params``); none for all rows."""
+    if limit is None:
+        return ""
+    assert limit > 0, f"a page of {limit} rows"
+    params.append(limit)
+    return " LIMIT ?"
+
+
 def fixed_width_time(text: str) -> str:
     """A stored time in the fixed-width form, whichever form it was stored in (for exports)."""
     return text if len(text) == STORED_TIME_LENGTH else stored_time(read_stored_time(text))

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import inspect
 from typing import Any
 
 import pytest
 
+from ledger import DepositLedger
 from ledger.faces.http.roles import Action, Role, matrix, may
+from ledger.faces.http.routes.shops import SHOP_COMMANDS
 from tests.http.conftest import Api, opened
 
 pytestmark = pytest.mark.anyio
@@ -107,3 +110,12 @@ async def test_batch_lines_need_their_own_right(api_factory: Any) -> None:
         for role, expected in (("finance", [201, 403, 409]), ("risk", [403, 201, 403]), ("auditor", [403, 403, 403])):
             results = (await api.post("/v1/batch", role, lines)).json()["results"]
             assert [result["status"] for result in results] == expected
+
+
+def test_each_shop_route_s_fields_are_its_command_s_arguments() -> None:
+    # The routes call the ledger with the body's fields by name: a renamed argument must fail here, not at run time.
+    for route in SHOP_COMMANDS:
+        accepted = set(inspect.signature(getattr(DepositLedger, route.command)).parameters)
+        given = set(route.body.model_fields) | ({"case"} if "{case}" in route.path else set()) | {"shop_id", "actor"}
+        assert given <= accepted, (route.path, given - accepted)
+        assert route.action in REQUESTS, f"{route.path} has no request in the role test"

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Annotated, TypeVar
+import inspect
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Annotated
 
 from fastapi import APIRouter, Depends, Path, Query, Request, Response
+from pydantic import BaseModel
 
 from domain import MalformedInput
 from ledger.application import DepositLedger
@@ -33,13 +37,6 @@ ShopPath = Annotated[str, Path(max_length=100, description="The shop's id.")]
 CasePath = Annotated[str, Path(max_length=100, description="The case id.")]
 Limit = Annotated[int, Query(ge=1, le=MAX_LIMIT, description="Items per page.")]
 Cursor = Annotated[str | None, Query(max_length=400, description="From a previous page's next_cursor.")]
-
-
-_Body = TypeVar("_Body")
-
-
-def _body(body: _Body | None, default: _Body) -> _Body:
-    return body if body is not None else default
 
 
 # ------------------------------------------------------------------- reads
@@ -176,212 +173,173 @@ async def open_shop(
     )
 
 
-@router.post("/{shop_id}/payments", summary="Record a payment", status_code=201)
-async def pay(
-    request: Request, shop_id: ShopPath, body: PaymentBody, who: Annotated[Caller, Depends(requires(Action.PAY))]
-) -> Response:
-    """Frozen at once, after settling what the shop owes; idempotent by channel and ref."""
-    return await write(
-        request,
-        who,
-        lambda ledger: ledger.pay(
-            shop_id,
-            body.amount,
-            channel=body.channel,
-            ref=body.ref,
-            payer=body.payer,
-            at=body.at,
-            channel_time=body.channel_time,
-            actor=who.name,
-        ),
-        shop_id=shop_id,
-    )
+@dataclass(frozen=True)
+class ShopCommand:
+    """One write route on a shop: ``POST /v1/shops/{shop_id}PATH``, answered by one ledger command.
+
+    The body's fields (and the path's ``case``) are the ledger command's keyword
+    arguments by the same names; the actor is always the caller's key.
+    """
+
+    path: str
+    command: str
+    """The :class:`DepositLedger` method that decides it."""
+    action: Action
+    body: type[BaseModel]
+    summary: str
+    description: str
+    body_optional: bool = False
+    """True: the body may be left out (every field of it has a default)."""
+    name: str = ""
+    """The endpoint's name, where it is not the command's (the OpenAPI operation id starts with it)."""
 
 
-@router.post("/{shop_id}/deductions", summary="Deduct a penalty", status_code=201)
-async def deduct(
-    request: Request, shop_id: ShopPath, body: DeductionBody, who: Annotated[Caller, Depends(requires(Action.DEDUCT))]
-) -> Response:
-    """Given, or priced by the policy's catalogue; idempotent by case."""
-    return await write(
-        request,
-        who,
-        lambda ledger: ledger.deduct(
-            shop_id,
-            body.amount,
-            reason=body.reason,
-            case=body.case,
-            note=body.note,
-            order_value=body.order_value,
-            at=body.at,
-            actor=who.name,
-        ),
-        shop_id=shop_id,
-    )
+SHOP_COMMANDS = (
+    ShopCommand(
+        path="/payments",
+        command="pay",
+        action=Action.PAY,
+        body=PaymentBody,
+        summary="Record a payment",
+        description="Frozen at once, after settling what the shop owes; idempotent by channel and ref.",
+    ),
+    ShopCommand(
+        path="/deductions",
+        command="deduct",
+        action=Action.DEDUCT,
+        body=DeductionBody,
+        summary="Deduct a penalty",
+        description="Given, or priced by the policy's catalogue; idempotent by case.",
+    ),
+    ShopCommand(
+        path="/holds",
+        command="hold",
+        action=Action.HOLD,
+        body=HoldBody,
+        summary="Hold part of the frozen balance for a case",
+        description="Held money cannot be refunded; idempotent by case.",
+    ),
+    ShopCommand(
+        path="/holds/{case}/release",
+        command="release",
+        action=Action.RELEASE,
+        body=NoteBody,
+        body_optional=True,
+        summary="Release a case's hold",
+        description="It settles what is owed; the rest is frozen again.",
+    ),
+    ShopCommand(
+        path="/appeals",
+        command="appeal",
+        action=Action.APPEAL,
+        body=AppealBody,
+        summary="The merchant appeals a deduction",
+        description="Within the policy's appeal window.",
+    ),
+    ShopCommand(
+        path="/appeals/{case}/resolution",
+        command="resolve_appeal",
+        action=Action.RESOLVE_APPEAL,
+        body=ResolutionBody,
+        summary="Record an appeal's outcome",
+        description="``upheld: true`` reverses the deduction; false lets it stand.",
+    ),
+    ShopCommand(
+        path="/categories",
+        command="change_categories",
+        name="categories",
+        action=Action.CATEGORIES,
+        body=CategoriesBody,
+        summary="Change the shop's categories",
+        description="The requirement becomes the highest of the new set.",
+    ),
+    ShopCommand(
+        path="/apply-policy",
+        command="apply_policy",
+        action=Action.APPLY_POLICY,
+        body=MomentBody,
+        body_optional=True,
+        summary="Bring the requirement in line with the policy",
+        description="After a policy change.",
+    ),
+    ShopCommand(
+        path="/refund-excess",
+        command="refund_excess",
+        action=Action.REFUND_EXCESS,
+        body=MomentBody,
+        body_optional=True,
+        summary="Refund the frozen money above the requirement",
+        description="Newest payment first; the shop stays open.",
+    ),
+    ShopCommand(
+        path="/closure",
+        command="close_shop",
+        name="close",
+        action=Action.CLOSE,
+        body=MomentBody,
+        body_optional=True,
+        summary="The merchant closes the shop",
+        description="The refund waits for the settlement window.",
+    ),
+    ShopCommand(
+        path="/refund",
+        command="refund",
+        action=Action.REFUND,
+        body=MomentBody,
+        body_optional=True,
+        summary="Refund what remains, once settlement is due",
+        description="To the channels the money came from.",
+    ),
+    ShopCommand(
+        path="/forced-closure",
+        command="force_close",
+        action=Action.FORCE_CLOSE,
+        body=ForcedClosureBody,
+        summary="The platform force-closes the shop",
+        description="What remains is forfeited.",
+    ),
+    ShopCommand(
+        path="/write-offs",
+        command="write_off",
+        action=Action.WRITE_OFF,
+        body=WriteOffBody,
+        summary="Write off what a closed shop still owes on a case",
+        description="The debt becomes a recorded loss; idempotent by case.",
+    ),
+)
+"""Every write on an existing shop, in the order the OpenAPI document lists them."""
 
 
-@router.post("/{shop_id}/holds", summary="Hold part of the frozen balance for a case", status_code=201)
-async def hold(
-    request: Request, shop_id: ShopPath, body: HoldBody, who: Annotated[Caller, Depends(requires(Action.HOLD))]
-) -> Response:
-    """Held money cannot be refunded; idempotent by case."""
-    return await write(
-        request,
-        who,
-        lambda ledger: ledger.hold(shop_id, body.amount, case=body.case, note=body.note, at=body.at, actor=who.name),
-        shop_id=shop_id,
-    )
+def _endpoint(route: ShopCommand) -> Callable[..., Awaitable[Response]]:
+    # An endpoint whose signature FastAPI reads as it would a hand-written one: the request, the
+    # path's parameters, the body (required ones before the caller, an optional one last), the caller.
+    keyword = inspect.Parameter.KEYWORD_ONLY
+    parameters = [
+        inspect.Parameter("request", keyword, annotation=Request),
+        inspect.Parameter("shop_id", keyword, annotation=ShopPath),
+    ]
+    if "{case}" in route.path:
+        parameters.append(inspect.Parameter("case", keyword, annotation=CasePath))
+    who = inspect.Parameter("who", keyword, annotation=Annotated[Caller, Depends(requires(route.action))])
+    if route.body_optional:
+        parameters += [who, inspect.Parameter("body", keyword, annotation=route.body | None, default=None)]
+    else:
+        parameters += [inspect.Parameter("body", keyword, annotation=route.body), who]
+
+    async def endpoint(
+        request: Request, shop_id: str, who: Caller, body: BaseModel | None = None, **path: str
+    ) -> Response:
+        given = body if body is not None else route.body()
+        arguments = {**path, **given.model_dump(), "actor": who.name}
+        return await write(
+            request, who, lambda ledger: getattr(ledger, route.command)(shop_id, **arguments), shop_id=shop_id
+        )
+
+    endpoint.__signature__ = inspect.Signature(parameters, return_annotation=Response)  # type: ignore[attr-defined]
+    endpoint.__name__ = endpoint.__qualname__ = route.name or route.command
+    endpoint.__doc__ = route.description
+    return endpoint
 
 
-@router.post("/{shop_id}/holds/{case}/release", summary="Release a case's hold", status_code=201)
-async def release(
-    request: Request,
-    shop_id: ShopPath,
-    case: CasePath,
-    who: Annotated[Caller, Depends(requires(Action.RELEASE))],
-    body: NoteBody | None = None,
-) -> Response:
-    """It settles what is owed; the rest is frozen again."""
-    given = _body(body, NoteBody())
-    return await write(
-        request,
-        who,
-        lambda ledger: ledger.release(shop_id, case=case, note=given.note, at=given.at, actor=who.name),
-        shop_id=shop_id,
-    )
-
-
-@router.post("/{shop_id}/appeals", summary="The merchant appeals a deduction", status_code=201)
-async def appeal(
-    request: Request, shop_id: ShopPath, body: AppealBody, who: Annotated[Caller, Depends(requires(Action.APPEAL))]
-) -> Response:
-    """Within the policy's appeal window."""
-    return await write(
-        request,
-        who,
-        lambda ledger: ledger.appeal(shop_id, case=body.case, note=body.note, at=body.at, actor=who.name),
-        shop_id=shop_id,
-    )
-
-
-@router.post("/{shop_id}/appeals/{case}/resolution", summary="Record an appeal's outcome", status_code=201)
-async def resolve_appeal(
-    request: Request,
-    shop_id: ShopPath,
-    case: CasePath,
-    body: ResolutionBody,
-    who: Annotated[Caller, Depends(requires(Action.RESOLVE_APPEAL))],
-) -> Response:
-    """``upheld: true`` reverses the deduction; false lets it stand."""
-    return await write(
-        request,
-        who,
-        lambda ledger: ledger.resolve_appeal(
-            shop_id, case=case, upheld=body.upheld, note=body.note, at=body.at, actor=who.name
-        ),
-        shop_id=shop_id,
-    )
-
-
-@router.post("/{shop_id}/categories", summary="Change the shop's categories", status_code=201)
-async def categories(
-    request: Request,
-    shop_id: ShopPath,
-    body: CategoriesBody,
-    who: Annotated[Caller, Depends(requires(Action.CATEGORIES))],
-) -> Response:
-    """The requirement becomes the highest of the new set."""
-    return await write(
-        request,
-        who,
-        lambda ledger: ledger.change_categories(shop_id, add=body.add, remove=body.remove, at=body.at, actor=who.name),
-        shop_id=shop_id,
-    )
-
-
-@router.post("/{shop_id}/apply-policy", summary="Bring the requirement in line with the policy", status_code=201)
-async def apply_policy(
-    request: Request,
-    shop_id: ShopPath,
-    who: Annotated[Caller, Depends(requires(Action.APPLY_POLICY))],
-    body: MomentBody | None = None,
-) -> Response:
-    """After a policy change."""
-    given = _body(body, MomentBody())
-    return await write(
-        request, who, lambda ledger: ledger.apply_policy(shop_id, at=given.at, actor=who.name), shop_id=shop_id
-    )
-
-
-@router.post("/{shop_id}/refund-excess", summary="Refund the frozen money above the requirement", status_code=201)
-async def refund_excess(
-    request: Request,
-    shop_id: ShopPath,
-    who: Annotated[Caller, Depends(requires(Action.REFUND_EXCESS))],
-    body: MomentBody | None = None,
-) -> Response:
-    """Newest payment first; the shop stays open."""
-    given = _body(body, MomentBody())
-    return await write(
-        request, who, lambda ledger: ledger.refund_excess(shop_id, at=given.at, actor=who.name), shop_id=shop_id
-    )
-
-
-@router.post("/{shop_id}/closure", summary="The merchant closes the shop", status_code=201)
-async def close(
-    request: Request,
-    shop_id: ShopPath,
-    who: Annotated[Caller, Depends(requires(Action.CLOSE))],
-    body: MomentBody | None = None,
-) -> Response:
-    """The refund waits for the settlement window."""
-    given = _body(body, MomentBody())
-    return await write(
-        request, who, lambda ledger: ledger.close_shop(shop_id, at=given.at, actor=who.name), shop_id=shop_id
-    )
-
-
-@router.post("/{shop_id}/refund", summary="Refund what remains, once settlement is due", status_code=201)
-async def refund(
-    request: Request,
-    shop_id: ShopPath,
-    who: Annotated[Caller, Depends(requires(Action.REFUND))],
-    body: MomentBody | None = None,
-) -> Response:
-    """To the channels the money came from."""
-    given = _body(body, MomentBody())
-    return await write(
-        request, who, lambda ledger: ledger.refund(shop_id, at=given.at, actor=who.name), shop_id=shop_id
-    )
-
-
-@router.post("/{shop_id}/forced-closure", summary="The platform force-closes the shop", status_code=201)
-async def force_close(
-    request: Request,
-    shop_id: ShopPath,
-    body: ForcedClosureBody,
-    who: Annotated[Caller, Depends(requires(Action.FORCE_CLOSE))],
-) -> Response:
-    """What remains is forfeited."""
-    return await write(
-        request,
-        who,
-        lambda ledger: ledger.force_close(shop_id, reason=body.reason, at=body.at, actor=who.name),
-        shop_id=shop_id,
-    )
-
-
-@router.post("/{shop_id}/write-offs", summary="Write off what a closed shop still owes on a case", status_code=201)
-async def write_off(
-    request: Request,
-    shop_id: ShopPath,
-    body: WriteOffBody,
-    who: Annotated[Caller, Depends(requires(Action.WRITE_OFF))],
-) -> Response:
-    """The debt becomes a recorded loss; idempotent by case."""
-    return await write(
-        request,
-        who,
-        lambda ledger: ledger.write_off(shop_id, case=body.case, reason=body.reason, at=body.at, actor=who.name),
-        shop_id=shop_id,
-    )
+for _route in SHOP_COMMANDS:
+    router.post(f"/{{shop_id}}{_route.path}", summary=_route.summary, status_code=201)(_endpoint(_route))
