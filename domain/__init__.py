@@ -3,7 +3,7 @@
 Pure Python and pydantic: no I/O, no clock, nothing from the rest of the project.
 """
 
-from domain.balance import Balance, DepositState, Phase, Status, frozen_change
+from domain.balance import Balance, DepositFigures, DepositState, Figure, Phase, Status, frozen_change, listed_figures
 from domain.deposit import (
     STORED_TYPES,
     AppealStage,
@@ -83,12 +83,14 @@ __all__ = [
     "DeductionReason",
     "DeductionReversed",
     "DepositEvent",
+    "DepositFigures",
     "DepositPolicy",
     "DepositSnapshot",
     "DepositState",
     "DepositTerms",
     "DuplicateConflict",
     "ExcessRefunded",
+    "Figure",
     "FixedPenalty",
     "Forfeited",
     "Frozen",
@@ -120,6 +122,7 @@ __all__ = [
     "WrongStatus",
     "deposit_id",
     "frozen_change",
+    "listed_figures",
     "price_violation",
     "project_deposit",
     "require_deposit",

@@ -8,9 +8,12 @@ from them cannot disagree about a figure.
 
 from __future__ import annotations
 
+import dataclasses
+import operator
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
+from typing import Annotated
 from uuid import UUID
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict
@@ -57,32 +60,95 @@ class Status(StrEnum):
     FORFEITED = "forfeited"
 
 
-class DepositState(BaseModel):
+@dataclass(frozen=True, slots=True)
+class Figure:
+    """How a figure of a deposit is reported, kept beside its type in :class:`DepositFigures`."""
+
+    place: int | None
+    """Its place when a deposit's figures are listed (the JSON object of ``show --json``, the
+    table): a fixed contract, so a new figure takes the next free place. None: listed last, and
+    only in tables."""
+    always: bool = True
+    """Listed in a table even when zero or unset (a JSON object lists every figure it has)."""
+
+
+@dataclass(kw_only=True)
+class DepositFigures:
+    """The one list of a deposit's figures: what :class:`Balance` keeps, reports, snapshots and stores.
+
+    :class:`Balance` (with the rules of how each event changes a figure),
+    :class:`DepositState` (what the ledger reports), the snapshot and the balances
+    view's row all take their fields from here, and the reports list them in
+    their :class:`Figure` places. Adding a figure is one line here plus its rule
+    in :meth:`Balance.opened` and :meth:`Balance.apply`; a snapshot class version
+    and its upcaster then tell older snapshots what it was. The fields that are
+    not figures of the money (the id, the version, the phase) and the figures
+    derived from the others (status, shortfall) are declared where they live.
+    """
+
+    __slots__ = ()
+
+    shop_id: Annotated[str, Figure(0)]
+    """The shop this deposit belongs to."""
+    site: Annotated[str | None, Figure(18, always=False)]
+    """The marketplace site the shop sells on (None if set by hand)."""
+    currency: Annotated[str, Figure(2)]
+    """ISO 4217 code of every amount."""
+    required_minor: Annotated[int, Figure(3)]
+    """What the platform requires the deposit to hold."""
+    paid_minor: Annotated[int, Figure(4)]
+    """Every payment into the deposit."""
+    frozen_minor: Annotated[int, Figure(5)]
+    """Money that counts for the shop and cannot be withdrawn."""
+    deducted_minor: Annotated[int, Figure(6)]
+    """What penalties collected, net of what upheld appeals gave back."""
+    refunded_minor: Annotated[int, Figure(7)]
+    """What went back to the shop through the channels it paid by."""
+    forfeited_minor: Annotated[int, Figure(8)]
+    """What a forced closure kept."""
+    owed_minor: Annotated[int, Figure(9)]
+    """What deductions could not collect."""
+    settlement_due: Annotated[AwareDatetime | None, Figure(19, always=False)]
+    """When a closing deposit may be refunded."""
+    last_effective_at: Annotated[AwareDatetime, Figure(None)]
+    """When the last event happened, in business terms."""
+    held_minor: Annotated[int, Figure(12)]
+    """Frozen money set aside for open cases."""
+    reversed_minor: Annotated[int, Figure(13)]
+    """What upheld appeals gave back."""
+    top_up_due: Annotated[AwareDatetime | None, Figure(14, always=False)]
+    """When the shop is restricted unless it has topped up its shortfall."""
+    policy_version: Annotated[str | None, Figure(15, always=False)]
+    """The version of the deposit policy the requirement follows (None if set by hand)."""
+    categories: Annotated[tuple[str, ...], Figure(16, always=False)]
+    """The product categories the requirement is derived from (empty when set by hand)."""
+    written_off_minor: Annotated[int, Figure(17, always=False)]
+    """Debt the platform gave up collecting after the deposit closed."""
+
+
+FIGURE_NAMES: tuple[str, ...] = tuple(field.name for field in dataclasses.fields(DepositFigures))
+"""The names of :class:`DepositFigures`, in order."""
+
+
+class DepositState(BaseModel, DepositFigures):
     """A deposit's figures at one version: what ``show`` and ``balance`` report."""
 
     model_config = ConfigDict(frozen=True)
 
-    shop_id: str
-    site: str | None
-    currency: str
-    status: Status
-    required_minor: int
-    paid_minor: int
-    frozen_minor: int
-    deducted_minor: int
-    refunded_minor: int
-    forfeited_minor: int
-    owed_minor: int
-    shortfall_minor: int
-    version: int
-    settlement_due: AwareDatetime | None
-    last_effective_at: AwareDatetime
-    held_minor: int
-    reversed_minor: int
-    top_up_due: AwareDatetime | None
-    policy_version: str | None
-    categories: tuple[str, ...]
-    written_off_minor: int = 0
+    status: Annotated[Status, Figure(1)]
+    shortfall_minor: Annotated[int, Figure(10)]
+    version: Annotated[int, Figure(11)]
+
+
+def listed_figures(*, always: bool = False) -> tuple[str, ...]:
+    """The reported figures in their places (those without one last); only those always listed if asked."""
+    placed = [
+        (figure.place if figure.place is not None else len(DepositState.model_fields), name)
+        for name, field in DepositState.model_fields.items()
+        for figure in field.metadata
+        if isinstance(figure, Figure) and (figure.always or not always)
+    ]
+    return tuple(name for _, name in sorted(placed))
 
 
 def frozen_change(event: DepositEvent) -> int:
@@ -96,8 +162,8 @@ def frozen_change(event: DepositEvent) -> int:
     return 0
 
 
-@dataclass(slots=True)
-class Balance:
+@dataclass(slots=True, kw_only=True)
+class Balance(DepositFigures):
     """The money figures of one deposit, in integer minor units of ``currency``.
 
     ``unfrozen_minor`` is money in hand but not yet frozen: a payment, a released
@@ -109,27 +175,9 @@ class Balance:
     """
 
     deposit_id: UUID
-    shop_id: str
-    site: str | None
-    currency: str
-    required_minor: int
     phase: Phase
-    paid_minor: int
     unfrozen_minor: int
-    frozen_minor: int
-    deducted_minor: int
-    refunded_minor: int
-    forfeited_minor: int
-    owed_minor: int
-    settlement_due: datetime | None
     version: int
-    last_effective_at: datetime
-    held_minor: int = 0
-    reversed_minor: int = 0
-    top_up_due: datetime | None = None
-    policy_version: str | None = None
-    categories: tuple[str, ...] = ()
-    written_off_minor: int = 0
 
     @classmethod
     def opened(cls, event: Opened) -> Balance:
@@ -151,8 +199,12 @@ class Balance:
             settlement_due=None,
             version=event.originator_version,
             last_effective_at=event.effective_at,
+            held_minor=0,
+            reversed_minor=0,
+            top_up_due=None,
             policy_version=event.policy_version,
             categories=event.categories,
+            written_off_minor=0,
         )
 
     def apply(self, event: DepositEvent) -> None:
@@ -311,25 +363,15 @@ class Balance:
         (never ``restricted``): the ledger passes its clock.
         """
         return DepositState(
-            shop_id=self.shop_id,
-            site=self.site,
-            currency=self.currency,
             status=self.status_at(now),
-            required_minor=self.required_minor,
-            paid_minor=self.paid_minor,
-            frozen_minor=self.frozen_minor,
-            deducted_minor=self.deducted_minor,
-            refunded_minor=self.refunded_minor,
-            forfeited_minor=self.forfeited_minor,
-            owed_minor=self.owed_minor,
             shortfall_minor=self.shortfall_minor,
             version=self.version,
-            settlement_due=self.settlement_due,
-            last_effective_at=self.last_effective_at,
-            held_minor=self.held_minor,
-            reversed_minor=self.reversed_minor,
-            top_up_due=self.top_up_due,
-            policy_version=self.policy_version,
-            categories=self.categories,
-            written_off_minor=self.written_off_minor,
+            **self.figures(),
         )
+
+    def figures(self) -> dict[str, object]:
+        """The figures of :class:`DepositFigures` by name."""
+        return dict(zip(FIGURE_NAMES, _figure_values(self), strict=True))
+
+
+_figure_values = operator.attrgetter(*FIGURE_NAMES)

@@ -29,6 +29,7 @@ what the shop owes first, oldest case first, and only the rest is frozen.
 from __future__ import annotations
 
 import functools
+import operator
 import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -39,7 +40,7 @@ from uuid import UUID
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, TypeAdapter, ValidationError
 
-from domain.balance import Balance, DepositState, Phase, Status
+from domain.balance import FIGURE_NAMES, Balance, DepositFigures, DepositState, Phase, Status
 from domain.errors import (
     DuplicateConflict,
     InvariantBroken,
@@ -174,8 +175,8 @@ class BookkeepingTotals:
 _Event = TypeVar("_Event", bound=DepositEvent)
 
 
-class ShopDeposit:
-    """The security deposit of one merchant shop."""
+class ShopDeposit(DepositFigures):
+    """The security deposit of one merchant shop; its figures are read from its :class:`Balance`."""
 
     def __init__(self, opened: Opened) -> None:
         """Start a deposit from its ``Opened`` event; use :meth:`open` to open a new one."""
@@ -676,26 +677,6 @@ class ShopDeposit:
         return self.balance.version
 
     @property
-    def shop_id(self) -> str:
-        """The shop this deposit belongs to."""
-        return self.balance.shop_id
-
-    @property
-    def site(self) -> str | None:
-        """The marketplace site the shop sells on."""
-        return self.balance.site
-
-    @property
-    def currency(self) -> str:
-        """ISO 4217 code of every amount."""
-        return self.balance.currency
-
-    @property
-    def categories(self) -> tuple[str, ...]:
-        """The product categories the requirement is derived from (empty when set by hand)."""
-        return self.balance.categories
-
-    @property
     def phase(self) -> Phase:
         """Where the deposit is in its lifecycle."""
         return self.balance.phase
@@ -706,49 +687,14 @@ class ShopDeposit:
         return self.balance.status
 
     @property
-    def frozen_minor(self) -> int:
-        """Money that counts for the shop and cannot be withdrawn."""
-        return self.balance.frozen_minor
-
-    @property
-    def held_minor(self) -> int:
-        """Frozen money set aside for open cases."""
-        return self.balance.held_minor
-
-    @property
     def unfrozen_minor(self) -> int:
         """Money in hand but not yet frozen (only inside a command)."""
         return self.balance.unfrozen_minor
 
     @property
-    def owed_minor(self) -> int:
-        """What deductions could not collect."""
-        return self.balance.owed_minor
-
-    @property
-    def written_off_minor(self) -> int:
-        """Debt the platform gave up collecting after the deposit closed."""
-        return self.balance.written_off_minor
-
-    @property
     def shortfall_minor(self) -> int:
         """What the shop must pay: the gap to the requirement plus what it owes (only the debt once closed)."""
         return self.balance.shortfall_minor
-
-    @property
-    def top_up_due(self) -> datetime | None:
-        """When the shop is restricted unless it has topped up its shortfall."""
-        return self.balance.top_up_due
-
-    @property
-    def settlement_due(self) -> datetime | None:
-        """When a closing deposit may be refunded."""
-        return self.balance.settlement_due
-
-    @property
-    def last_effective_at(self) -> datetime:
-        """When the last event happened, in business terms."""
-        return self.balance.last_effective_at
 
     def state(self, now: datetime | None = None) -> DepositState:
         """The deposit's figures as they stand at this version; the status as of ``now`` when given."""
@@ -1057,6 +1003,12 @@ class ShopDeposit:
         return f"{format_minor(amount_minor, self.currency)} {self.currency}"
 
 
+for _name in FIGURE_NAMES:
+    # Each figure reads through to the balance (a C-level getter: commands read figures often).
+    setattr(ShopDeposit, _name, property(operator.attrgetter(f"balance.{_name}"), doc=f"The balance's {_name}."))
+del _name
+
+
 def _appeal_window_ends(case: Case, terms: DepositTerms) -> datetime:
     # The last moment the merchant may appeal the case's deduction (inclusive), by the window
     # of the policy version in force when it was deducted.
@@ -1102,7 +1054,7 @@ def _time_text(moment: datetime) -> str:
     return moment.astimezone(UTC).isoformat()
 
 
-class DepositSnapshot(BaseModel):
+class DepositSnapshot(BaseModel, DepositFigures):
     """The whole state of a deposit at one version, so a long history loads fast.
 
     Snapshots are a cache: they are derived from the events, stored apart from
@@ -1119,6 +1071,9 @@ class DepositSnapshot(BaseModel):
 
     Version 4 added the ``written_off_minor`` figure and, per case, what was
     written off of it (zero in every older snapshot: write-offs came with it).
+
+    Its figures are those of :class:`DepositFigures` (the unfrozen money is
+    always zero between commands, and status and shortfall follow from the rest).
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -1128,25 +1083,7 @@ class DepositSnapshot(BaseModel):
 
     originator_id: UUID
     originator_version: int
-    shop_id: str
-    site: str | None
-    currency: str
-    required_minor: int
     phase: Phase
-    paid_minor: int
-    frozen_minor: int
-    held_minor: int
-    deducted_minor: int
-    reversed_minor: int
-    refunded_minor: int
-    forfeited_minor: int
-    owed_minor: int
-    settlement_due: AwareDatetime | None
-    top_up_due: AwareDatetime | None
-    policy_version: str | None
-    categories: tuple[str, ...]
-    last_effective_at: AwareDatetime
-    written_off_minor: int
     payments: str
     """``channel trade_no amount_minor refunded_minor`` per payment, oldest first."""
     cases: str
@@ -1200,25 +1137,8 @@ class DepositSnapshot(BaseModel):
         return cls(
             originator_id=balance.deposit_id,
             originator_version=balance.version,
-            shop_id=balance.shop_id,
-            site=balance.site,
-            currency=balance.currency,
-            required_minor=balance.required_minor,
             phase=balance.phase,
-            paid_minor=balance.paid_minor,
-            frozen_minor=balance.frozen_minor,
-            held_minor=balance.held_minor,
-            deducted_minor=balance.deducted_minor,
-            reversed_minor=balance.reversed_minor,
-            refunded_minor=balance.refunded_minor,
-            forfeited_minor=balance.forfeited_minor,
-            owed_minor=balance.owed_minor,
-            settlement_due=balance.settlement_due,
-            top_up_due=balance.top_up_due,
-            policy_version=balance.policy_version,
-            categories=balance.categories,
-            last_effective_at=balance.last_effective_at,
-            written_off_minor=balance.written_off_minor,
+            **balance.figures(),
             payments=_rows(
                 [[p.channel.value, p.trade_no, p.amount_minor, p.refunded_minor] for p in deposit.payments.values()]
             ),
@@ -1247,27 +1167,10 @@ class DepositSnapshot(BaseModel):
         """The deposit's figures at the snapshot's version: all a query of its state needs."""
         return Balance(
             deposit_id=self.originator_id,
-            shop_id=self.shop_id,
-            site=self.site,
-            currency=self.currency,
-            required_minor=self.required_minor,
             phase=self.phase,
-            paid_minor=self.paid_minor,
             unfrozen_minor=0,
-            frozen_minor=self.frozen_minor,
-            deducted_minor=self.deducted_minor,
-            refunded_minor=self.refunded_minor,
-            forfeited_minor=self.forfeited_minor,
-            owed_minor=self.owed_minor,
-            settlement_due=self.settlement_due,
             version=self.originator_version,
-            last_effective_at=self.last_effective_at,
-            held_minor=self.held_minor,
-            reversed_minor=self.reversed_minor,
-            top_up_due=self.top_up_due,
-            policy_version=self.policy_version,
-            categories=self.categories,
-            written_off_minor=self.written_off_minor,
+            **{name: getattr(self, name) for name in FIGURE_NAMES},
         )
 
     def bookkeeping(self) -> tuple[dict[tuple[Channel, str], Payment], dict[str, Case], dict[str, Hold]]:

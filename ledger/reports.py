@@ -22,7 +22,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 from rich.text import Text
 
-from domain import DepositEvent, DepositPolicy, DepositState
+from domain import DepositEvent, DepositPolicy, DepositState, listed_figures
 from domain.events import event_fields
 from domain.money import format_minor
 from domain.reconciliation import BillReconciled
@@ -33,53 +33,30 @@ from ledger.views import ViewStatus
 from ledger.workers import WorkerStatus
 from projections.audit_trail import AuditRow
 
-STATE_KEYS = (
-    "shop_id",
-    "status",
-    "currency",
-    "required",
-    "paid",
-    "frozen",
-    "deducted",
-    "refunded",
-    "forfeited",
-    "owed",
-    "shortfall",
-    "version",
-)
-"""The keys of ``show --json``, in order: a fixed contract."""
-
-POLICY_STATE_KEYS = ("held", "reversed", "top_up_due", "policy_version", "categories")
-"""Keys appended after :data:`STATE_KEYS` since deposit policies: money held for open cases,
-what upheld appeals gave back, when the top-up is due (``null`` if none), the policy version
-the requirement follows (``null`` if set by hand) and the shop's categories."""
-
-DEBT_STATE_KEYS = ("written_off",)
-"""Keys appended after :data:`POLICY_STATE_KEYS` since debts outlive closure: what was written
-off as a loss of what the shop owed."""
-
-SITE_STATE_KEYS = ("site", "settlement_due")
-"""Keys appended after :data:`DEBT_STATE_KEYS`: the shop's marketplace site (``null`` if none) and,
-once the shop is closing, when its settlement is due (``null`` before)."""
+SHOW_FIGURES = listed_figures()[:-1]
+"""The figures of ``show --json``, in their places: a fixed contract (the last listed figure,
+the last event's time, is for tables only)."""
 
 _MINOR = "_minor"
 
 
 def state_json(state: DepositState) -> dict[str, Any]:
-    """The ``show --json`` object: the contract's keys, then the policy's, the debts', the site's."""
-    dumped = state.model_dump()
-    result: dict[str, Any] = {}
-    for key in (*STATE_KEYS, *POLICY_STATE_KEYS, *DEBT_STATE_KEYS, *SITE_STATE_KEYS):
-        if key in dumped:
-            value = dumped[key]
-            if isinstance(value, datetime):
-                value = _iso(value)
-            elif isinstance(value, tuple):
-                value = list(value)
-            result[key] = value.value if hasattr(value, "value") else value
-        else:
-            result[key] = format_minor(dumped[key + _MINOR], state.currency)
-    return result
+    """The ``show --json`` object: each figure in its place, amounts as decimal strings without ``_minor``."""
+    return {_key(name): _json_value(getattr(state, name), name, state.currency) for name in SHOW_FIGURES}
+
+
+def _key(name: str) -> str:
+    return name.removesuffix(_MINOR)
+
+
+def _json_value(value: Any, name: str, currency: str) -> Any:
+    if name.endswith(_MINOR):
+        return format_minor(value, currency)
+    if isinstance(value, datetime):
+        return _iso(value)
+    if isinstance(value, tuple):
+        return list(value)
+    return value.value if hasattr(value, "value") else value
 
 
 def event_json(event: DepositEvent, currency: str) -> dict[str, Any]:
@@ -116,38 +93,34 @@ def _iso(moment: datetime) -> str:
 
 
 def state_table(state: DepositState, *, title: str | None = None) -> FittedTable:
-    """A two-column table of one deposit's figures."""
-    data = state_json(state)
-    rows = [[key, str(data[key])] for key in (*STATE_KEYS, "held", "reversed")]
-    if state.written_off_minor:
-        rows.append(["written_off", data["written_off"]])
-    if state.top_up_due:
-        rows.append(["top_up_due", data["top_up_due"]])
-    if state.site:
-        rows.append(["site", state.site])
-    if state.categories:
-        rows.append(["categories", ", ".join(state.categories)])
-    if state.policy_version:
-        rows.append(["policy_version", state.policy_version])
-    if state.settlement_due:
-        rows.append(["settlement_due", _iso(state.settlement_due)])
-    rows.append(["last_effective_at", _iso(state.last_effective_at)])
+    """A two-column table of one deposit's figures, in their places; those that may be empty only when set."""
+    always = listed_figures(always=True)
+    rows = [
+        [_key(name), _table_value(getattr(state, name), name, state.currency)]
+        for name in listed_figures()
+        if name in always or getattr(state, name)
+    ]
     columns = [TableColumn("figure"), TableColumn("value", "words", "right")]
     return FittedTable(title or f"Deposit of {state.shop_id}", columns, rows, show_header=False, box_style=box.ROUNDED)
 
 
+def _table_value(value: Any, name: str, currency: str) -> str:
+    if isinstance(value, tuple):
+        return ", ".join(value)
+    return str(_json_value(value, name, currency))
+
+
 def side_by_side_table(states: list[DepositState], *, title: str) -> FittedTable:
-    """A few deposits side by side: one column per shop, one row per figure.
+    """A few deposits side by side: one column per shop, one row per figure always listed.
 
     Columns per shop rather than per figure keep every amount whole in an
     80-column terminal, where eleven figure columns would be cut short.
     """
-    figures = [state_json(state) for state in states]
     columns = [TableColumn(""), *(TableColumn(state.shop_id, "whole", "right") for state in states)]
     rows = [
-        [key, *(str(data[key]) for data in figures)]
-        for key in (*STATE_KEYS, "held", "reversed")
-        if key not in ("shop_id", "version")
+        [_key(name), *(_table_value(getattr(state, name), name, state.currency) for state in states)]
+        for name in listed_figures(always=True)
+        if name in SHOW_FIGURES and name not in ("shop_id", "version")
     ]
     return FittedTable(title, columns, rows)
 

@@ -12,14 +12,21 @@ the question, so queries compare ``top_up_due`` with the "now" they are given.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
-from collections.abc import Sequence
+import operator
+import typing
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from datetime import datetime
+from enum import StrEnum
 from typing import Any, ClassVar
 from uuid import UUID
 
-from domain import Balance, DepositState, Opened, Phase, Status
+from pydantic import AwareDatetime
+
+from domain import Balance, DepositState, Opened, Status
 from projections.view import (
     Carry,
     Cursor,
@@ -31,7 +38,7 @@ from projections.view import (
     stored_time,
 )
 
-_COLUMNS = (
+_STORED_ORDER = (
     "deposit_id",
     "shop_id",
     "site",
@@ -56,8 +63,60 @@ _COLUMNS = (
     "policy_version",
     "categories",
     "written_off_minor",
-    "position",
 )
+"""The order the table has kept its columns in. A table whose columns differ is rebuilt from the
+events, so this order never changes: a figure declared later follows these."""
+
+
+@dataclass(frozen=True, slots=True)
+class _Column:
+    """One column of the row: a figure of :class:`Balance` or :class:`DepositState`, and its SQL form."""
+
+    name: str
+    sql_type: str
+    encode: Callable[[Any], Any] | None
+    decode: Callable[[Any], Any] | None
+
+
+def _column(name: str, hint: Any) -> _Column:
+    # A figure's column follows from its type; optional figures store NULL for None.
+    args = [arg for arg in typing.get_args(hint) if arg is not type(None)]
+    optional = len(args) == 1 and type(None) in typing.get_args(hint)
+    kind = args[0] if optional else hint
+    null = "" if optional else " NOT NULL"
+    if kind is UUID:
+        return _Column(name, "TEXT PRIMARY KEY", operator.attrgetter("hex"), UUID)
+    if kind is int:
+        return _Column(name, f"BIGINT{null}", None, None)
+    if kind is str:
+        return _Column(name, f"TEXT{null}", None, None)
+    if isinstance(kind, type) and issubclass(kind, StrEnum):
+        return _Column(name, f"TEXT{null}", operator.attrgetter("value"), kind)
+    if isinstance(kind, type) and issubclass(kind, datetime | AwareDatetime):
+        return _Column(name, f"TEXT{null}", stored_time, read_stored_time)
+    if typing.get_origin(kind) is tuple:
+        return _Column(name, f"TEXT{null}", _categories_text, _categories)
+    raise TypeError(f"no column type for the figure {name}: {hint}")
+
+
+def _categories_text(categories: tuple[str, ...]) -> str:
+    return json.dumps(list(categories))
+
+
+def _categories(text: str) -> tuple[str, ...]:
+    return tuple(json.loads(text))
+
+
+def _figure_columns() -> tuple[_Column, ...]:
+    # Every figure the balance keeps or the state reports (status and shortfall, for the
+    # indexes and the queries), in the stored order, then any figure declared since.
+    hints = typing.get_type_hints(DepositState) | typing.get_type_hints(Balance)
+    names = [*_STORED_ORDER, *(name for name in hints if name not in _STORED_ORDER)]
+    return tuple(_column(name, hints[name]) for name in names)
+
+
+_FIGURE_COLUMNS = _figure_columns()
+_COLUMNS = (*(column.name for column in _FIGURE_COLUMNS), "position")
 _SELECT = ", ".join(_COLUMNS)
 _FIXED = ("deposit_id", "shop_id", "site", "currency")
 """Set when the deposit is opened, never changed."""
@@ -76,18 +135,8 @@ class BalancesView(View):
 
     def create_statements(self, table: str, position_key: str = "BIGINT PRIMARY KEY") -> list[str]:
         """The balances table, keyed by deposit id, with the shop id unique."""
-        return [
-            f"CREATE TABLE IF NOT EXISTS {table} ("
-            "deposit_id TEXT PRIMARY KEY, shop_id TEXT NOT NULL, site TEXT, currency TEXT NOT NULL, "
-            "status TEXT NOT NULL, phase TEXT NOT NULL, required_minor BIGINT NOT NULL, "
-            "paid_minor BIGINT NOT NULL, unfrozen_minor BIGINT NOT NULL, frozen_minor BIGINT NOT NULL, "
-            "deducted_minor BIGINT NOT NULL, refunded_minor BIGINT NOT NULL, "
-            "forfeited_minor BIGINT NOT NULL, owed_minor BIGINT NOT NULL, "
-            "shortfall_minor BIGINT NOT NULL, settlement_due TEXT, version BIGINT NOT NULL, "
-            "last_effective_at TEXT NOT NULL, held_minor BIGINT NOT NULL, reversed_minor BIGINT NOT NULL, "
-            "top_up_due TEXT, policy_version TEXT, categories TEXT NOT NULL, written_off_minor BIGINT NOT NULL, "
-            "position BIGINT NOT NULL)"
-        ]
+        columns = ", ".join(f"{column.name} {column.sql_type}" for column in _FIGURE_COLUMNS)
+        return [f"CREATE TABLE IF NOT EXISTS {table} ({columns}, position BIGINT NOT NULL)"]
 
     def index_statements(self, table: str) -> list[str]:
         """Lookups by shop id, status and site, the open deposits with a shortfall, top-up due times, debts."""
@@ -245,39 +294,26 @@ def _upsert(table: str, indexed: tuple[str, ...]) -> str:
     )
 
 
-def _indexed(balance: Balance) -> tuple[Any, ...]:
-    # The values of _INDEXED, as compared before and after a batch.
-    return (balance.status, balance.phase, balance.shortfall_minor, balance.top_up_due, balance.owed_minor)
+_indexed = operator.attrgetter(*_INDEXED)
+"""The values of _INDEXED, as compared before and after a batch."""
+_BALANCE_FIELDS = frozenset(field.name for field in dataclasses.fields(Balance))
+_figures_of_row = operator.attrgetter(*(column.name for column in _FIGURE_COLUMNS))
+_ENCODED = tuple((index, column.encode) for index, column in enumerate(_FIGURE_COLUMNS) if column.encode is not None)
+_DECODED = tuple(
+    (index, column.name, column.decode)
+    for index, column in enumerate(_FIGURE_COLUMNS)
+    if column.name in _BALANCE_FIELDS
+)
+_POSITION = len(_FIGURE_COLUMNS)
 
 
 def _row(balance: Balance, position: int) -> tuple[Any, ...]:
-    return (
-        balance.deposit_id.hex,
-        balance.shop_id,
-        balance.site,
-        balance.currency,
-        balance.status.value,
-        balance.phase.value,
-        balance.required_minor,
-        balance.paid_minor,
-        balance.unfrozen_minor,
-        balance.frozen_minor,
-        balance.deducted_minor,
-        balance.refunded_minor,
-        balance.forfeited_minor,
-        balance.owed_minor,
-        balance.shortfall_minor,
-        stored_time(balance.settlement_due) if balance.settlement_due else None,
-        balance.version,
-        stored_time(balance.last_effective_at),
-        balance.held_minor,
-        balance.reversed_minor,
-        stored_time(balance.top_up_due) if balance.top_up_due else None,
-        balance.policy_version,
-        json.dumps(list(balance.categories)),
-        balance.written_off_minor,
-        position,
-    )
+    row = [*_figures_of_row(balance), position]
+    for index, encode in _ENCODED:
+        value = row[index]
+        if value is not None:
+            row[index] = encode(value)
+    return tuple(row)
 
 
 def _balance(row: Sequence[Any]) -> tuple[Balance, int]:
@@ -290,28 +326,9 @@ def _balance(row: Sequence[Any]) -> tuple[Balance, int]:
 
 
 def _decoded_balance(row: Sequence[Any]) -> tuple[Balance, int]:
-    balance = Balance(
-        deposit_id=UUID(row[0]),
-        shop_id=row[1],
-        site=row[2],
-        currency=row[3],
-        phase=Phase(row[5]),
-        required_minor=row[6],
-        paid_minor=row[7],
-        unfrozen_minor=row[8],
-        frozen_minor=row[9],
-        deducted_minor=row[10],
-        refunded_minor=row[11],
-        forfeited_minor=row[12],
-        owed_minor=row[13],
-        settlement_due=read_stored_time(row[15]) if row[15] else None,
-        version=row[16],
-        last_effective_at=read_stored_time(row[17]),
-        held_minor=row[18],
-        reversed_minor=row[19],
-        top_up_due=read_stored_time(row[20]) if row[20] else None,
-        policy_version=row[21],
-        categories=tuple(json.loads(row[22])),
-        written_off_minor=row[23],
-    )
-    return balance, row[24]
+    # The stored status and shortfall are the balance's own, derived again from its figures.
+    figures = {
+        name: row[index] if decode is None or row[index] is None else decode(row[index])
+        for index, name, decode in _DECODED
+    }
+    return Balance(**figures), row[_POSITION]
