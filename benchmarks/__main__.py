@@ -142,7 +142,7 @@ def _long_history(folder: Path, calls: int) -> list[Figure]:
 def _verify(folder: Path, events: int) -> list[Figure]:
     # benchmarks.verify_memory, driven from a small process of its own: a child's peak RSS
     # starts from its parent's, and this process holds the whole suite.
-    note(f"verify over {events:,} events, and over an empty store")
+    note(f"verify and export over {events:,} events, and over an empty store")
     driver = (
         "import dataclasses, json, sys; from pathlib import Path; from benchmarks import verify_memory; "
         "print(json.dumps([dataclasses.asdict(verify_memory.measure(Path(sys.argv[1]), int(size))) "
@@ -162,6 +162,22 @@ def _verify(folder: Path, events: int) -> list[Figure]:
             "MiB",
             empty["peak_rss_mib"],
             "verify of an empty store",
+        ),
+        Figure(
+            f"export journal peak RSS, {events:,} events",
+            measured["journal_export_peak_rss_mib"],
+            "MiB",
+            empty["journal_export_peak_rss_mib"],
+            "export of an empty store",
+            detail={"seconds": measured["journal_export_s"]},
+        ),
+        Figure(
+            f"export audit peak RSS, {events:,} events",
+            measured["audit_export_peak_rss_mib"],
+            "MiB",
+            empty["audit_export_peak_rss_mib"],
+            "export of an empty store",
+            detail={"seconds": measured["audit_export_s"]},
         ),
     ]
 

@@ -1,4 +1,4 @@
-"""How much memory ``verify`` needs as the store grows: it streams, so the peak should stay flat.
+"""How much memory ``verify`` and the exports need as the store grows: they stream, so the peak should stay flat.
 
     python -m benchmarks.verify_memory                      # a quick run: 20,000 events
     python -m benchmarks.verify_memory --full               # 100,000 and 1,000,000 events
@@ -6,8 +6,10 @@
 
 For each size a child process builds a store of shops with 50 events each
 (open, 22 payments, 3 deductions, closure, refund), saving many deposits per
-transaction; another child runs ``Auditor(path).verify()`` over it. The peak
-resident set size of that verifying child alone and its run time are printed
+transaction; then a child each runs ``Auditor(path).verify()``, ``export
+journal`` (JSON lines, what ``deposit-ledger export journal`` runs) and
+``export audit`` (CSV) over it, the exports written to a file. The peak
+resident set size of each of those children alone and its run time are printed
 as a table, beside an empty store's as the floor, and written as JSON to
 ``benchmarks/results/``.
 
@@ -52,6 +54,10 @@ class Measurement:
     verify_cpu_s: float
     peak_rss_mib: float
     events_per_s: float
+    journal_export_s: float
+    journal_export_peak_rss_mib: float
+    audit_export_s: float
+    audit_export_peak_rss_mib: float
 
 
 # ------------------------------------------------------------------ children
@@ -111,6 +117,28 @@ def verify(path: Path) -> None:
     print(json.dumps({"events": report.events_checked, "deposits": report.deposits_checked}))
 
 
+def export_journal(path: Path, target: Path) -> None:
+    """Export the store's journal as JSON lines to ``target``; print how many lines."""
+    from ledger import DepositLedger
+    from ledger.journal import export_journal as export
+
+    ledger = DepositLedger(str(path), actor="benchmark")
+    try:
+        with target.open("w", encoding="utf-8") as out:
+            print(json.dumps({"lines": export(ledger, out, file_format="jsonl")}))
+    finally:
+        ledger.close()
+
+
+def export_audit(path: Path, target: Path) -> None:
+    """Export the store's audit trail as CSV to ``target``; print how many rows."""
+    from ledger.audit import Auditor
+    from ledger.store import resolve_store
+
+    with target.open("w", encoding="utf-8", newline="") as out:
+        print(json.dumps({"rows": Auditor(resolve_store(str(path))).export_audit(out, file_format="csv")}))
+
+
 # -------------------------------------------------------------------- driver
 
 
@@ -139,6 +167,10 @@ def measure(folder: Path, events: int) -> Measurement:
     out, verify_s, verify_cpu_s, peak_mib = _child("_verify", str(path))
     checked = json.loads(out)
     assert checked["events"] == events, checked
+    exported = folder / f"export-{events}.out"
+    _, journal_s, _, journal_peak_mib = _child("_export_journal", str(path), str(exported))
+    _, audit_s, _, audit_peak_mib = _child("_export_audit", str(path), str(exported))
+    exported.unlink()
     path.unlink()
     return Measurement(
         events=events,
@@ -148,6 +180,10 @@ def measure(folder: Path, events: int) -> Measurement:
         verify_cpu_s=round(verify_cpu_s, 1),
         peak_rss_mib=round(peak_mib, 1),
         events_per_s=round(events / verify_s) if events else 0,
+        journal_export_s=round(journal_s, 1),
+        journal_export_peak_rss_mib=round(journal_peak_mib, 1),
+        audit_export_s=round(audit_s, 1),
+        audit_export_peak_rss_mib=round(audit_peak_mib, 1),
     )
 
 
@@ -165,7 +201,7 @@ def main(argv: list[str] | None = None) -> None:
     results = []
     print(
         f"{'events':>10} {'deposits':>9} {'build s':>8} {'verify s':>9} {'cpu s':>7} {'peak RSS MiB':>13} "
-        f"{'events/s':>9}"
+        f"{'events/s':>9} {'journal s':>10} {'MiB':>7} {'audit s':>8} {'MiB':>7}"
     )
     with tempfile.TemporaryDirectory(dir=args.folder) as folder:
         # An empty store first: the floor of imports and connections every run pays.
@@ -174,7 +210,9 @@ def main(argv: list[str] | None = None) -> None:
             results.append(result)
             print(
                 f"{result.events:>10,} {result.deposits:>9,} {result.build_s:>8.1f} {result.verify_s:>9.1f} "
-                f"{result.verify_cpu_s:>7.1f} {result.peak_rss_mib:>13.1f} {result.events_per_s:>9,}",
+                f"{result.verify_cpu_s:>7.1f} {result.peak_rss_mib:>13.1f} {result.events_per_s:>9,} "
+                f"{result.journal_export_s:>10.1f} {result.journal_export_peak_rss_mib:>7.1f} "
+                f"{result.audit_export_s:>8.1f} {result.audit_export_peak_rss_mib:>7.1f}",
                 flush=True,
             )
 
@@ -191,5 +229,9 @@ if __name__ == "__main__":
         build(Path(sys.argv[2]), int(sys.argv[3]))
     elif len(sys.argv) > 1 and sys.argv[1] == "_verify":
         verify(Path(sys.argv[2]))
+    elif len(sys.argv) > 1 and sys.argv[1] == "_export_journal":
+        export_journal(Path(sys.argv[2]), Path(sys.argv[3]))
+    elif len(sys.argv) > 1 and sys.argv[1] == "_export_audit":
+        export_audit(Path(sys.argv[2]), Path(sys.argv[3]))
     else:
         main()

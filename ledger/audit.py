@@ -181,7 +181,7 @@ class Auditor:
         report = VerifyReport(checkpoint=against)
         with self.store.read_snapshot() as connection:
             total = int(connection.cursor().execute(f"SELECT COUNT(*) FROM {self.store.events_table}").fetchone()[0])
-            shops = self._shops_by_deposit(connection)
+            shops = _ShopNames(connection.cursor(), self.balances.table)
 
             def advance(done: int) -> None:
                 if progress is not None:
@@ -218,7 +218,7 @@ class Auditor:
         connection: Any,
         report: VerifyReport,
         against: Checkpoint | None,
-        shops: dict[str, str],
+        shops: _ShopNames,
         advance: Callable[[int], None],
     ) -> None:
         schedule = self._key_schedule(connection, report)
@@ -245,7 +245,6 @@ class Auditor:
         for position, event, stored in _merge_by_position(events, links):
             while schedule and schedule[0][0] <= position:
                 key = schedule.pop(0)[1]
-            shop = shops.get(stored_id(event[1])) if event else None
             if event is None:
                 assert stored is not None
                 report.add(position, None, "missing_event", "the chain has a link here but the event is gone")
@@ -260,16 +259,25 @@ class Auditor:
             if against is not None:
                 recomputed = chain.link_under(key, recomputed, position, originator_id, version, topic, state)
             if stored is None:
-                report.add(position, shop, "unchained_event", "the event has no link in the chain: inserted")
+                report.add(
+                    position,
+                    shops.get(originator_id),
+                    "unchained_event",
+                    "the event has no link in the chain: inserted",
+                )
                 continue
             if chain.link_under(key, stored_previous, position, originator_id, version, topic, state) != stored:
                 what = "keyed with the chain's key" if key is not None else "chained"
-                report.add(position, shop, "chain", f"the event or its link differs from what was {what}")
+                report.add(
+                    position, shops.get(originator_id), "chain", f"the event or its link differs from what was {what}"
+                )
             stored_previous = stored
             if against is not None and position == against.position:
                 reached_checkpoint = True
                 if recomputed.hex() != against.chain_hash:
-                    report.add(position, shop, "checkpoint", "history up to the checkpoint was rewritten")
+                    report.add(
+                        position, shops.get(originator_id), "checkpoint", "history up to the checkpoint was rewritten"
+                    )
         advance(done)
         report.events_checked = done
         for position, _ in schedule:
@@ -302,7 +310,7 @@ class Auditor:
         self,
         connection: Any,
         report: VerifyReport,
-        shops: dict[str, str],
+        shops: _ShopNames,
         advance: Callable[[int], None],
         balances_comparable: bool,
         trade_numbers_kept: bool,
@@ -332,14 +340,14 @@ class Auditor:
         cursor: Any,
         report: VerifyReport,
         deposit_hex: str,
-        shops: dict[str, str],
+        shops: _ShopNames,
         rows: Iterator[tuple[Any, ...]],
         balances_comparable: bool,
         trade_numbers_kept: bool,
     ) -> int:
         shop = shops.get(deposit_hex)
         deposit: ShopDeposit | None = None
-        snapshots = self._snapshots(cursor, deposit_hex)
+        snapshots = self._snapshot_versions(cursor, deposit_hex)
         position = 0
         count = 0
         broken = False
@@ -369,7 +377,10 @@ class Auditor:
             if trade_numbers_kept and isinstance(event, Paid):
                 self._verify_trade_number(cursor, report, position, deposit.shop_id, event, shops)
             if deposit.version in snapshots:
-                snapshot = snapshots.pop(deposit.version)
+                snapshots.remove(deposit.version)
+                snapshot = self._snapshot(cursor, deposit_hex, deposit.version)
+                if isinstance(snapshot, OutdatedSnapshot):
+                    continue
                 if snapshot is None:
                     report.add(position, shop, "snapshot", f"snapshot at version {deposit.version} does not decode")
                 elif snapshot != DepositSnapshot.take(deposit):
@@ -377,8 +388,10 @@ class Auditor:
         if deposit is None or broken:
             return count
         _check_all_frozen(report, position, shop, deposit)
-        for version in snapshots:
-            report.add(position, shop, "snapshot", f"snapshot at version {version} has no such version in history")
+        for version in sorted(snapshots):
+            if not isinstance(self._snapshot(cursor, deposit_hex, version), OutdatedSnapshot):
+                detail = f"snapshot at version {version} has no such version in history"
+                report.add(position, shop, "snapshot", detail)
         if not balances_comparable:
             return count
         expected_balance = self.balances.expected_row(deposit.balance, position)
@@ -438,7 +451,7 @@ class Auditor:
                     break
 
     def _verify_trade_number(
-        self, cursor: Any, report: VerifyReport, position: int, shop: str, paid: Paid, shops: dict[str, str]
+        self, cursor: Any, report: VerifyReport, position: int, shop: str, paid: Paid, shops: _ShopNames
     ) -> None:
         # The payment must hold its pair; a pair held by another deposit is one payment counted twice.
         pair = (paid.channel.value, paid.trade_no)
@@ -447,7 +460,7 @@ class Auditor:
         if holder is None:
             report.add(position, shop, "trade_number", f"{named} has no row: another shop could be paid it again")
         elif holder.deposit_hex != paid.originator_id.hex:
-            other = shops.get(holder.deposit_hex, f"deposit {holder.deposit_hex}")
+            other = shops.get(holder.deposit_hex) or f"deposit {holder.deposit_hex}"
             detail = f"{named} was paid into shop {other} too (position {holder.position}): one payment counted twice"
             report.add(position, shop, "trade_number", detail)
         elif holder.position != position:
@@ -462,17 +475,18 @@ class Auditor:
         if total == report.trade_numbers_held:
             return
         position_column = self.store.position_column
-        cursor.execute(
+        unexplained = 0
+        for position, channel, trade_no in self._stream(
+            connection,
             f"SELECT t.position, t.channel, t.trade_no FROM {trade_numbers.TABLE} t "
             f"LEFT JOIN {self.store.events_table} e ON e.{position_column} = t.position AND e.topic = ? "
             f"WHERE e.{position_column} IS NULL ORDER BY t.position",
             (trade_numbers.PAID_TOPIC,),
-        )
-        unexplained = cursor.fetchall()
-        for position, channel, trade_no in unexplained:
+        ):
+            unexplained += 1
             detail = f"{channel} trade number {trade_no} names no payment at its position: inserted"
             report.add(position, None, "trade_number", detail)
-        rest = total - report.trade_numbers_held - len(unexplained)
+        rest = total - report.trade_numbers_held - unexplained
         if rest > 0:
             detail = f"{rest} trade-number rows name a payment of another trade number or deposit: inserted"
             report.add(None, None, "trade_number", detail)
@@ -489,21 +503,26 @@ class Auditor:
             report.add(
                 head + 1, None, "truncated", f"{name} applied events up to {position}, but the log ends at {head}"
             )
-        for position, shop in cursor.execute(
+        # Streamed like the passes before: a forged store may hold any number of such rows.
+        for position, shop in self._stream(
+            connection,
             f"SELECT position, shop_id FROM {self.audit_trail.table} "
-            f"WHERE position NOT IN (SELECT {position_column} FROM {self.store.events_table}) ORDER BY position"
-        ).fetchall():
+            f"WHERE position NOT IN (SELECT {position_column} FROM {self.store.events_table}) ORDER BY position",
+        ):
             report.add(position, shop, "audit_trail", "the audit-trail row has no event: inserted")
-        for shop, position in cursor.execute(
+        for shop, position in self._stream(
+            connection,
             f"SELECT shop_id, position FROM {self.balances.table} "
-            f"WHERE deposit_id NOT IN (SELECT {self.store.deposit_key} FROM {self.store.events_table}) ORDER BY shop_id"
-        ).fetchall():
+            f"WHERE deposit_id NOT IN (SELECT {self.store.deposit_key} FROM {self.store.events_table}) "
+            "ORDER BY shop_id",
+        ):
             report.add(position, shop, "balances", "the balances row has no events: inserted")
         # Loading such a deposit would start from the snapshot: a deposit without any history.
-        for deposit, version in cursor.execute(
+        for deposit, version in self._stream(
+            connection,
             f"SELECT originator_id, originator_version FROM {self.store.snapshots_table} "
-            f"WHERE originator_id NOT IN (SELECT originator_id FROM {self.store.events_table}) ORDER BY originator_id"
-        ).fetchall():
+            f"WHERE originator_id NOT IN (SELECT originator_id FROM {self.store.events_table}) ORDER BY originator_id",
+        ):
             detail = f"snapshot of deposit {stored_id(deposit)} at version {version} has no events: inserted"
             report.add(None, None, "snapshot", detail)
 
@@ -519,32 +538,35 @@ class Auditor:
             raise ValueError(f"{type(event).__name__} is not a deposit event")
         return event
 
-    def _snapshots(self, cursor: Any, deposit_hex: str) -> dict[int, DepositSnapshot | None]:
-        # None for a row that is no deposit snapshot: loading the deposit would fail on it.
-        found: dict[int, DepositSnapshot | None] = {}
+    def _snapshot_versions(self, cursor: Any, deposit_hex: str) -> set[int]:
+        # The versions a deposit has snapshots at; each is read when the replay reaches it, so
+        # one snapshot at a time is in memory (a long history has hundreds, each as large as
+        # its bookkeeping).
         cursor.execute(
-            f"SELECT originator_id, originator_version, topic, state FROM {self.store.snapshots_table} "
-            "WHERE originator_id = ?",
+            f"SELECT originator_version FROM {self.store.snapshots_table} WHERE originator_id = ?",
             (self.store.deposit_param(deposit_hex),),
         )
-        for _, version, topic, state in cursor.fetchall():
-            stored = StoredEvent(
-                originator_id=UUID(deposit_hex), originator_version=version, topic=topic, state=_stored_bytes(state)
-            )
-            try:
-                snapshot = self.mapper.to_domain_event(stored)
-            except OutdatedSnapshot:
-                # Written by an earlier release; the ledger no longer reads it, so it cannot mislead.
-                continue
-            except ValueError:
-                snapshot = None
-            found[version] = snapshot if isinstance(snapshot, DepositSnapshot) else None
-        return found
+        return {int(version) for (version,) in cursor.fetchall()}
 
-    def _shops_by_deposit(self, connection: Any) -> dict[str, str]:
-        # Names for problem reports only; one small row per deposit.
-        rows = connection.cursor().execute(f"SELECT deposit_id, shop_id FROM {self.balances.table}").fetchall()
-        return {deposit: shop for deposit, shop in rows}
+    def _snapshot(self, cursor: Any, deposit_hex: str, version: int) -> DepositSnapshot | OutdatedSnapshot | None:
+        # The snapshot at ``version``; None for a row that is no deposit snapshot (loading the
+        # deposit would fail on it); OutdatedSnapshot for one an earlier release wrote, which
+        # the ledger no longer reads, so it cannot mislead.
+        cursor.execute(
+            f"SELECT topic, state FROM {self.store.snapshots_table} WHERE originator_id = ? AND originator_version = ?",
+            (self.store.deposit_param(deposit_hex), version),
+        )
+        topic, state = cursor.fetchone()
+        stored = StoredEvent(
+            originator_id=UUID(deposit_hex), originator_version=version, topic=topic, state=_stored_bytes(state)
+        )
+        try:
+            snapshot = self.mapper.to_domain_event(stored)
+        except OutdatedSnapshot as outdated:
+            return outdated
+        except ValueError:
+            return None
+        return snapshot if isinstance(snapshot, DepositSnapshot) else None
 
     # ----------------------------------------------------------------- export
 
@@ -632,6 +654,23 @@ CSV_TEXT_COLUMNS = frozenset({"shop_id", "actor", "channel", "ref", "reason", "c
 
 FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 """What makes a spreadsheet read a cell as a formula (OWASP's list for CSV injection)."""
+
+
+class _ShopNames:
+    """The shop id of a deposit, for problem reports, read from the balances view when asked.
+
+    Looked up one deposit at a time (a deposit's shop is asked once, or once per
+    problem), so memory stays flat however many shops the store holds.
+    """
+
+    def __init__(self, cursor: Any, balances_table: str) -> None:
+        self._cursor = cursor
+        self._query = f"SELECT shop_id FROM {balances_table} WHERE deposit_id = ?"
+
+    def get(self, deposit_hex: str) -> str | None:
+        """The shop id the balances view holds for ``deposit_hex``, or None."""
+        row = self._cursor.execute(self._query, (deposit_hex,)).fetchone()
+        return None if row is None else str(row[0])
 
 
 def _csv_cell(column: str, value: Any) -> Any:

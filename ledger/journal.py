@@ -61,7 +61,7 @@ import json
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
-from itertools import islice
+from itertools import chain, islice
 from pathlib import Path
 from typing import IO, Any, Literal
 from uuid import UUID
@@ -691,7 +691,8 @@ def export_journal(ledger: DepositLedger, out: IO[str], *, file_format: JournalF
         writer.writeheader()
     commands = _Commands()
     count = 0
-    for event in [*_events_in_order(ledger), None]:
+    # Streamed: the log is read a page at a time, and None marks its end for the last command.
+    for event in chain(_events_in_order(ledger), [None]):
         for fields in commands.feed(event):
             if writer is not None:
                 writer.writerow(fields)

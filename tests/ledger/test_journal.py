@@ -11,7 +11,7 @@ from uuid import UUID
 import pytest
 
 from domain import MalformedInput, Refused, ShopDeposit, deposit_id
-from ledger import DepositLedger
+from ledger import DepositLedger, journal
 from ledger.journal import (
     ImportSummary,
     JournalFormat,
@@ -319,6 +319,35 @@ def test_an_export_imported_into_an_empty_store_reproduces_the_books(
             assert again.getvalue() == written.read()
     finally:
         copy.close()
+
+
+def test_an_export_writes_each_command_before_reading_the_rest_of_the_log(
+    ledger: DepositLedger, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Bounded memory: the log is read a page at a time and never gathered whole, so the
+    # first line is out while most of the log is still unread.
+    run_import(ledger, write_journal(tmp_path / "story.jsonl", STORY, "jsonl"), "jsonl")
+    monkeypatch.setattr(journal, "EXPORT_PAGE", 2)
+    pages = 0
+    select = ledger.recorder.select_notifications
+
+    def counted(*args: Any, **kwargs: Any) -> Any:
+        nonlocal pages
+        pages += 1
+        return select(*args, **kwargs)
+
+    monkeypatch.setattr(ledger.recorder, "select_notifications", counted)
+    pages_at_first_line: list[int] = []
+
+    class Out(io.StringIO):
+        def write(self, text: str) -> int:
+            if not pages_at_first_line:
+                pages_at_first_line.append(pages)
+            return super().write(text)
+
+    export_journal(ledger, Out(), file_format="jsonl")
+    assert pages >= 5
+    assert pages_at_first_line[0] <= 2, "the first command's line is out after its events' page (and the next)"
 
 
 def test_an_export_is_one_line_per_command(ledger: DepositLedger, tmp_path: Path) -> None:
