@@ -143,8 +143,8 @@ class Auditor:
         self._keys = keys
         self.mapper = mapper or DepositMapper(transcoder=JSONTranscoder())
         self._cursors = 0
-        self.balances = BalancesView(view=None)  # type: ignore[arg-type]
-        self.audit_trail = AuditTrailView(view=None)  # type: ignore[arg-type]
+        self.balances = BalancesView()
+        self.audit_trail = AuditTrailView()
 
     # ------------------------------------------------------------- checkpoint
 

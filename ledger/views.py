@@ -27,13 +27,13 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from eventsourcing.persistence import IntegrityError, Mapper, StoredEvent, Tracking
+from eventsourcing.persistence import IntegrityError, Mapper, StoredEvent
 
 from domain import DepositEvent, LedgerError
 from domain.reconciliation import RECONCILIATION_TYPES
 from ledger.collector import collect_young, collector_paused
 from ledger.store import Store
-from projections.view import BatchRecorder, Carry, Cursor, Positioned, View
+from projections.view import Carry, Cursor, Positioned, View
 
 CATCH_UP_BATCH = 1000
 """Events applied per transaction when catching up."""
@@ -95,8 +95,12 @@ class ViewStatus:
         return max(0, self.head - self.position)
 
 
-class ViewKeeper(BatchRecorder):
-    """The read models of one ledger, kept in the same database as its events."""
+class ViewKeeper:
+    """The read models of one ledger, kept in the same database as its events: the one runner of its views.
+
+    Catch-up, rebuild and inline application all apply batches through
+    :meth:`View.apply` and move the view's tracking row in the same transaction.
+    """
 
     OWN_TABLES = ("view_tracking", "projection_errors")
     """The tables of the views' positions and stopping errors, beside the views' own."""
@@ -108,7 +112,7 @@ class ViewKeeper(BatchRecorder):
         self.store = store
         self.mapper = mapper
         self.connection = connection if connection is not None else store.connect()
-        self.views: dict[str, View] = {view.name: view(view=self) for view in views}
+        self.views: dict[str, View] = {view.name: view() for view in views}
         self._current_after_insert = True
         # What the views wrote inline, per deposit: exact while their tracking rows stay
         # where this process's last committed insert left them (_carried_to).
@@ -172,27 +176,23 @@ class ViewKeeper(BatchRecorder):
                     (view.name,),
                 )
 
-    # ---------------------------------------------------------- tracking recorder
+    # ---------------------------------------------------------------- tracking
 
-    def insert_tracking(self, tracking: Tracking) -> None:
-        """Record a position on its own (the library's tracking-recorder protocol)."""
+    def track(self, name: str, position: int) -> None:
+        """Record that the view (or copy) ``name`` has applied the events up to ``position``; only ever forward."""
         with self.store.write_transaction(self.connection) as cursor:
-            _track(cursor, tracking.application_name, tracking.notification_id)
+            _track(cursor, name, position)
 
-    def max_tracking_id(self, application_name: str) -> int | None:
-        """The last position recorded for the view ``application_name``, or None."""
-        row = (
-            self.connection.cursor()
-            .execute("SELECT position FROM view_tracking WHERE name = ?", (application_name,))
-            .fetchone()
-        )
+    def tracked_position(self, name: str) -> int | None:
+        """The last position recorded for the view (or copy) ``name``, or None."""
+        row = self.connection.cursor().execute("SELECT position FROM view_tracking WHERE name = ?", (name,)).fetchone()
         return None if row is None else int(row[0])
 
-    def record_batch(self, view: View, batch: Sequence[Positioned], tracking: Tracking) -> None:
-        """Apply ``batch`` to the live tables of ``view`` and record ``tracking``, atomically."""
+    def record_batch(self, view: View, batch: Sequence[Positioned]) -> None:
+        """Apply ``batch`` to the live tables of ``view`` and track its last position, atomically."""
         with self.store.write_transaction(self.connection) as cursor:
             view.apply(cursor, view.table, batch)
-            _track(cursor, view.name, tracking.notification_id)
+            _track(cursor, view.name, batch[-1].position)
 
     # ------------------------------------------------------------------ inline
 
@@ -300,7 +300,7 @@ class ViewKeeper(BatchRecorder):
         errors = {name: f"position {position}: {reason}" for name, position, reason in cursor.fetchall()}
         return [
             ViewStatus(
-                name=view.name, position=self.max_tracking_id(view.name) or 0, head=head, error=errors.get(view.name)
+                name=view.name, position=self.tracked_position(view.name) or 0, head=head, error=errors.get(view.name)
             )
             for view in self.views.values()
         ]
@@ -358,7 +358,7 @@ class ViewKeeper(BatchRecorder):
     def _build(self, copies: list[_Copy], progress: Progress | None) -> int:
         # Like _follow, for several copies at once.
         applied = 0
-        total = max(0, self.head() - min(self.max_tracking_id(copy.tracking_name) or 0 for copy in copies))
+        total = max(0, self.head() - min(self.tracked_position(copy.tracking_name) or 0 for copy in copies))
         while done := self._build_batch(copies):
             applied += done
             # The batch's events and rows are gone by now: only what survives it is walked.
@@ -426,7 +426,7 @@ class ViewKeeper(BatchRecorder):
         stop_requested: StopRequested | None = None,
     ) -> int:
         applied = 0
-        total = max(0, self.head() - (self.max_tracking_id(tracking_name) or 0))
+        total = max(0, self.head() - (self.tracked_position(tracking_name) or 0))
         while True:
             with self.store.write_transaction(self.connection) as cursor:
                 done, failure = self._apply_pending(cursor, view, table, tracking_name, limit=CATCH_UP_BATCH)

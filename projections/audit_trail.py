@@ -101,7 +101,7 @@ _SELECT = ", ".join(_COLUMNS)
 class AuditTrailView(View):
     """Every event once, in global order, with the frozen balance after it."""
 
-    name = "audit_trail"
+    name: ClassVar[str] = "audit_trail"
     table: ClassVar[str] = "audit_trail"
     columns: ClassVar[tuple[str, ...]] = _COLUMNS
 

@@ -129,7 +129,7 @@ _OVERDUE = "phase = 'open' AND top_up_due IS NOT NULL AND top_up_due <= ?"
 class BalancesView(View):
     """One row per deposit: status, the money figures, the last event's time and position."""
 
-    name = "balances"
+    name: ClassVar[str] = "balances"
     table: ClassVar[str] = "deposit_balances"
     columns: ClassVar[tuple[str, ...]] = _COLUMNS
 

@@ -1,25 +1,20 @@
 """What every read model is: a projection of the deposit events into SQL tables it owns.
 
-A view knows its tables and how a batch of events changes them, given a DB-API
-cursor inside a transaction that the caller opened; it never commits. The caller
-(the ledger's view keeper) writes the view's tracking record in that same
-transaction, which is what makes every event count exactly once.
-
-Views subclass the library's :class:`~eventsourcing.projection.Projection`, so a
-subscription-driven runner can feed them one event at a time through
-:meth:`process_event`; the embedded store feeds them whole batches instead.
+A view is a plain class: the SQL of its tables (:meth:`View.create_statements`),
+how a batch of events changes them (:meth:`View.apply`), and the queries it
+answers. It is given a DB-API cursor inside a transaction that the caller
+opened and never commits. The caller (the ledger's view runner: catch-up,
+rebuild and inline application alike) writes the view's tracking record in that
+same transaction, which is what makes every event count exactly once.
 """
 
 from __future__ import annotations
 
-from abc import abstractmethod
+from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, ClassVar, Protocol
-
-from eventsourcing.persistence import Tracking, TrackingRecorder
-from eventsourcing.projection import Projection
 
 from domain import DepositEvent, LedgerError
 
@@ -148,26 +143,15 @@ class Cursor(Protocol):
         """The next row of the last query."""
 
 
-class BatchRecorder(TrackingRecorder):
-    """A tracking recorder that applies a batch to a view and tracks it in one transaction."""
+class View(ABC):
+    """A read model: its tables, how events change them, and the questions it answers."""
 
-    @abstractmethod
-    def record_batch(self, view: View, batch: Sequence[Positioned], tracking: Tracking) -> None:
-        """Apply ``batch`` to ``view``'s live tables and record ``tracking``, atomically."""
-
-
-class View(Projection[BatchRecorder]):
-    """A read model: its tables, and how events change them."""
-
-    name: str = ""
+    name: ClassVar[str]
+    """The view's name: its tracking row, and how ``projections status`` and ``rebuild`` call it."""
     table: ClassVar[str]
     """The main table; its rebuild is built as ``<table>__rebuild`` and renamed over it."""
     columns: ClassVar[tuple[str, ...]]
     """The main table's columns, in order: a stored table with others is rebuilt from the events."""
-
-    def process_event(self, domain_event: Any, tracking: Tracking) -> None:
-        """Apply one event and its tracking record (the library's projection protocol)."""
-        self.view.record_batch(self, [Positioned(tracking.notification_id, domain_event)], tracking)
 
     @abstractmethod
     def create_statements(self, table: str, position_key: str = "BIGINT PRIMARY KEY") -> list[str]:

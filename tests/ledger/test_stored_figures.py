@@ -139,7 +139,7 @@ def test_a_snapshot_stored_before_reads_as_the_deposit_it_was_taken_of() -> None
 
 
 def test_a_balances_row_stored_before_reads_as_the_deposit_and_is_written_the_same() -> None:
-    view = BalancesView(view=None)  # type: ignore[arg-type]
+    view = BalancesView()
     connection = sqlite3.connect(":memory:")
     cursor = connection.cursor()
     for statement in view.create_statements(view.table):

@@ -8,7 +8,7 @@ import time
 from collections.abc import Callable, Sequence
 
 import pytest
-from eventsourcing.persistence import IntegrityError, Tracking
+from eventsourcing.persistence import IntegrityError
 
 from domain import DepositState, DuplicateConflict, ShopNotFound, WrongStatus
 from ledger import DepositLedger
@@ -397,9 +397,9 @@ def test_a_stale_batch_cannot_be_applied_twice(ledger: DepositLedger) -> None:
     # A second keeper that read position 0 long ago now offers the first deposit's events (positions 1-4) again.
     stale = [Positioned(position, event) for position, event in enumerate(ledger.history("bulk-00000"), start=1)]
     with pytest.raises(IntegrityError, match="already past position 4"):
-        ledger.views.record_batch(ledger.views.view("balances"), stale, Tracking(BALANCES, 4))
+        ledger.views.record_batch(ledger.views.view("balances"), stale)
     with pytest.raises(IntegrityError):
-        ledger.views.insert_tracking(Tracking(AUDIT, head - 1))
+        ledger.views.track(AUDIT, head - 1)
     assert view_rows(path) == before
     assert tracking(path)[BALANCES] == tracking(path)[AUDIT] == head
 

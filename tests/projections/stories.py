@@ -11,7 +11,7 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any, cast
+from typing import Any
 
 import psycopg
 
@@ -215,7 +215,7 @@ def view_tables(view_class: type[View]) -> tuple[View, sqlite3.Cursor]:
     """
     connection = sqlite3.connect(":memory:", isolation_level=None)
     # The views never use their recorder when applied directly.
-    view = view_class(view=cast(Any, None))
+    view = view_class()
     cursor = connection.cursor()
     for statement in view.create_statements(view.table) + view.index_statements(view.table):
         cursor.execute(statement)
@@ -227,7 +227,7 @@ def view_tables_in(store: Store, view_class: type[View]) -> Iterator[tuple[View,
     """The view and a cursor on ``store`` (either backend) holding its live tables, closed afterwards."""
     connection = store.connect()
     try:
-        view = view_class(view=cast(Any, None))
+        view = view_class()
         cursor = connection.cursor()
         for statement in view.create_statements(view.table) + view.index_statements(view.table):
             cursor.execute(statement)

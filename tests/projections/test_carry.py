@@ -26,7 +26,7 @@ def interleaved() -> list[Positioned]:
 def fresh(view_class: type[View]) -> tuple[View, sqlite3.Cursor]:
     """The view and a cursor on a new in-memory database holding its tables."""
     connection = sqlite3.connect(":memory:", isolation_level=None)
-    view = view_class(view=None)  # type: ignore[arg-type]  # never used when applied directly
+    view = view_class()
     cursor = connection.cursor()
     for statement in view.create_statements(view.table) + view.index_statements(view.table):
         cursor.execute(statement)
