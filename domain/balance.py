@@ -13,7 +13,7 @@ import operator
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
-from typing import Annotated
+from typing import Annotated, Any
 from uuid import UUID
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict
@@ -72,7 +72,7 @@ class Figure:
     """Listed in a table even when zero or unset (a JSON object lists every figure it has)."""
 
 
-@dataclass(kw_only=True)
+@dataclass
 class DepositFigures:
     """The one list of a deposit's figures: what :class:`Balance` keeps, reports, snapshots and stores.
 
@@ -162,7 +162,7 @@ def frozen_change(event: DepositEvent) -> int:
     return 0
 
 
-@dataclass(slots=True, kw_only=True)
+@dataclass(slots=True)
 class Balance(DepositFigures):
     """The money figures of one deposit, in integer minor units of ``currency``.
 
@@ -362,16 +362,18 @@ class Balance(DepositFigures):
         Without ``now`` the status is the one that does not depend on the time
         (never ``restricted``): the ledger passes its clock.
         """
-        return DepositState(
-            status=self.status_at(now),
-            shortfall_minor=self.shortfall_minor,
-            version=self.version,
-            **self.figures(),
-        )
+        values = self.figures()
+        values.update(status=self.status_at(now), shortfall_minor=self.shortfall_minor, version=self.version)
+        return DepositState.model_validate(values)
 
-    def figures(self) -> dict[str, object]:
+    def figures(self) -> dict[str, Any]:
         """The figures of :class:`DepositFigures` by name."""
-        return dict(zip(FIGURE_NAMES, _figure_values(self), strict=True))
+        return figures_of(self)
 
 
 _figure_values = operator.attrgetter(*FIGURE_NAMES)
+
+
+def figures_of(holder: DepositFigures) -> dict[str, Any]:
+    """The figures of ``holder`` (a balance, a state, a snapshot) by name."""
+    return dict(zip(FIGURE_NAMES, _figure_values(holder), strict=True))

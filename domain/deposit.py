@@ -40,7 +40,7 @@ from uuid import UUID
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, TypeAdapter, ValidationError
 
-from domain.balance import FIGURE_NAMES, Balance, DepositFigures, DepositState, Phase, Status
+from domain.balance import FIGURE_NAMES, Balance, DepositFigures, DepositState, Phase, Status, figures_of
 from domain.errors import (
     DuplicateConflict,
     InvariantBroken,
@@ -1134,11 +1134,11 @@ class DepositSnapshot(BaseModel, DepositFigures):
         deposit.check_invariants()
         deposit.recount()
         balance = deposit.balance
-        return cls(
+        values = balance.figures()
+        values.update(
             originator_id=balance.deposit_id,
             originator_version=balance.version,
             phase=balance.phase,
-            **balance.figures(),
             payments=_rows(
                 [[p.channel.value, p.trade_no, p.amount_minor, p.refunded_minor] for p in deposit.payments.values()]
             ),
@@ -1162,6 +1162,7 @@ class DepositSnapshot(BaseModel, DepositFigures):
             ),
             holds=_rows([[case_id, h.amount_minor, h.held_minor] for case_id, h in deposit.holds.items()]),
         )
+        return cls.model_validate(values)
 
     def figures(self) -> Balance:
         """The deposit's figures at the snapshot's version: all a query of its state needs."""
@@ -1170,7 +1171,7 @@ class DepositSnapshot(BaseModel, DepositFigures):
             phase=self.phase,
             unfrozen_minor=0,
             version=self.originator_version,
-            **{name: getattr(self, name) for name in FIGURE_NAMES},
+            **figures_of(self),
         )
 
     def bookkeeping(self) -> tuple[dict[tuple[Channel, str], Payment], dict[str, Case], dict[str, Hold]]:

@@ -296,14 +296,14 @@ def _upsert(table: str, indexed: tuple[str, ...]) -> str:
 
 _indexed = operator.attrgetter(*_INDEXED)
 """The values of _INDEXED, as compared before and after a batch."""
-_BALANCE_FIELDS = frozenset(field.name for field in dataclasses.fields(Balance))
+_COLUMN_INDEX = {column.name: index for index, column in enumerate(_FIGURE_COLUMNS)}
 _figures_of_row = operator.attrgetter(*(column.name for column in _FIGURE_COLUMNS))
 _ENCODED = tuple((index, column.encode) for index, column in enumerate(_FIGURE_COLUMNS) if column.encode is not None)
 _DECODED = tuple(
-    (index, column.name, column.decode)
-    for index, column in enumerate(_FIGURE_COLUMNS)
-    if column.name in _BALANCE_FIELDS
+    (_COLUMN_INDEX[name], _FIGURE_COLUMNS[_COLUMN_INDEX[name]].decode)
+    for name in (field.name for field in dataclasses.fields(Balance))
 )
+"""Where each of :class:`Balance`'s fields is in the row, in the order its constructor takes them, and its decoder."""
 _POSITION = len(_FIGURE_COLUMNS)
 
 
@@ -327,8 +327,6 @@ def _balance(row: Sequence[Any]) -> tuple[Balance, int]:
 
 def _decoded_balance(row: Sequence[Any]) -> tuple[Balance, int]:
     # The stored status and shortfall are the balance's own, derived again from its figures.
-    figures = {
-        name: row[index] if decode is None or row[index] is None else decode(row[index])
-        for index, name, decode in _DECODED
-    }
-    return Balance(**figures), row[_POSITION]
+    # Positional: a row is decoded for every balance query, and keywords cost a third more.
+    values = [row[index] if decode is None or row[index] is None else decode(row[index]) for index, decode in _DECODED]
+    return Balance(*values), row[_POSITION]
