@@ -187,6 +187,23 @@ class ShopDeposit(DepositFigures):
         self.totals = BookkeepingTotals()
         self._pending: list[DepositEvent] = []
 
+    @classmethod
+    def restored(
+        cls,
+        balance: Balance,
+        payments: dict[tuple[Channel, str], Payment],
+        cases: dict[str, Case],
+        holds: dict[str, Hold],
+    ) -> ShopDeposit:
+        """A deposit as a snapshot kept it: its figures and its bookkeeping, checked against each other."""
+        deposit = cls.__new__(cls)
+        deposit.balance = balance
+        deposit.payments, deposit.cases, deposit.holds = payments, cases, holds
+        deposit.totals = BookkeepingTotals.count(payments, cases, holds)
+        deposit._pending = []
+        deposit.check_invariants()
+        return deposit
+
     # ----------------------------------------------------------------- commands
 
     @classmethod
@@ -1214,13 +1231,7 @@ class DepositSnapshot(BaseModel, DepositFigures):
 
     def restore(self) -> ShopDeposit:
         """The deposit as it stood when the snapshot was taken."""
-        deposit = ShopDeposit.__new__(ShopDeposit)
-        deposit.balance = self.figures()
-        deposit.payments, deposit.cases, deposit.holds = self.bookkeeping()
-        deposit.totals = BookkeepingTotals.count(deposit.payments, deposit.cases, deposit.holds)
-        deposit._pending = []
-        deposit.check_invariants()
-        return deposit
+        return ShopDeposit.restored(self.figures(), *self.bookkeeping())
 
 
 _STORED: tuple[type[DepositEvent] | type[DepositSnapshot], ...] = (*HISTORY_EVENTS, DepositSnapshot)
