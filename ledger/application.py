@@ -176,6 +176,9 @@ class Batch:
         self.events: list[DepositEvent] = []
         self.trade_numbers: dict[tuple[str, str], str] = {}
         """The (channel, trade number) pairs the batch's payments hold, and the shop of each."""
+        self.unconfirmed: dict[str, int] = {}
+        """Deposits taken from the process's cache as they were, not checked against the store, by the version
+        taken: one that records events is checked by their insert, the others when the batch is saved."""
         self.alongside: list[Alongside] = []
         """Writes of the caller's own that commit with the batch's events: :meth:`DepositLedger.record_alongside`."""
         self._touched: list[str] = []
@@ -344,7 +347,9 @@ class DepositLedger(Application[UUID]):
         block raises as usual and leaves no trace in the batch. Queries of one
         deposit (``deposit``, ``show``, ``history``) see the batch's commands; the
         views see them once the batch is saved. Concurrent writers are not retried
-        here: the save raises ``IntegrityError`` and the caller runs the batch again.
+        here: the save raises ``IntegrityError`` and the caller runs the batch again (on
+        SQLite also when another process wrote a deposit this process had cached: the
+        batch used the cached one as it was, and its save finds that out).
         """
         if self._batch is not None:
             raise RuntimeError("batches do not nest")
@@ -353,6 +358,7 @@ class DepositLedger(Application[UUID]):
             yield batch
         finally:
             self._batch = None
+        self._confirm_unchanged(batch)
         if batch.events:
             self.save(*batch.events, *batch.changed.values(), alongside=batch.alongside)
         for deposit in batch.deposits.values():
@@ -1167,11 +1173,31 @@ class DepositLedger(Application[UUID]):
             raise StaleDeposit(f"deposit {deposit} changed in another process since it was cached")
 
     def _take(self, shop_id: str) -> ShopDeposit | None:
-        # The cached deposit, brought up to date, or else the deposit as stored.
+        # The cached deposit, brought up to date, or else the deposit as stored. On SQLite, as
+        # for a command alone (_checkout), a batch uses the cached one as it is, a query a
+        # deposit fewer: the batch's save finds out if another process wrote it since.
         deposit = self._uncache(shop_id)
         if deposit is None:
             return self._load(deposit_id(shop_id))
+        if self.store.kind == "sqlite" and self._batch is not None:
+            self._batch.unconfirmed[shop_id] = deposit.version
+            return deposit
         return self._brought_up(deposit)
+
+    def _confirm_unchanged(self, batch: Batch) -> None:
+        # The batch's answers about cached deposits it did not change (refusals, duplicates) hold
+        # if those deposits were current: one query for them all, else the batch is decided again.
+        unchanged = {
+            deposit_id(shop_id): version
+            for shop_id, version in batch.unconfirmed.items()
+            if shop_id not in batch.changed
+        }
+        if not unchanged:
+            return
+        latest = self._recorder.latest_versions(list(unchanged))
+        stale = [deposit for deposit, version in unchanged.items() if latest.get(deposit, 0) != version]
+        if stale:
+            raise StaleDeposit(f"deposit {stale[0]} changed in another process since it was cached")
 
     def _uncache(self, shop_id: str) -> ShopDeposit | None:
         # The shop's deposit out of the cache, for one command's exclusive use, or None.
