@@ -67,6 +67,19 @@ class Problem(BaseModel):
     detail: str
 
 
+class ViewPosition(BaseModel):
+    """Where a view stands behind the head of the log, and what stopped it, if anything did."""
+
+    model_config = ConfigDict(frozen=True)
+
+    name: str
+    position: int
+    """The last event the view applied: its rows are as the events up to here say."""
+    head: int
+    stopped: str | None
+    """Why it stopped (``position N: reason``), or None when it is only behind (catching up)."""
+
+
 @dataclass
 class VerifyReport:
     """What ``verify`` found."""
@@ -79,6 +92,8 @@ class VerifyReport:
     checkpoint: Checkpoint | None = None
     trade_numbers_held: int = 0
     """Rows of ``trade_numbers`` found to be held by the payment they name."""
+    views_behind: list[ViewPosition] = field(default_factory=list)
+    """The views that have not applied every event: their rows are checked up to their position."""
 
     @property
     def ok(self) -> bool:
@@ -107,6 +122,7 @@ class VerifyReport:
             "problems": [problem.model_dump() for problem in self.problems],
             "problems_not_listed": self.problems_not_listed,
             "checkpoint": self.checkpoint.model_dump() if self.checkpoint else None,
+            "views_behind": [view.model_dump() for view in self.views_behind],
         }
 
 
@@ -194,6 +210,7 @@ class Auditor:
             if not balances_comparable:
                 detail = "the balances view has another release's columns: run deposit-ledger projections rebuild"
                 report.add(None, None, "balances", detail)
+            views = self._view_positions(connection, report)
             trade_numbers_kept = self.store.table_exists(connection.cursor(), trade_numbers.TABLE)
             if not trade_numbers_kept:
                 detail = "the store has no trade-number table: open it with the ledger once to fill it from the events"
@@ -206,6 +223,7 @@ class Auditor:
                 lambda done: advance(total + done),
                 balances_comparable,
                 trade_numbers_kept,
+                views,
             )
             self._verify_orphans(connection, report)
             if trade_numbers_kept:
@@ -314,6 +332,7 @@ class Auditor:
         advance: Callable[[int], None],
         balances_comparable: bool,
         trade_numbers_kept: bool,
+        views: dict[str, int],
     ) -> None:
         rows = self._stream(
             connection,
@@ -331,7 +350,7 @@ class Auditor:
                 continue
             report.deposits_checked += 1
             done += self._verify_deposit(
-                lookups, report, deposit_hex, shops, history, balances_comparable, trade_numbers_kept
+                lookups, report, deposit_hex, shops, history, balances_comparable, trade_numbers_kept, views
             )
             advance(done)
 
@@ -344,9 +363,13 @@ class Auditor:
         rows: Iterator[tuple[Any, ...]],
         balances_comparable: bool,
         trade_numbers_kept: bool,
+        views: dict[str, int],
     ) -> int:
         shop = shops.get(deposit_hex)
         deposit: ShopDeposit | None = None
+        # A view behind the log holds what the events up to its position say, no more.
+        audit_to, balances_to = views[self.audit_trail.name], views[self.balances.name]
+        balance_at_view: tuple[Any, ...] | None = None
         snapshots = self._snapshot_versions(cursor, deposit_hex)
         position = 0
         count = 0
@@ -368,12 +391,15 @@ class Auditor:
                     deposit = ShopDeposit(event)
                     shop = event.shop_id
                 else:
+                    if position > balances_to and balance_at_view is None and previous_position <= balances_to:
+                        balance_at_view = self.balances.expected_row(deposit.balance, previous_position)
                     deposit.apply(event)
             except (AssertionError, ValueError, KeyError, LookupError) as error:
                 report.add(position, shop, "replay", f"{type(error).__name__}: {error}".splitlines()[0])
                 broken = True
                 continue
-            self._verify_audit_rows(cursor, report, position, shop, deposit, event)
+            if position <= audit_to:
+                self._verify_audit_rows(cursor, report, position, shop, deposit, event)
             if trade_numbers_kept and isinstance(event, Paid):
                 self._verify_trade_number(cursor, report, position, deposit.shop_id, event, shops)
             if deposit.version in snapshots:
@@ -394,8 +420,16 @@ class Auditor:
                 report.add(position, shop, "snapshot", detail)
         if not balances_comparable:
             return count
-        expected_balance = self.balances.expected_row(deposit.balance, position)
+        if position <= balances_to:
+            balance_at_view = self.balances.expected_row(deposit.balance, position)
         stored_balance = self.balances.stored_row(cursor, deposit.id)
+        if balance_at_view is None:
+            # The view has not reached the deposit's first event: it must not know the deposit yet.
+            if stored_balance is not None:
+                detail = f"the balances row claims position {stored_balance[-1]}, beyond the view's {balances_to}"
+                report.add(int(stored_balance[-1]), shop, "balances", detail)
+            return count
+        expected_balance = balance_at_view
         if stored_balance is None:
             report.add(position, shop, "balances", "the deposit has no balances row")
         elif stored_balance != expected_balance:
@@ -427,6 +461,50 @@ class Auditor:
                 detail = f"the {event.channel.value} bill of {event.bill_date} is recorded under another id"
                 report.add(position, None, "reconciliation", detail)
         return count
+
+    def _view_positions(self, connection: Any, report: VerifyReport) -> dict[str, int]:
+        """Each view's position; a view stopped by an event it cannot apply is a problem naming it.
+
+        A view only behind the head (a catch-up pending) is noted in ``views_behind``,
+        not reported: what it holds is checked up to its position either way, so
+        that neither kind of view is reported as figures that differ from the events.
+        """
+        cursor = connection.cursor()
+        head = int(
+            cursor.execute(
+                f"SELECT COALESCE(MAX({self.store.position_column}), 0) FROM {self.store.events_table}"
+            ).fetchone()[0]
+        )
+        names = (self.balances.name, self.audit_trail.name)
+        positions = dict.fromkeys(names, head)
+        if not self.store.table_exists(cursor, "view_tracking"):
+            return positions
+        tracked = dict(cursor.execute("SELECT name, position FROM view_tracking").fetchall())
+        stopped: dict[str, tuple[int, str]] = {}
+        if self.store.table_exists(cursor, "projection_errors"):
+            for name, position, reason in cursor.execute("SELECT name, position, reason FROM projection_errors"):
+                stopped[name] = (int(position), reason)
+        for name in names:
+            position = int(tracked.get(name, 0))
+            if position >= head:
+                continue  # a view past the head is a truncated log: reported as such
+            positions[name] = position
+            error = stopped.get(name)
+            report.views_behind.append(
+                ViewPosition(
+                    name=name,
+                    position=position,
+                    head=head,
+                    stopped=None if error is None else f"position {error[0]}: {error[1]}",
+                )
+            )
+            if error is not None:
+                detail = (
+                    f"the {name} view stopped at position {error[0]} ({error[1]}): it applied events up to "
+                    f"{position} of {head}; its rows were checked up to there"
+                )
+                report.add(error[0], None, "view_stopped", detail)
+        return positions
 
     def _verify_audit_rows(
         self, cursor: Any, report: VerifyReport, position: int, shop: str | None, deposit: ShopDeposit, event: Any

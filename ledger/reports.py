@@ -360,6 +360,12 @@ def verify_table(report: VerifyReport) -> Table:
         table.add_column(column, justify="right" if column == "position" else "left")
     for problem in report.problems:
         table.add_row(str(problem.position or ""), problem.shop_id or "", problem.kind, problem.detail)
+    if report.views_behind:
+        behind = (
+            f"{view.name} at {view.position} of {view.head}" + (" (stopped)" if view.stopped else "")
+            for view in report.views_behind
+        )
+        table.caption = f"views behind the log, checked up to their position: {', '.join(behind)}"
     return table
 
 
