@@ -3,7 +3,7 @@
     python -m benchmarks.reconcile_bill                  # a quick run: 20,000 payments and bill lines
     python -m benchmarks.reconcile_bill --full           # 1,000,000 of each
 
-A child process builds a store of shops that each opened a deposit and paid
+A child process builds (once: see below) a store of shops that each opened a deposit and paid
 ``PAYMENTS_PER_SHOP`` times through WeChat Pay on one day (every payment is a
 ``Paid`` and a ``Frozen`` event, so the store holds twice as many events as
 payments, plus one per shop), and writes that day's WeChat Pay trade bill with
@@ -12,18 +12,33 @@ discrepancies. Another child runs ``deposit-ledger reconcile BILL --channel
 wechat_pay --json`` over them, its report thrown away. Its wall time, CPU time
 and peak resident memory (its own, from ``wait4``) are printed and written as
 JSON to ``benchmarks/results/``.
+
+Building the full store takes several minutes, so a store and bill are kept in
+the user's cache folder (``$XDG_CACHE_HOME`` or ``~/.cache``, then
+``deposit-ledger/benchmarks/``), never in the repository, under a name made of
+the payment count and a hash of the code that built them: changing
+:func:`build` builds afresh. A build is written under a temporary name and
+renamed when complete, so an interrupted build is never reused. Before the
+measured run an untimed child opens the store once, so that a store cached by
+an older release is brought to this one's tables outside the figures.
+``--no-cache`` builds in a temporary folder, deleted afterwards.
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
+import inspect
 import json
 import os
 import platform
+import shutil
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 
@@ -93,6 +108,42 @@ def build(folder: Path, payments: int) -> None:
         bill.write(",".join("`" + field for field in summary) + "\r\n")
 
 
+def prepare(folder: Path) -> None:
+    """Open the store once: a cached store is brought to this release's tables before it is measured."""
+    from ledger import DepositLedger
+
+    DepositLedger(str(folder / "store.db"), actor="benchmark").close()
+
+
+def cache_folder() -> Path:
+    """Where built stores are kept between runs: the user's cache, outside the repository."""
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "deposit-ledger" / "benchmarks"
+
+
+@contextmanager
+def built(payments: int, *, cache: bool) -> Iterator[tuple[Path, float | None]]:
+    """A folder holding the store and bill of ``payments`` payments, and the build's seconds (None: cached)."""
+    if not cache:
+        with tempfile.TemporaryDirectory() as name:
+            build_s, _, _ = _child("_build", name, str(payments))
+            yield Path(name), build_s
+        return
+    code = hashlib.sha256(inspect.getsource(build).encode() + repr(PAYMENTS_PER_SHOP).encode()).hexdigest()[:12]
+    folder = cache_folder() / f"reconcile_bill-{payments}-{code}"
+    build_s = None
+    if not folder.exists():
+        folder.parent.mkdir(parents=True, exist_ok=True)
+        partial = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}."))
+        try:
+            build_s, _, _ = _child("_build", str(partial), str(payments))
+            partial.rename(folder)
+        except BaseException:
+            shutil.rmtree(partial, ignore_errors=True)
+            raise
+    yield folder, build_s
+
+
 def reconcile(folder: Path) -> None:
     """Reconcile the bill with the store through the command line, the report to /dev/null."""
     from ledger.cli import main
@@ -135,22 +186,21 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.reconcile_bill", description=__doc__.split("\n")[0])
     parser.add_argument("--full", action="store_true", help=f"{FULL_PAYMENTS:,} payments and bill lines")
     parser.add_argument("--payments", type=int, help="any size")
-    parser.add_argument("--folder", type=Path, help="where to build (default: a temporary folder)")
+    parser.add_argument("--no-cache", action="store_true", help="build afresh in a temporary folder")
     args = parser.parse_args(argv)
     payments = args.payments or (FULL_PAYMENTS if args.full else QUICK_PAYMENTS)
-    with tempfile.TemporaryDirectory(dir=args.folder) as name:
-        folder = Path(name)
-        build_s, _, _ = _child("_build", name, str(payments))
+    with built(payments, cache=not args.no_cache) as (folder, build_s):
+        _child("_prepare", str(folder))
         bill_mib = (folder / "bill.csv").stat().st_size / 2**20
         store_mib = (folder / "store.db").stat().st_size / 2**20
-        reconcile_s, cpu_s, peak_mib = _child("_reconcile", name)
+        reconcile_s, cpu_s, peak_mib = _child("_reconcile", str(folder))
     result = {
         "payments": payments,
         "store_events": payments * 2 + payments // PAYMENTS_PER_SHOP,
         "bill_lines": payments,
         "bill_mib": round(bill_mib, 1),
         "store_mib": round(store_mib, 1),
-        "build_s": round(build_s, 1),
+        "build_s": None if build_s is None else round(build_s, 1),
         "reconcile_s": round(reconcile_s, 1),
         "reconcile_cpu_s": round(cpu_s, 1),
         "peak_rss_mib": round(peak_mib, 1),
@@ -166,6 +216,8 @@ def main(argv: list[str] | None = None) -> None:
 if __name__ == "__main__":
     if len(sys.argv) > 1 and sys.argv[1] == "_build":
         build(Path(sys.argv[2]), int(sys.argv[3]))
+    elif len(sys.argv) > 1 and sys.argv[1] == "_prepare":
+        prepare(Path(sys.argv[2]))
     elif len(sys.argv) > 1 and sys.argv[1] == "_reconcile":
         reconcile(Path(sys.argv[2]))
     else:
