@@ -463,11 +463,12 @@ class Auditor:
         return count
 
     def _view_positions(self, connection: Any, report: VerifyReport) -> dict[str, int]:
-        """Each view's position; a view stopped by an event it cannot apply is a problem naming it.
+        """Each view's position; a view behind the head of the log is one problem that names it.
 
-        A view only behind the head (a catch-up pending) is noted in ``views_behind``,
-        not reported: what it holds is checked up to its position either way, so
-        that neither kind of view is reported as figures that differ from the events.
+        A view stopped at an event it cannot apply is ``view_stopped`` at that event;
+        one only behind (a catch-up pending, or tracking rewound) is ``view_behind`` at
+        the first event it lacks. Either way its rows are checked against the events up
+        to its own position and no further: its stale figures are not discrepancies.
         """
         cursor = connection.cursor()
         head = int(
@@ -490,20 +491,23 @@ class Auditor:
                 continue  # a view past the head is a truncated log: reported as such
             positions[name] = position
             error = stopped.get(name)
-            report.views_behind.append(
-                ViewPosition(
-                    name=name,
-                    position=position,
-                    head=head,
-                    stopped=None if error is None else f"position {error[0]}: {error[1]}",
-                )
-            )
+            reason = None if error is None else f"position {error[0]}: {error[1]}"
+            report.views_behind.append(ViewPosition(name=name, position=position, head=head, stopped=reason))
+            applied = f"it applied events up to {position} of {head}; its rows were checked up to there"
             if error is not None:
-                detail = (
-                    f"the {name} view stopped at position {error[0]} ({error[1]}): it applied events up to "
-                    f"{position} of {head}; its rows were checked up to there"
+                report.add(
+                    error[0],
+                    None,
+                    "view_stopped",
+                    f"the {name} view stopped at position {error[0]} ({error[1]}): {applied}",
                 )
-                report.add(error[0], None, "view_stopped", detail)
+            else:
+                report.add(
+                    position + 1,
+                    None,
+                    "view_behind",
+                    f"the {name} view is behind the log (deposit-ledger projections catch-up): {applied}",
+                )
         return positions
 
     def _verify_audit_rows(
