@@ -2,7 +2,7 @@
 
 - **Import**: a journal of ``events`` events (``events / 10`` shops, each opened,
   paid four times and deducted once: six lines, ten events) imported through
-  :func:`ledger.journal.import_journal`, as ``deposit-ledger import`` does. Lines
+  :func:`ledger.tools.journal.import_journal`, as ``deposit-ledger import`` does. Lines
   are in time order; each shop's six lines lie within 600 lines of each other, as
   when a shop's onboarding takes a few days of a busy back office. Floor: the
   very rows of ``stored_events`` the import wrote, inserted into a fresh file
@@ -86,7 +86,7 @@ def _line(shop: int, step: int, slot: int) -> dict[str, str]:
 def import_child(journal: Path, db: Path) -> dict[str, Any]:
     """Import the journal into a fresh store, as ``deposit-ledger import`` does."""
     from ledger import DepositLedger
-    from ledger.journal import JournalReader, import_journal
+    from ledger.tools.journal import JournalReader, import_journal
 
     ledger = DepositLedger(str(db), actor="benchmark")
     try:

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.common import machine, note
-from ledger.application import DepositLedger
+from ledger.app.service import DepositLedger
 from ledger.faces.feeds.outbox import FeedBook
 from ledger.faces.feeds.relay import Relay
 from ledger.faces.feeds.subscriptions import Subscription, subscription_id

@@ -49,7 +49,7 @@ from rich.table import Table
 
 from domain import Channel, ShopDeposit, Stamp
 from ledger import DepositLedger
-from ledger.mapper import DepositMapper
+from ledger.store.mapper import DepositMapper
 
 ENV_VAR = "DEPOSIT_LEDGER_TEST_POSTGRES"
 RESULTS = Path(__file__).parent / "results" / "postgres_throughput.json"

@@ -146,7 +146,7 @@ def built(payments: int, *, cache: bool) -> Iterator[tuple[Path, float | None]]:
 
 def reconcile(folder: Path) -> None:
     """Reconcile the bill with the store through the command line, the report to /dev/null."""
-    from ledger.cli import main
+    from ledger.faces.cli import main
 
     sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - the report is measured, not kept
     try:

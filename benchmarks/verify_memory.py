@@ -108,8 +108,8 @@ def build(path: Path, events: int) -> None:
 
 def verify(path: Path) -> None:
     """Verify the store and print what was checked; fail unless it is clean."""
-    from ledger.audit import Auditor
-    from ledger.store import resolve_store
+    from ledger.store.urls import resolve_store
+    from ledger.tools.audit import Auditor
 
     report = Auditor(resolve_store(str(path))).verify()
     if not report.ok:
@@ -120,7 +120,7 @@ def verify(path: Path) -> None:
 def export_journal(path: Path, target: Path) -> None:
     """Export the store's journal as JSON lines to ``target``; print how many lines."""
     from ledger import DepositLedger
-    from ledger.journal import export_journal as export
+    from ledger.tools.journal import export_journal as export
 
     ledger = DepositLedger(str(path), actor="benchmark")
     try:
@@ -132,8 +132,8 @@ def export_journal(path: Path, target: Path) -> None:
 
 def export_audit(path: Path, target: Path) -> None:
     """Export the store's audit trail as CSV to ``target``; print how many rows."""
-    from ledger.audit import Auditor
-    from ledger.store import resolve_store
+    from ledger.store.urls import resolve_store
+    from ledger.tools.audit import Auditor
 
     with target.open("w", encoding="utf-8", newline="") as out:
         print(json.dumps({"rows": Auditor(resolve_store(str(path))).export_audit(out, file_format="csv")}))

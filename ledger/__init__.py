@@ -1,5 +1,5 @@
 """The application around the deposit model: commands, queries, store and faces."""
 
-from ledger.application import CommandResult, ConcurrencyExhausted, DepositLedger
+from ledger.app.service import CommandResult, ConcurrencyExhausted, DepositLedger
 
 __all__ = ["CommandResult", "ConcurrencyExhausted", "DepositLedger"]

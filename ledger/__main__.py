@@ -1,5 +1,5 @@
 """``python -m ledger``: the ``deposit-ledger`` command line, without the installed entry point."""
 
-from ledger.cli import main
+from ledger.faces.cli import main
 
 main()

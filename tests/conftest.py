@@ -23,8 +23,8 @@ from urllib.parse import urlencode, urlsplit, urlunsplit
 import pytest
 
 from ledger import DepositLedger
-from ledger.chain_keys import KEY_ENV_VAR
-from ledger.store import Store, resolve_store
+from ledger.store.chain_keys import KEY_ENV_VAR
+from ledger.store.urls import Store, resolve_store
 
 POSTGRES_ENV_VAR = "DEPOSIT_LEDGER_TEST_POSTGRES"
 """Names the PostgreSQL database the PostgreSQL runs use, e.g. postgresql://postgres@127.0.0.1:5432/test."""

@@ -1,1 +1,1 @@
-"""The application's edges: the ledger's settings, and the parsers that turn text into domain values."""
+"""The application core: the commands and queries (``service``), the settings, the policy file, the edge parsers."""

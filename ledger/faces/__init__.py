@@ -1,1 +1,1 @@
-"""The ledger's faces: the command line's output files, the HTTP service, the feeds (webhooks, bus relay)."""
+"""The ledger's faces: the command line, its reports and demo, output files, the HTTP service, the feeds."""

@@ -22,8 +22,8 @@ from pathlib import Path
 from typing import IO
 
 from domain import MalformedInput
-from ledger.chain_keys import KEY_FILE_ENV_VAR, default_key_file
-from ledger.store import Store
+from ledger.store.chain_keys import KEY_FILE_ENV_VAR, default_key_file
+from ledger.store.urls import Store
 
 SQLITE_COMPANIONS = ("", "-wal", "-shm", "-journal")
 """The suffixes of the files SQLite keeps beside a store file: each is part of the store."""

@@ -1,1 +1,1 @@
-"""Tools that work on a whole store: reconciliation with the payment channels' bills."""
+"""Tools that work on a whole store: journal import and export, audit (verify, checkpoint, export), reconciliation."""

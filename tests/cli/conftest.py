@@ -11,8 +11,8 @@ from typing import Any, NamedTuple
 
 import pytest
 
-from ledger.cli import main
-from ledger.store import resolve_store
+from ledger.faces.cli import main
+from ledger.store.urls import resolve_store
 from tests.conftest import fetch_all
 
 STATE_KEYS = [

@@ -13,8 +13,8 @@ from typing import Any
 
 import pytest
 
-from ledger.audit import EXPORT_COLUMNS
-from ledger.store import resolve_store
+from ledger.store.urls import resolve_store
+from ledger.tools.audit import EXPORT_COLUMNS
 from tests.conftest import fetch_all, fresh_schema
 from tests.ledger.audited_store import DEMO_SHOPS, LONG_SHOP, build_store, copy_store, run_cli, template_store
 

@@ -1,4 +1,4 @@
-"""The ``deposit-ledger`` contract, run in-process through ``ledger.cli.main``.
+"""The ``deposit-ledger`` contract, run in-process through ``ledger.faces.cli.main``.
 
 Scripts depend on these outputs exactly: the JSON keys, amounts as decimal
 strings in major units, the exit codes, one line on stderr, and nothing written
@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 
 from ledger import DepositLedger
-from ledger.store import resolve_store
+from ledger.store.urls import resolve_store
 from tests.cli.conftest import SHOW_KEYS, Outcome, Run, at
 from tests.conftest import fetch_all
 

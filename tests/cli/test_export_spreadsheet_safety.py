@@ -9,7 +9,7 @@ import shlex
 
 import pytest
 
-from ledger.audit import _csv_cell
+from ledger.tools.audit import _csv_cell
 from tests.cli.conftest import Run, at
 
 FORMULAS = {

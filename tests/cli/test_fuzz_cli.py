@@ -17,7 +17,7 @@ import typer
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from ledger.cli import app
+from ledger.faces.cli import app
 from tests.cli.conftest import Run, at, stored_rows
 from tests.conftest import examples
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from ledger.journal import IMPORT_BATCH_LINES, JournalFormat
+from ledger.tools.journal import IMPORT_BATCH_LINES, JournalFormat
 from tests.cli.conftest import Run, stored_rows
 from tests.ledger.journals import SHOPS, STORY, line, write_journal
 
@@ -164,7 +164,7 @@ def test_an_import_killed_half_way_and_run_again_applies_nothing_twice(run: Run,
     env = {key: value for key, value in os.environ.items() if not key.startswith("DEPOSIT_LEDGER_")}
     env["PYTHONPATH"] = str(ROOT)
     importer = subprocess.Popen(
-        [sys.executable, "-c", "from ledger.cli import main; main()", "--db", str(killed), "import", str(journal)],
+        [sys.executable, "-c", "from ledger.faces.cli import main; main()", "--db", str(killed), "import", str(journal)],
         env=env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,

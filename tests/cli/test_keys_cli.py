@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 
-from ledger.store import resolve_store
+from ledger.store.urls import resolve_store
 from tests.cli.conftest import Run
 from tests.conftest import fetch_all
 

@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 from eventsourcing.domain import EventSourcingError
 
-import ledger.audit
-import ledger.journal
-from ledger.chain_keys import KEY_FILE_SUFFIX
+import ledger.tools.audit
+import ledger.tools.journal
+from ledger.store.chain_keys import KEY_FILE_SUFFIX
 from tests.cli.conftest import Run, stored_rows
 from tests.ledger.journals import STORY, write_journal
 
@@ -168,9 +168,9 @@ def test_an_export_that_fails_half_way_leaves_the_previous_file_as_it_was(
     good = target.read_bytes()
     assert good.count(b"\n") > 5
     if what == "journal":
-        monkeypatch.setattr(ledger.journal, "stored_time", _fail_after(5, ledger.journal.stored_time))
+        monkeypatch.setattr(ledger.tools.journal, "stored_time", _fail_after(5, ledger.tools.journal.stored_time))
     else:
-        monkeypatch.setattr(ledger.audit, "_export_record", _fail_after(5, ledger.audit._export_record))
+        monkeypatch.setattr(ledger.tools.audit, "_export_record", _fail_after(5, ledger.tools.audit._export_record))
 
     outcome = cli(f"export {what} --format csv --output {target}")
 

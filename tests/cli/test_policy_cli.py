@@ -1,7 +1,7 @@
 """The policy commands of ``deposit-ledger``: exit codes, JSON, one-line errors, nothing written on failure.
 
 Every command here runs against the policy shipped with the package unless a
-test writes its own file; figures come from ``ledger/default_policy.toml``
+test writes its own file; figures come from ``ledger/app/default_policy.toml``
 (CN: general ¥2,000, food ¥4,000, jewelry ¥5,000; fake_listing ¥500 a violation,
 ¥5,000 a day; late_shipment 10% of the order, ¥5 to ¥100).
 """

@@ -10,8 +10,8 @@ from typing import Any
 import pytest
 
 from ledger import DepositLedger
-from ledger.cli import main
-from ledger.store import Store
+from ledger.faces.cli import main
+from ledger.store.urls import Store
 from tests.cli.conftest import SHOW_KEYS
 from tests.ledger.stores import connect, copy_store, fill_behind, view_rows
 
@@ -278,7 +278,7 @@ def test_projections_status_prints_a_table_without_json(shops: Cli) -> None:
 @pytest.fixture
 def lagging(cli: Cli, store_url: str, monkeypatch: pytest.MonkeyPatch) -> int:
     """A store whose views have seen nothing of its events, and which no open catches up."""
-    monkeypatch.setattr("ledger.application.AUTO_CATCH_UP_LIMIT", 0)
+    monkeypatch.setattr("ledger.app.service.AUTO_CATCH_UP_LIMIT", 0)
     ledger = DepositLedger(store_url, actor="ops")
     try:
         return fill_behind(ledger, 4, 2)

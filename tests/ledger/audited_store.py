@@ -23,13 +23,14 @@ import pytest
 from rich.console import Console
 
 from domain import deposit_id
-from ledger import DepositLedger, chain
-from ledger.audit import Auditor
-from ledger.chain import ChainKey
-from ledger.chain_keys import KEY_FILE_SUFFIX, key_ring
-from ledger.cli import main
-from ledger.demo import run_demo
-from ledger.store import resolve_store
+from ledger import DepositLedger
+from ledger.faces.cli import main
+from ledger.faces.demo import run_demo
+from ledger.store import chain
+from ledger.store.chain import ChainKey
+from ledger.store.chain_keys import KEY_FILE_SUFFIX, key_ring
+from ledger.store.urls import resolve_store
+from ledger.tools.audit import Auditor
 from tests.conftest import FakeClock
 
 START = datetime(2026, 3, 5, 9, 0, tzinfo=UTC)

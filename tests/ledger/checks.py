@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from ledger import DepositLedger
-from ledger.store import resolve_store
+from ledger.store.urls import resolve_store
 from tests.conftest import fetch_all
 from tests.ledger.stores import AUDIT, BALANCES, view_rows
 

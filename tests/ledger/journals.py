@@ -8,8 +8,8 @@ from pathlib import Path
 from typing import Any
 
 from ledger import DepositLedger
-from ledger.journal import FIELDS, JournalFormat
-from ledger.reports import event_json, state_json
+from ledger.faces.reports import event_json, state_json
+from ledger.tools.journal import FIELDS, JournalFormat
 
 
 def line(op: str, shop: str, at: str, **fields: str) -> dict[str, str]:

@@ -15,7 +15,7 @@ from typing import Any
 
 from domain import Channel, DeductionReason, ShopDeposit, Stamp
 from ledger import DepositLedger
-from ledger.store import Store, resolve_store
+from ledger.store.urls import Store, resolve_store
 from projections.audit_trail import AuditTrailView
 from projections.balances import BalancesView
 

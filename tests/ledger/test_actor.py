@@ -8,7 +8,7 @@ import pytest
 
 from domain import MalformedInput
 from ledger import DepositLedger
-from ledger.journal import JournalReader, import_journal
+from ledger.tools.journal import JournalReader, import_journal
 from tests.conftest import writes_nothing
 
 HIDING = ["eve\u202elanimda", "\u2066admin\u2069", "ad\u200bmin", "admin\x85", "admin\u2029", "\ufeffadmin"]

@@ -34,8 +34,8 @@ from domain import (
 )
 from domain.money import MAX_AMOUNT_MINOR
 from ledger import CommandResult, ConcurrencyExhausted, DepositLedger
-from ledger.application import MAX_ATTEMPTS, SNAPSHOT_INTERVAL
-from ledger.store import Store
+from ledger.app.service import MAX_ATTEMPTS, SNAPSHOT_INTERVAL
+from ledger.store.urls import Store
 from tests.conftest import FakeClock, fetch_all, writes_nothing
 
 Command = Callable[[DepositLedger], object]

@@ -9,11 +9,12 @@ from pathlib import Path
 
 import pytest
 
-from ledger import DepositLedger, chain
-from ledger.audit import Auditor
-from ledger.chain_keys import KEY_ENV_VAR, KEY_FILE_ENV_VAR, default_key_file
-from ledger.recorder import stored_id
-from ledger.store import Store, resolve_store
+from ledger import DepositLedger
+from ledger.store import chain
+from ledger.store.chain_keys import KEY_ENV_VAR, KEY_FILE_ENV_VAR, default_key_file
+from ledger.store.recorder import stored_id
+from ledger.store.urls import Store, resolve_store
+from ledger.tools.audit import Auditor
 from tests.ledger.audited_store import run_cli
 
 PREVIOUS_RELEASE = Path(__file__).parent / "fixtures" / "previous-release.db"

@@ -11,10 +11,11 @@ import pytest
 from eventsourcing.persistence import JSONTranscoder, StoredEvent
 
 from domain import MalformedInput, OutOfOrder, Paid, TradeNumberTaken, deposit_id
-from ledger import DepositLedger, trade_numbers
-from ledger.journal import JournalReader, export_journal, import_journal
-from ledger.mapper import DepositMapper
-from ledger.store import Store
+from ledger import DepositLedger
+from ledger.store import trade_numbers
+from ledger.store.mapper import DepositMapper
+from ledger.store.urls import Store
+from ledger.tools.journal import JournalReader, export_journal, import_journal
 from tests.conftest import FakeClock, writes_nothing
 
 V1_OPENED = (

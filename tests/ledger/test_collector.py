@@ -5,7 +5,7 @@ from __future__ import annotations
 import gc
 import weakref
 
-from ledger.collector import collect_young, collector_paused
+from ledger.views.collector import collect_young, collector_paused
 
 
 class Node:

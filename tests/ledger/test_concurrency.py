@@ -16,7 +16,7 @@ import pytest
 from domain import Deducted, Paid
 from domain.money import to_minor
 from ledger import DepositLedger
-from ledger.store import Store
+from ledger.store.urls import Store
 from tests.ledger.checks import assert_views_are_a_rebuild_and_verify_clean, lags
 from tests.ledger.processes import Child, Children, eventually
 

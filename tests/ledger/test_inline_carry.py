@@ -14,10 +14,11 @@ from typing import Any
 
 import pytest
 
-from ledger import DepositLedger, chain
-from ledger.chain import GENESIS, ChainKey
-from ledger.chain_keys import KeyRing
-from ledger.recorder import ChainHead
+from ledger import DepositLedger
+from ledger.store import chain
+from ledger.store.chain import GENESIS, ChainKey
+from ledger.store.chain_keys import KeyRing
+from ledger.store.recorder import ChainHead
 from tests.conftest import FakeClock
 from tests.ledger.checks import assert_views_are_a_rebuild_and_verify_clean
 from tests.ledger.stores import drop_views

@@ -11,8 +11,9 @@ from uuid import UUID
 import pytest
 
 from domain import MalformedInput, Refused, ShopDeposit, deposit_id
-from ledger import DepositLedger, journal
-from ledger.journal import (
+from ledger import DepositLedger
+from ledger.tools import journal
+from ledger.tools.journal import (
     ImportSummary,
     JournalFormat,
     JournalReader,

@@ -45,9 +45,9 @@ from domain import (
 )
 from domain.deposit import Phase
 from ledger import DepositLedger
-from ledger.audit import Auditor
-from ledger.mapper import DepositMapper
-from ledger.store import Store, resolve_store
+from ledger.store.mapper import DepositMapper
+from ledger.store.urls import Store, resolve_store
+from ledger.tools.audit import Auditor
 from tests.conftest import FakeClock, fetch_all
 
 AT = datetime(2026, 3, 5, 9, 0, tzinfo=UTC)

@@ -10,7 +10,7 @@ from urllib.parse import urlencode, urlsplit, urlunsplit
 import pytest
 
 from ledger import DepositLedger
-from ledger.store import LOCK_TIMEOUT_ENV_VAR, Store, resolve_store
+from ledger.store.urls import LOCK_TIMEOUT_ENV_VAR, Store, resolve_store
 from tests.conftest import postgres_url
 from tests.ledger.audited_store import run_cli
 

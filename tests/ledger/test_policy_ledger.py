@@ -16,9 +16,9 @@ import pytest
 
 from domain import HISTORY_EVENTS, DepositState, Status
 from ledger import DepositLedger
-from ledger.audit import Auditor
-from ledger.policy_file import load_policy
-from ledger.store import Store
+from ledger.app.policy_file import load_policy
+from ledger.store.urls import Store
+from ledger.tools.audit import Auditor
 from tests.conftest import FakeClock
 from tests.domain.policy_fixtures import policy
 from tests.ledger.stores import view_rows

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from ledger import DepositLedger
-from ledger.store import resolve_store
+from ledger.store.urls import resolve_store
 from tests.conftest import FakeClock, fetch_all
 
 

@@ -8,15 +8,15 @@ from typing import Any
 import pytest
 
 from ledger import DepositLedger
-from ledger.views import ViewKeeper, _Copy
+from ledger.views.runner import ViewKeeper, _Copy
 from tests.ledger.stores import fill, tracking, view_rows
 
 
 def test_both_views_are_rebuilt_from_one_reading_of_the_events(
     ledger: DepositLedger, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr("ledger.views.CATCH_UP_BATCH", 25)
-    monkeypatch.setattr("ledger.views.REBUILD_BATCH", 25)
+    monkeypatch.setattr("ledger.views.runner.CATCH_UP_BATCH", 25)
+    monkeypatch.setattr("ledger.views.runner.REBUILD_BATCH", 25)
     head = fill(ledger, 30, 3)
     before, positions = view_rows(ledger.store), tracking(ledger.store)
     decoded: list[int] = []
@@ -40,8 +40,8 @@ def test_both_views_are_rebuilt_from_one_reading_of_the_events(
 def test_a_copy_left_behind_by_an_interrupted_rebuild_is_started_afresh(
     ledger: DepositLedger, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr("ledger.views.CATCH_UP_BATCH", 10)
-    monkeypatch.setattr("ledger.views.REBUILD_BATCH", 10)
+    monkeypatch.setattr("ledger.views.runner.CATCH_UP_BATCH", 10)
+    monkeypatch.setattr("ledger.views.runner.REBUILD_BATCH", 10)
     head = fill(ledger, 10, 2)
     before = view_rows(ledger.store)
     stop = RuntimeError("killed")
@@ -63,7 +63,7 @@ def test_a_rebuild_equals_the_live_views_whatever_the_copies_carry_between_batch
     ledger: DepositLedger, monkeypatch: pytest.MonkeyPatch, carried: int
 ) -> None:
     # Carrying nothing reads every deposit's rows back each batch; a few, most of them.
-    monkeypatch.setattr("ledger.views.REBUILD_BATCH", 7)
+    monkeypatch.setattr("ledger.views.runner.REBUILD_BATCH", 7)
     monkeypatch.setattr("projections.view.CARRY_LIMIT", carried)
     head = fill(ledger, 12, 3)
     before, positions = view_rows(ledger.store), tracking(ledger.store)
@@ -77,7 +77,7 @@ def test_a_rebuild_whose_copy_another_rebuild_restarted_does_not_trust_what_it_c
 ) -> None:
     # Two `projections rebuild` of one view at once: the second drops the first's copy and
     # starts it again; the first must read the copy back rather than use its carry.
-    monkeypatch.setattr("ledger.views.REBUILD_BATCH", 10)
+    monkeypatch.setattr("ledger.views.runner.REBUILD_BATCH", 10)
     head = fill(ledger, 3, 5)
     before = view_rows(ledger.store)
     rival = reopen().views

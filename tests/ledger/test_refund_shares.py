@@ -10,7 +10,7 @@ import pytest
 
 from domain import Refunded
 from ledger import DepositLedger
-from ledger.store import Store
+from ledger.store.urls import Store
 from projections.audit_trail import AuditTrailView
 from tests.conftest import FakeClock, fetch_all
 

@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 
 from domain import DepositSnapshot, MalformedInput, Refused, ShopNotFound
 from ledger import DepositLedger
-from ledger.reports import state_json
+from ledger.faces.reports import state_json
 from tests.conftest import FakeClock, examples, fresh_store
 from tests.ledger.audited_store import (
     LONG_SHOP,

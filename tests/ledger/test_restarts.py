@@ -24,7 +24,7 @@ import pytest
 from domain import Paid
 from domain.money import to_minor
 from ledger import DepositLedger
-from ledger.store import resolve_store
+from ledger.store.urls import resolve_store
 from tests.conftest import postgres_url
 from tests.ledger.checks import CURRENT, assert_views_are_a_rebuild_and_verify_clean, lags
 from tests.ledger.processes import Child, Children, eventually

@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 
 from domain import Channel, DepositSnapshot, ShopDeposit, Stamp, deposit_id
 from ledger import DepositLedger
-from ledger.application import SNAPSHOT_INTERVAL
+from ledger.app.service import SNAPSHOT_INTERVAL
 
 STAMP = Stamp(effective_at=datetime(2026, 1, 5, tzinfo=UTC), recorded_at=datetime(2026, 1, 5, tzinfo=UTC), actor="t")
 

@@ -9,7 +9,7 @@ import pytest
 from domain import MalformedInput
 from ledger import DepositLedger
 from ledger.app.settings import refuse_library_variables
-from ledger.store import resolve_store
+from ledger.store.urls import resolve_store
 from tests.conftest import fetch_all
 
 LIBRARY_VARIABLES = {"sqlite": "DEPOSITLEDGER_SQLITE_DBNAME", "postgresql": "DEPOSITLEDGER_POSTGRES_SCHEMA"}

@@ -11,7 +11,7 @@ import pytest
 from domain import MalformedInput, deposit_id
 from domain.events import SHOP_ID_MAX_BYTES, SHOP_ID_MAX_CHARS
 from ledger import DepositLedger
-from ledger.store import Store
+from ledger.store.urls import Store
 from tests.conftest import fetch_all, writes_nothing
 
 LONGEST_IN_BYTES = "é" * SHOP_ID_MAX_CHARS  # 64 characters, 128 bytes: at both limits at once

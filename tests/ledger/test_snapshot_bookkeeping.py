@@ -13,8 +13,8 @@ from eventsourcing.persistence import JSONTranscoder, StoredEvent
 from domain import Channel, DepositSnapshot, ShopDeposit, Stamp, deposit_id
 from domain.deposit import AppealStage
 from ledger import DepositLedger
-from ledger.application import SNAPSHOT_INTERVAL
-from ledger.mapper import DepositMapper
+from ledger.app.service import SNAPSHOT_INTERVAL
+from ledger.store.mapper import DepositMapper
 
 START = datetime(2025, 1, 1, tzinfo=UTC)
 

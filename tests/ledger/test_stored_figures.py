@@ -26,8 +26,8 @@ from domain import (
     deposit_id,
     listed_figures,
 )
-from ledger.mapper import DepositMapper
-from ledger.reports import state_json
+from ledger.faces.reports import state_json
+from ledger.store.mapper import DepositMapper
 from projections.balances import BalancesView
 
 START = datetime(2026, 3, 5, 1, 0, tzinfo=UTC)

@@ -17,8 +17,8 @@ import pytest
 
 from domain import deposit_id
 from ledger import DepositLedger
-from ledger.audit import VerifyReport, parse_checkpoint
-from ledger.chain import GENESIS, ChainKey, Checkpoint
+from ledger.store.chain import GENESIS, ChainKey, Checkpoint
+from ledger.tools.audit import VerifyReport, parse_checkpoint
 from tests.conftest import FakeClock
 from tests.ledger.audited_store import (
     LONG_SHOP,

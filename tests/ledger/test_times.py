@@ -9,7 +9,7 @@ import pytest
 from domain import MalformedInput
 from ledger import DepositLedger
 from ledger.app.parse import EARLIEST_EFFECTIVE_AT, parse_time
-from ledger.store import Store
+from ledger.store.urls import Store
 from projections.view import STORED_TIME_LENGTH, UnreadableRow, fixed_width_time, read_stored_time, stored_time
 from tests.conftest import FakeClock, fetch_all, writes_nothing
 from tests.ledger.stores import connect

@@ -9,9 +9,10 @@ from pathlib import Path
 import pytest
 
 from domain import DuplicateConflict, Paid, TradeNumberTaken
-from ledger import DepositLedger, trade_numbers
-from ledger.journal import JournalReader, LineResult, import_journal
-from ledger.store import Store
+from ledger import DepositLedger
+from ledger.store import trade_numbers
+from ledger.store.urls import Store
+from ledger.tools.journal import JournalReader, LineResult, import_journal
 from tests.conftest import FakeClock, fetch_all, writes_nothing
 from tests.ledger.journals import line, write_journal
 

@@ -12,9 +12,9 @@ from eventsourcing.persistence import IntegrityError
 
 from domain import DepositState, DuplicateConflict, ShopNotFound, WrongStatus
 from ledger import DepositLedger
-from ledger.cli import main
-from ledger.store import resolve_store
-from ledger.views import ViewFailed
+from ledger.faces.cli import main
+from ledger.store.urls import resolve_store
+from ledger.views.runner import ViewFailed
 from projections.view import Cursor, Positioned, View
 from tests.conftest import FakeClock
 from tests.ledger.stores import (
@@ -141,7 +141,7 @@ def test_views_behind_by_a_few_events_catch_up_when_the_ledger_opens(store_url: 
 def test_views_behind_by_more_than_the_limit_wait_for_catch_up(
     store_url: str, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr("ledger.application.AUTO_CATCH_UP_LIMIT", 10)
+    monkeypatch.setattr("ledger.app.service.AUTO_CATCH_UP_LIMIT", 10)
     first = DepositLedger(store_url, actor="tester", clock=clock)
     head = fill_behind(first, 3, 2)
     first.close()
@@ -167,7 +167,7 @@ def test_a_vanished_view_table_is_recreated_and_refilled_on_open(store_url: str,
 
 
 def test_catch_up_commits_batch_by_batch(ledger: DepositLedger, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("ledger.views.CATCH_UP_BATCH", 7)
+    monkeypatch.setattr("ledger.views.runner.CATCH_UP_BATCH", 7)
     head = fill_behind(ledger, 5, 2)
     positions: list[int] = []
     ledger.views.catch_up(["balances"], progress=lambda done, total: positions.append(tracking(ledger.store)[BALANCES]))
@@ -199,8 +199,8 @@ def test_the_copy_is_indexed_while_it_is_built_and_the_swapped_view_keeps_the_li
 ) -> None:
     # The audit trail reads each deposit's last row as it applies a batch: unindexed, every
     # lookup scans the copy and a rebuild of a store with many interleaved shops goes quadratic.
-    monkeypatch.setattr("ledger.views.CATCH_UP_BATCH", 10)
-    monkeypatch.setattr("ledger.views.REBUILD_BATCH", 10)
+    monkeypatch.setattr("ledger.views.runner.CATCH_UP_BATCH", 10)
+    monkeypatch.setattr("ledger.views.runner.REBUILD_BATCH", 10)
     fill(ledger, 10, 2)
     path = ledger.store
     with connect(path) as connection:
@@ -237,7 +237,7 @@ def test_dropping_the_view_tables_and_running_projections_rebuild_restores_ident
     before = view_rows(store_url)
     drop_views(store_url)
     # Nothing is caught up on opening: the rebuild itself restores every row.
-    monkeypatch.setattr("ledger.application.AUTO_CATCH_UP_LIMIT", 0)
+    monkeypatch.setattr("ledger.app.service.AUTO_CATCH_UP_LIMIT", 0)
     main(["--db", store_url, "projections", "rebuild", "--json"])
     assert '"lag": 0' in capsys.readouterr().out
     assert view_rows(store_url) == before
@@ -247,8 +247,8 @@ def test_dropping_the_view_tables_and_running_projections_rebuild_restores_ident
 def test_queries_keep_answering_from_the_live_view_during_a_rebuild(
     ledger: DepositLedger, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr("ledger.views.CATCH_UP_BATCH", 10)
-    monkeypatch.setattr("ledger.views.REBUILD_BATCH", 10)
+    monkeypatch.setattr("ledger.views.runner.CATCH_UP_BATCH", 10)
+    monkeypatch.setattr("ledger.views.runner.REBUILD_BATCH", 10)
     head = fill(ledger, 10, 2)
     expected = ledger.show("bulk-00009")
     answers: list[DepositState] = []
@@ -267,8 +267,8 @@ def test_queries_keep_answering_from_the_live_view_during_a_rebuild(
 def test_events_saved_during_a_rebuild_are_in_the_view_it_switches_to(
     store_url: str, ledger: DepositLedger, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr("ledger.views.CATCH_UP_BATCH", 10)
-    monkeypatch.setattr("ledger.views.REBUILD_BATCH", 10)
+    monkeypatch.setattr("ledger.views.runner.CATCH_UP_BATCH", 10)
+    monkeypatch.setattr("ledger.views.runner.REBUILD_BATCH", 10)
     fill(ledger, 10, 2)
     other = DepositLedger(store_url, actor="other", clock=clock)
     saved: list[int] = []
@@ -407,8 +407,8 @@ def test_a_stale_batch_cannot_be_applied_twice(ledger: DepositLedger) -> None:
 def test_two_racing_catch_ups_apply_every_event_once(
     store_url: str, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr("ledger.views.CATCH_UP_BATCH", 10)
-    monkeypatch.setattr("ledger.application.AUTO_CATCH_UP_LIMIT", 0)
+    monkeypatch.setattr("ledger.views.runner.CATCH_UP_BATCH", 10)
+    monkeypatch.setattr("ledger.app.service.AUTO_CATCH_UP_LIMIT", 0)
     first = DepositLedger(store_url, actor="tester", clock=clock)
     head = fill_behind(first, 30, 2)
     keepers = [first, DepositLedger(store_url, actor="tester", clock=clock)]

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from ledger import DepositLedger
-from ledger.application import AUTO_CATCH_UP_LIMIT
+from ledger.app.service import AUTO_CATCH_UP_LIMIT
 from tests.ledger.stores import AUDIT, BALANCES, connect, copy_store, fill_behind, tracking, view_rows
 
 pytestmark = pytest.mark.sqlite_only("kills SQLite catch-ups; workers are killed on both engines elsewhere")

@@ -14,9 +14,9 @@ import pytest
 
 from domain import MalformedInput, ShopNotFound
 from ledger import DepositLedger
-from ledger.application import inline_views_setting
-from ledger.store import StoreUnavailable
-from ledger.workers import BACKOFF_FIRST_S, ProjectionWorker, WorkerStatus
+from ledger.app.service import inline_views_setting
+from ledger.store.urls import StoreUnavailable
+from ledger.views.workers import BACKOFF_FIRST_S, ProjectionWorker, WorkerStatus
 from projections.balances import BalancesView
 from projections.view import Cursor, Positioned
 from tests.conftest import FakeClock
@@ -156,7 +156,7 @@ def test_a_following_worker_applies_each_commit_soon_after_it(
 def test_two_workers_on_the_same_views_take_turns_and_apply_every_event_once(
     quiet_ledger: DepositLedger, store_url: str, follow: Callable[..., Following], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr("ledger.views.CATCH_UP_BATCH", 10)
+    monkeypatch.setattr("ledger.views.runner.CATCH_UP_BATCH", 10)
     fill(quiet_ledger, 40, 2, prefix="early")
 
     def pause_between_batches(status: WorkerStatus) -> None:
@@ -225,7 +225,7 @@ def test_a_worker_that_cannot_reach_the_store_tries_again_later_and_later(
 def test_a_stop_request_ends_a_catch_up_after_the_batch_in_hand(
     quiet_ledger: DepositLedger, store_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr("ledger.views.CATCH_UP_BATCH", 10)
+    monkeypatch.setattr("ledger.views.runner.CATCH_UP_BATCH", 10)
     fill(quiet_ledger, 10, 1)
     worker: ProjectionWorker
 

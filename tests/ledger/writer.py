@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from ledger import ConcurrencyExhausted, DepositLedger
-from ledger.store import UNAVAILABLE
+from ledger.store.urls import UNAVAILABLE
 
 GIVE_UP_AFTER_S = 120
 """A command that cannot get through for this long fails the writer."""

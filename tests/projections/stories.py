@@ -16,7 +16,7 @@ from typing import Any
 import psycopg
 
 from domain import Channel, DeductionReason, DepositEvent, DepositState, ShopDeposit, Stamp
-from ledger.store import Store
+from ledger.store.urls import Store
 from projections.view import Positioned, View
 from tests.domain.policy_fixtures import policy
 

@@ -8,7 +8,7 @@ from collections.abc import Iterator
 import pytest
 
 from domain import deposit_id
-from ledger.store import Store
+from ledger.store.urls import Store
 from projections.audit_trail import AuditRow, AuditTrailView
 from tests.projections.stories import (
     INTEGRITY_ERRORS,

@@ -8,7 +8,7 @@ from collections.abc import Iterator
 import pytest
 
 from domain import Channel, DeductionReason, ShopDeposit, Status
-from ledger.store import Store
+from ledger.store.urls import Store
 from projections.balances import BalancesView
 from projections.view import Positioned, View, stored_time
 from tests.projections.stories import (

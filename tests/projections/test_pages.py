@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from domain import Channel, DeductionReason, ShopDeposit
-from ledger.store import Store
+from ledger.store.urls import Store
 from projections.audit_trail import AuditTrailView
 from projections.balances import BalancesView
 from projections.view import Positioned, View

@@ -16,7 +16,7 @@ from typing import Annotated, TypeVar
 from fastapi import APIRouter, Depends, Query, Request, Response
 from pydantic import BaseModel, ConfigDict, Field
 
-from ledger.application import DepositLedger
+from ledger.app.service import DepositLedger
 from ledger.faces.feeds.commands import delivery_json, subscription_json
 from ledger.faces.feeds.outbox import FeedBook
 from ledger.faces.feeds.subscriptions import (

@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Protocol
 
-from ledger.store import StoreUnavailable
+from ledger.store.urls import StoreUnavailable
 
 SUBJECT_PREFIX = "deposits"
 """The first token of every subject: ``deposits.<site>.<shop_id>.<EventType>``."""

@@ -14,7 +14,7 @@ from rich.console import Console
 from rich.table import Table
 
 from domain import MalformedInput, Refused
-from ledger.application import DepositLedger
+from ledger.app.service import DepositLedger
 from ledger.faces.feeds.bus import SUBJECT_PREFIX
 from ledger.faces.feeds.messages import iso
 from ledger.faces.feeds.outbox import DELIVERED, PARKED, Delivery, FeedBook, from_ms
@@ -26,8 +26,8 @@ from ledger.faces.feeds.subscriptions import (
     parse_url,
     subscription_id,
 )
-from ledger.store import resolve_store
-from ledger.workers import stopping_on_signals
+from ledger.store.urls import resolve_store
+from ledger.views.workers import stopping_on_signals
 
 webhooks_app = typer.Typer(help="Webhook subscriptions and their deliveries.", no_args_is_help=True)
 

@@ -17,7 +17,7 @@ from typing import Any
 from uuid import UUID
 
 from domain import DepositEvent
-from ledger.reports import event_json
+from ledger.faces.reports import event_json
 
 
 @dataclass(frozen=True)

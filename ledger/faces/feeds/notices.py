@@ -44,10 +44,10 @@ from domain import (
 )
 from domain.money import format_minor
 from ledger.faces.feeds.messages import FeedMessage, ShopCard, body_bytes, iso, notice_message_id
-from ledger.reports import event_json
+from ledger.faces.reports import event_json
 
 if TYPE_CHECKING:
-    from ledger.application import DepositLedger
+    from ledger.app.service import DepositLedger
 
 DEPOSIT_SHORT = "DepositShort"
 SHOP_RESTRICTED = "ShopRestricted"

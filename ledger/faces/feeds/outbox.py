@@ -25,7 +25,7 @@ from typing import Any
 from ledger.faces.feeds.messages import FeedMessage
 from ledger.faces.feeds.notices import Deadline
 from ledger.faces.feeds.subscriptions import Subscription
-from ledger.store import Store
+from ledger.store.urls import Store
 
 PENDING = "pending"
 DELIVERED = "delivered"

@@ -33,7 +33,7 @@ from datetime import UTC, datetime
 from uuid import UUID
 
 from domain import DepositEvent, Opened, Refused, deposit_id
-from ledger.application import DepositLedger
+from ledger.app.service import DepositLedger
 from ledger.faces.feeds.bus import SUBJECT_PREFIX, Bus, BusMessage, subject_for
 from ledger.faces.feeds.messages import FeedMessage, ShopCard, event_message
 from ledger.faces.feeds.notices import (
@@ -46,8 +46,8 @@ from ledger.faces.feeds.notices import (
 from ledger.faces.feeds.outbox import PENDING, AttemptResult, Delivery, FeedBook, from_ms, to_ms
 from ledger.faces.feeds.sender import WebhookSender, retry_delay, system_draw
 from ledger.faces.feeds.subscriptions import Subscription
-from ledger.recorder import PostgresLedgerRecorder
-from ledger.store import UNAVAILABLE, NotifyListener
+from ledger.store.recorder import PostgresLedgerRecorder
+from ledger.store.urls import UNAVAILABLE, NotifyListener
 
 READ_BATCH = 1000
 """Events taken per transaction."""

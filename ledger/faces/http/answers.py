@@ -9,11 +9,11 @@ from typing import Any
 from fastapi import Request, Response
 from fastapi.concurrency import run_in_threadpool
 
-from ledger.application import CommandResult, DepositLedger
+from ledger.app.service import CommandResult, DepositLedger
 from ledger.faces.http.auth import Caller, service_of
 from ledger.faces.http.idempotency import HEADER, MAX_KEY_CHARS, Keeping, Remembered, request_digest
 from ledger.faces.http.problems import PROBLEM_MEDIA_TYPE, Problem, problem_of
-from ledger.reports import state_json
+from ledger.faces.reports import state_json
 
 JSON_MEDIA_TYPE = "application/json"
 REPLAYED_HEADER = "Idempotent-Replayed"

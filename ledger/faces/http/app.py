@@ -18,7 +18,7 @@ from ledger.faces.http.guard import Guard
 from ledger.faces.http.problems import install_problem_handlers
 from ledger.faces.http.routes import batch, books, health, keys, shops
 from ledger.faces.http.service import Service
-from ledger.store import Store
+from ledger.store.urls import Store
 
 API_VERSION = "1"
 

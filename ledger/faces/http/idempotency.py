@@ -23,7 +23,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from ledger.store import Store
+from ledger.store.urls import Store
 
 HEADER = "Idempotency-Key"
 MAX_KEY_CHARS = 255

@@ -24,7 +24,7 @@ from rich.table import Table
 from domain import MalformedInput, Refused
 from ledger.app.parse import parse_actor
 from ledger.faces.http.roles import Role
-from ledger.store import Store
+from ledger.store.urls import Store
 
 KEY_PREFIX = "dlk_"
 """Secrets start with this, so that a leaked one is easy to recognise in logs and scanners."""

@@ -18,8 +18,8 @@ from pydantic import ValidationError
 from starlette.exceptions import HTTPException
 
 from domain import LedgerError, MalformedInput, ShopNotFound
-from ledger.application import ConcurrencyExhausted
-from ledger.store import UNAVAILABLE
+from ledger.app.service import ConcurrencyExhausted
+from ledger.store.urls import UNAVAILABLE
 
 PROBLEM_TYPE_BASE = "https://deposit-ledger.dev/problems/"
 """Problem types are named under this base; the names are stable, the pages need not exist."""

@@ -9,7 +9,7 @@ from typing import Any
 import uvicorn
 
 from ledger.faces.http.app import create_app
-from ledger.store import Store
+from ledger.store.urls import Store
 
 KEEP_ALIVE_TIMEOUT_S = 15
 """An idle keep-alive connection is closed after this long."""

@@ -7,13 +7,13 @@ import threading
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from ledger.application import DepositLedger
+from ledger.app.service import DepositLedger
 from ledger.faces.http.idempotency import IdempotencyKeys
 from ledger.faces.http.keys import ApiKeys
 from ledger.faces.http.metrics import ServiceMetrics
 from ledger.faces.http.writer import MAX_BATCH_COMMANDS, MAX_WAIT_S, GroupWriter
-from ledger.store import Store, resolve_store
-from ledger.views import ViewStatus
+from ledger.store.urls import Store, resolve_store
+from ledger.views.runner import ViewStatus
 
 _Answer = TypeVar("_Answer")
 

@@ -34,7 +34,7 @@ from typing import Any
 
 from eventsourcing.persistence import IntegrityError
 
-from ledger.application import MAX_ATTEMPTS, RETRY_PAUSE_FIRST_S, ConcurrencyExhausted, DepositLedger
+from ledger.app.service import MAX_ATTEMPTS, RETRY_PAUSE_FIRST_S, ConcurrencyExhausted, DepositLedger
 
 MAX_BATCH_COMMANDS = 256
 """Commands per transaction at most: bounds a batch's memory and how long its first request waits."""

@@ -17,8 +17,8 @@ from uuid import UUID
 from eventsourcing.persistence import Mapper, StoredEvent
 
 from domain import ExcessRefunded, Paid, Refunded
-from ledger.recorder import stored_id
-from ledger.store import Store
+from ledger.store.recorder import stored_id
+from ledger.store.urls import Store
 from ledger.tools.reconcile.bill import LineKind
 from projections.balances import BalancesView
 

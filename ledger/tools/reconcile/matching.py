@@ -36,7 +36,7 @@ from typing import IO, Any, Protocol
 from eventsourcing.persistence import Mapper
 
 from domain import Channel, MalformedInput
-from ledger.store import Store
+from ledger.store.urls import Store
 from ledger.tools.reconcile.alipay import AlipayBill
 from ledger.tools.reconcile.bill import BillLine, day_bounds
 from ledger.tools.reconcile.ledger_side import ledger_entries, shops_by_deposit

@@ -17,8 +17,8 @@ from eventsourcing.persistence import IntegrityError, StoredEvent
 from domain import Channel
 from domain.reconciliation import BillOutcome, BillReconciled, reconciliation_id
 from ledger.app.parse import parse_actor
-from ledger.application import MAX_ATTEMPTS, ConcurrencyExhausted, DepositLedger
-from ledger.recorder import stored_id
+from ledger.app.service import MAX_ATTEMPTS, ConcurrencyExhausted, DepositLedger
+from ledger.store.recorder import stored_id
 from ledger.tools.reconcile.ledger_side import READ_BATCH
 from ledger.tools.reconcile.report import ReconciliationReport
 

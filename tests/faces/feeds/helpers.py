@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from ledger.application import DepositLedger
+from ledger.app.service import DepositLedger
 from ledger.faces.feeds.outbox import FeedBook
 from ledger.faces.feeds.relay import Relay
 from ledger.faces.feeds.subscriptions import Subscription, parse_types, subscription_id

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from ledger.application import DepositLedger
+from ledger.app.service import DepositLedger
 from ledger.faces.feeds.bus import subject_for
 from ledger.faces.feeds.outbox import FeedBook
 from ledger.faces.feeds.relay import Relay

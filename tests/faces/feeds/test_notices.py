@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from ledger.application import DepositLedger
+from ledger.app.service import DepositLedger
 from ledger.faces.feeds.messages import iso, notice_message_id
 from tests.conftest import FakeClock
 from tests.faces.feeds.helpers import relay_for, subscribe

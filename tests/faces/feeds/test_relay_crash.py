@@ -5,7 +5,7 @@ from __future__ import annotations
 import signal
 from collections import defaultdict
 
-from ledger.application import DepositLedger
+from ledger.app.service import DepositLedger
 from tests.faces.feeds.helpers import subscribe, trade
 from tests.faces.feeds.receiver import running_receiver
 from tests.ledger.processes import Children, eventually

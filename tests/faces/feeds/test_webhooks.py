@@ -8,12 +8,12 @@ import pytest
 from standardwebhooks.webhooks import Webhook
 
 from domain import MalformedInput
-from ledger.application import DepositLedger
+from ledger.app.service import DepositLedger
 from ledger.faces.feeds.outbox import PARKED
 from ledger.faces.feeds.relay import UnknownDelivery
 from ledger.faces.feeds.sender import MAX_ATTEMPTS, retry_delay, retry_schedule
 from ledger.faces.feeds.subscriptions import parse_secret, parse_types, parse_url
-from ledger.reports import event_json
+from ledger.faces.reports import event_json
 from tests.conftest import FakeClock
 from tests.faces.feeds.helpers import relay_for, subscribe, trade
 from tests.faces.feeds.receiver import SECRET, Received, running_receiver

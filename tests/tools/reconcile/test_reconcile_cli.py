@@ -280,7 +280,7 @@ def test_record_keeps_each_outcome_once_as_a_new_version_and_verify_covers_it(
 def test_a_recorded_reconciliation_edited_in_the_store_fails_verify(
     paid_shops: Run, tmp_path: Path, store_url: str
 ) -> None:
-    from ledger.store import resolve_store
+    from ledger.store.urls import resolve_store
 
     bill = write(tmp_path, "alipay", rows_for("alipay"))
     assert paid_shops(f"reconcile {bill} --channel alipay --record").code == 0

@@ -8,14 +8,14 @@ from eventsourcing.persistence import IntegrityError
 from fastapi import APIRouter, Body, Depends, Request, Response
 
 from domain import MalformedInput
-from ledger.application import DepositLedger
+from ledger.app.service import DepositLedger
 from ledger.faces.http.answers import idempotent, json_response, keep_with_events
 from ledger.faces.http.auth import Caller, allowed, caller, service_of
 from ledger.faces.http.idempotency import Keeping
 from ledger.faces.http.problems import Problem, problem_of
 from ledger.faces.http.roles import JOURNAL_ACTIONS
-from ledger.journal import JournalLine, LineResult, apply_line, json_array_lines
-from ledger.reports import state_json
+from ledger.faces.reports import state_json
+from ledger.tools.journal import JournalLine, LineResult, apply_line, json_array_lines
 
 router = APIRouter(prefix="/v1", tags=["batch"])
 

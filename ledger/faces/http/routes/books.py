@@ -9,12 +9,12 @@ from uuid import UUID
 from fastapi import APIRouter, Depends, Query, Request, Response
 
 from domain import DepositEvent, Opened
-from ledger.application import DepositLedger
+from ledger.app.service import DepositLedger
 from ledger.faces.http.answers import json_response
 from ledger.faces.http.auth import Caller, requires, service_of
 from ledger.faces.http.pages import DEFAULT_LIMIT, MAX_LIMIT
 from ledger.faces.http.roles import Action
-from ledger.reports import event_json
+from ledger.faces.reports import event_json
 
 router = APIRouter(prefix="/v1", tags=["books"])
 

@@ -11,7 +11,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from ledger.faces.http.answers import json_response
 from ledger.faces.http.auth import service_of
 from ledger.faces.http.problems import problem_of
-from ledger.store import UNAVAILABLE
+from ledger.store.urls import UNAVAILABLE
 
 router = APIRouter(tags=["operations"])
 

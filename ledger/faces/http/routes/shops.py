@@ -11,7 +11,7 @@ from fastapi import APIRouter, Depends, Path, Query, Request, Response
 from pydantic import BaseModel
 
 from domain import MalformedInput
-from ledger.application import DepositLedger
+from ledger.app.service import DepositLedger
 from ledger.faces.http.answers import etag, json_response, write
 from ledger.faces.http.auth import Caller, requires, service_of
 from ledger.faces.http.bodies import (
@@ -29,7 +29,7 @@ from ledger.faces.http.bodies import (
 )
 from ledger.faces.http.pages import DEFAULT_LIMIT, MAX_LIMIT, decode_cursor, encode_cursor
 from ledger.faces.http.roles import Action
-from ledger.reports import audit_json, event_json, state_json
+from ledger.faces.reports import audit_json, event_json, state_json
 
 router = APIRouter(prefix="/v1/shops", tags=["shops"])
 

@@ -20,8 +20,8 @@ from rich.console import Console
 from rich.table import Table
 
 from domain import ShopNotFound
-from ledger.application import CommandResult, DepositLedger
-from ledger.reports import history_table, side_by_side_table, state_json
+from ledger.app.service import CommandResult, DepositLedger
+from ledger.faces.reports import history_table, side_by_side_table, state_json
 
 
 @dataclass(frozen=True)

@@ -38,10 +38,10 @@ from types import FrameType
 from typing import Literal, Protocol
 
 from domain import MalformedInput
-from ledger.application import DepositLedger
-from ledger.recorder import PostgresLedgerRecorder
-from ledger.store import UNAVAILABLE, NotifyListener
-from ledger.views import ViewFailed, ViewStatus
+from ledger.app.service import DepositLedger
+from ledger.store.recorder import PostgresLedgerRecorder
+from ledger.store.urls import UNAVAILABLE, NotifyListener
+from ledger.views.runner import ViewFailed, ViewStatus
 
 POLL_INTERVAL_S = 1.0
 """How often a worker looks for new events without being told (SQLite), or in case it missed a NOTIFY."""

@@ -31,9 +31,9 @@ from pathlib import Path
 from typing import Any
 
 from domain import MalformedInput
-from ledger import chain
-from ledger.chain import ChainKey
-from ledger.store import Store
+from ledger.store import chain
+from ledger.store.chain import ChainKey
+from ledger.store.urls import Store
 
 KEY_ENV_VAR = "DEPOSIT_LEDGER_CHAIN_KEY"
 KEY_FILE_ENV_VAR = "DEPOSIT_LEDGER_CHAIN_KEY_FILE"

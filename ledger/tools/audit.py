@@ -37,12 +37,12 @@ from pydantic import BaseModel, ConfigDict
 from domain import DepositEvent, DepositSnapshot, MalformedInput, Opened, OutdatedSnapshot, Paid, ShopDeposit
 from domain.money import format_minor
 from domain.reconciliation import RECONCILIATION_TYPES, BillReconciled, reconciliation_id
-from ledger import chain, trade_numbers
-from ledger.chain import ChainKey, Checkpoint
-from ledger.chain_keys import KeyRing, default_key_file, key_ring, wrong_key
-from ledger.mapper import DepositMapper
-from ledger.recorder import stored_id
-from ledger.store import Store
+from ledger.store import chain, trade_numbers
+from ledger.store.chain import ChainKey, Checkpoint
+from ledger.store.chain_keys import KeyRing, default_key_file, key_ring, wrong_key
+from ledger.store.mapper import DepositMapper
+from ledger.store.recorder import stored_id
+from ledger.store.urls import Store
 from projections.audit_trail import AuditTrailView
 from projections.balances import BalancesView
 from projections.view import fixed_width_time, stored_time

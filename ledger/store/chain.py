@@ -8,7 +8,7 @@ deleting, inserting or reordering a stored event breaks the chain at that
 position.
 
 Links are keyed: an HMAC-SHA256 under a chain key the ledger reads from outside
-the database (``ledger.chain_keys``), so appending a forged event with a
+the database (``ledger.store.chain_keys``), so appending a forged event with a
 recomputed link needs the key. The table ``chain_keys`` says from which position
 on which key links (its id, never the key); a store made before keys existed
 has unkeyed links (plain SHA-256, format v1) up to its first key record.
@@ -229,7 +229,7 @@ def extend(
 
     ``head`` is the chain's head (position and link) if the caller knows it;
     otherwise it is read from the table. The caller has made sure ``key`` is the
-    one the chain is keyed with from here on (see ``ledger.chain_keys``). Returns
+    one the chain is keyed with from here on (see ``ledger.store.chain_keys``). Returns
     the position of the event before the new ones (the head of the log as it was)
     and the new head.
     """

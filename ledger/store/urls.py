@@ -127,14 +127,14 @@ class Store:
         if self.kind == "sqlite":
             assert self.sqlite_path is not None
             return {
-                "PERSISTENCE_MODULE": "ledger.recorder:LedgerSQLiteFactory",
-                "APPLICATION_RECORDER_TOPIC": "ledger.recorder:LedgerRecorder",
+                "PERSISTENCE_MODULE": "ledger.store.recorder:LedgerSQLiteFactory",
+                "APPLICATION_RECORDER_TOPIC": "ledger.store.recorder:LedgerRecorder",
                 "SQLITE_DBNAME": str(self.sqlite_path),
                 "SQLITE_LOCK_TIMEOUT": str(self.lock_timeout_s),
             }
         return {
-            "PERSISTENCE_MODULE": "ledger.recorder:LedgerPostgresFactory",
-            "APPLICATION_RECORDER_TOPIC": "ledger.recorder:PostgresLedgerRecorder",
+            "PERSISTENCE_MODULE": "ledger.store.recorder:LedgerPostgresFactory",
+            "APPLICATION_RECORDER_TOPIC": "ledger.store.recorder:PostgresLedgerRecorder",
             "POSTGRES_DBNAME": self.dbname,
             "POSTGRES_HOST": self.host,
             "POSTGRES_PORT": str(self.port),

@@ -26,11 +26,11 @@ from domain import DepositEvent, DepositPolicy, DepositState, listed_figures
 from domain.events import event_fields
 from domain.money import format_minor
 from domain.reconciliation import BillReconciled
-from ledger.audit import VerifyReport
-from ledger.journal import ImportSummary
+from ledger.tools.audit import VerifyReport
+from ledger.tools.journal import ImportSummary
 from ledger.tools.reconcile.report import DISCREPANCIES, NEAR_MIDNIGHT, OUTCOMES, ReconciliationReport
-from ledger.views import ViewStatus
-from ledger.workers import WorkerStatus
+from ledger.views.runner import ViewStatus
+from ledger.views.workers import WorkerStatus
 from projections.audit_trail import AuditRow
 
 SHOW_FIGURES = listed_figures()[:-1]

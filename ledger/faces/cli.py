@@ -23,26 +23,15 @@ from rich.console import Console
 
 from domain import Channel, LedgerError, MalformedInput, deposit_id
 from ledger.app.parse import parse_choice, parse_shop_id, parse_time
+from ledger.app.policy_file import load_policy
+from ledger.app.service import CommandResult, DepositLedger
 from ledger.app.settings import refuse_library_variables
-from ledger.application import CommandResult, DepositLedger
-from ledger.audit import Auditor, parse_checkpoint
-from ledger.demo import run_demo
+from ledger.faces.demo import run_demo
 from ledger.faces.feeds.commands import relay_command, webhooks_app
 from ledger.faces.http.keys import ApiKeys, keys_table
 from ledger.faces.http.roles import Role
 from ledger.faces.output_file import check_output_path, protected_files, replacing
-from ledger.journal import (
-    JOURNAL_FORMATS,
-    JournalFormat,
-    JournalReader,
-    LineResult,
-    Rejects,
-    check_readable,
-    export_journal,
-    import_journal,
-)
-from ledger.policy_file import load_policy
-from ledger.reports import (
+from ledger.faces.reports import (
     audit_json,
     audit_table,
     balances_table,
@@ -62,11 +51,22 @@ from ledger.reports import (
     verify_table,
     worker_status_line,
 )
-from ledger.store import StoreLocked, StoreUnavailable, resolve_store
+from ledger.store.urls import StoreLocked, StoreUnavailable, resolve_store
+from ledger.tools.audit import Auditor, parse_checkpoint
+from ledger.tools.journal import (
+    JOURNAL_FORMATS,
+    JournalFormat,
+    JournalReader,
+    LineResult,
+    Rejects,
+    check_readable,
+    export_journal,
+    import_journal,
+)
 from ledger.tools.reconcile import reconcile_bill
 from ledger.tools.reconcile.recording import reconciliations, record_reconciliation
-from ledger.views import ViewStatus
-from ledger.workers import POLL_INTERVAL_S, ProjectionWorker, stopping_on_signals
+from ledger.views.runner import ViewStatus
+from ledger.views.workers import POLL_INTERVAL_S, ProjectionWorker, stopping_on_signals
 
 EXIT_REFUSED = 1
 EXIT_MALFORMED = 2

@@ -31,8 +31,8 @@ from eventsourcing.persistence import IntegrityError, Mapper, StoredEvent
 
 from domain import DepositEvent, LedgerError
 from domain.reconciliation import RECONCILIATION_TYPES
-from ledger.collector import collect_young, collector_paused
-from ledger.store import Store
+from ledger.store.urls import Store
+from ledger.views.collector import collect_young, collector_paused
 from projections.view import Carry, Cursor, Positioned, View
 
 CATCH_UP_BATCH = 1000

@@ -96,13 +96,13 @@ from domain.deposit import FORCED_CLOSURE_RELEASE
 from domain.money import format_minor, normalise_currency, to_minor
 from domain.reconciliation import RECONCILIATION_TYPES
 from ledger.app.parse import parse_category, parse_shop_id, parse_time
-from ledger.application import (
+from ledger.app.service import (
     MAX_ATTEMPTS,
     CommandResult,
     ConcurrencyExhausted,
     DepositLedger,
 )
-from ledger.collector import collect_young, collector_paused
+from ledger.views.collector import collect_young, collector_paused
 from projections.view import stored_time
 
 JournalFormat = Literal["jsonl", "csv"]

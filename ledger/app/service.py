@@ -65,15 +65,15 @@ from ledger.app.parse import (
     parse_time,
     parse_version,
 )
+from ledger.app.policy_file import load_policy
 from ledger.app.settings import refuse_library_variables
-from ledger.audit import Auditor
-from ledger.chain_keys import require_ring
-from ledger.mapper import DepositMapper
-from ledger.policy_file import load_policy
-from ledger.recorder import Alongside, LedgerRecorder, PostgresLedgerRecorder, tables_created_by
-from ledger.store import UNAVAILABLE, Store, StoreLocked, StoreNotMigrated, resolve_store
-from ledger.trade_numbers import TradeNumberClaimed, ensure_table, holders
-from ledger.views import ViewFailed, ViewKeeper, ViewStatus
+from ledger.store.chain_keys import require_ring
+from ledger.store.mapper import DepositMapper
+from ledger.store.recorder import Alongside, LedgerRecorder, PostgresLedgerRecorder, tables_created_by
+from ledger.store.trade_numbers import TradeNumberClaimed, ensure_table, holders
+from ledger.store.urls import UNAVAILABLE, Store, StoreLocked, StoreNotMigrated, resolve_store
+from ledger.tools.audit import Auditor
+from ledger.views.runner import ViewFailed, ViewKeeper, ViewStatus
 from projections.audit_trail import AuditRow, AuditTrailView
 from projections.balances import BalancesView
 

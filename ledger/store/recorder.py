@@ -27,10 +27,10 @@ from psycopg.rows import tuple_row
 from psycopg.sql import SQL, Identifier
 
 from domain import DepositEvent
-from ledger import chain, trade_numbers
-from ledger.chain import ChainKey
-from ledger.chain_keys import KeyRing, key_for_new_links
-from ledger.store import QmarkCursor, StoreLocked
+from ledger.store import chain, trade_numbers
+from ledger.store.chain import ChainKey
+from ledger.store.chain_keys import KeyRing, key_for_new_links
+from ledger.store.urls import QmarkCursor, StoreLocked
 
 LOOKUP_CHUNK = 500
 """Deposit ids per ``IN`` list: SQLite bounds the parameters of one statement."""

@@ -92,7 +92,7 @@ def load_policy(path: str | Path | None = None) -> DepositPolicy:
     """
     chosen = str(path) if path else os.environ.get(POLICY_ENV_VAR) or None
     if chosen is None:
-        text = files("ledger").joinpath(DEFAULT_POLICY_FILE).read_text(encoding="utf-8")
+        text = files("ledger.app").joinpath(DEFAULT_POLICY_FILE).read_text(encoding="utf-8")
         return parse_policy(text, source="shipped with deposit-ledger")
     file = Path(chosen).expanduser()
     if not file.is_file():
