@@ -164,7 +164,7 @@ def test_an_import_killed_half_way_and_run_again_applies_nothing_twice(run: Run,
     env = {key: value for key, value in os.environ.items() if not key.startswith("DEPOSIT_LEDGER_")}
     env["PYTHONPATH"] = str(ROOT)
     importer = subprocess.Popen(
-        [sys.executable, "-c", "from ledger.faces.cli import main; main()", "--db", str(killed), "import", str(journal)],
+        [sys.executable, "-m", "ledger", "--db", str(killed), "import", str(journal)],
         env=env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,

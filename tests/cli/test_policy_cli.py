@@ -371,7 +371,7 @@ def test_an_appeal_upheld_after_the_refund_is_refunded_by_a_correcting_event(
     cli: Run, food_shop: str, tmp_path: Path
 ) -> None:
     quick = tmp_path / "quick-settlement.toml"
-    default = (Path(__file__).parents[2] / "ledger" / "default_policy.toml").read_text(encoding="utf-8")
+    default = (Path(__file__).parents[2] / "ledger" / "app" / "default_policy.toml").read_text(encoding="utf-8")
     quick.write_text(
         default.replace("settlement_window_days = 90", "settlement_window_days = 1").replace(
             "appeal_window_days = 30", "appeal_window_days = 1"

@@ -54,7 +54,7 @@ def rebuilt_store(bulk_store: Path, tmp_path_factory: pytest.TempPathFactory) ->
 def _start(path: Path, *command: str) -> subprocess.Popen[bytes]:
     # This tree's code, not whatever is installed.
     return subprocess.Popen(
-        [sys.executable, "-c", "from ledger.cli import main; main()", "--db", str(path), *command],
+        [sys.executable, "-m", "ledger", "--db", str(path), *command],
         cwd=path.parent,
         env={**os.environ, "PYTHONPATH": str(ROOT)},
         stdout=subprocess.DEVNULL,
