@@ -7,8 +7,8 @@ from collections.abc import Sequence
 import pytest
 
 from ledger import DepositLedger
-from ledger.audit import Auditor, ViewPosition
-from ledger.store import Store
+from ledger.store.urls import Store
+from ledger.tools.audit import Auditor, ViewPosition
 from projections.view import Cursor, Positioned
 from tests.conftest import FakeClock
 from tests.ledger.stores import fill_behind
