@@ -372,14 +372,18 @@ class PolicyHistory(BaseModel):
             first = self.versions[0]
             assert first.effective_from is not None
             raise Refused(
-                f"no deposit policy was in force at {moment.isoformat()}: "
-                f"the first, {first.version}, takes effect at {first.effective_from.isoformat()}"
+                f"no deposit policy was in force at {moment.astimezone(UTC).isoformat()}: "
+                f"the first, {first.version}, takes effect at {first.effective_from.astimezone(UTC).isoformat()}"
             )
         return self.versions[position]
 
     def terms_at(self, moment: datetime) -> DepositTerms:
         """The time limits in force at ``moment``, with every version's appeal window for older deductions."""
         return self.in_force_at(moment).terms.model_copy(update={"appeal_windows": self.appeal_windows()})
+
+    def appeal_window_for(self, deducted_at: datetime) -> AppealWindowVersion:
+        """The appeal window of a deduction made at ``deducted_at``, as :class:`DepositTerms` grants it."""
+        return DepositTerms(appeal_windows=self.appeal_windows()).appeal_window_for(deducted_at)
 
     def appeal_windows(self) -> tuple[AppealWindowVersion, ...]:
         """Each version's appeal window and when it took effect, oldest first."""

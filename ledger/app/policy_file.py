@@ -1,10 +1,13 @@
 """Reading the deposit policy from a TOML file: the shipped default, ``--policy`` or the environment.
 
-The file is parsed with the standard library's ``tomllib`` (TOML floats become
-``Decimal``, so ``0.10`` stays exactly one tenth), its shape is checked with
-pydantic, its amounts are converted to integer minor units of each site's
-currency, and the result is validated once more as a :class:`DepositPolicy`.
-Every mistake found is named by its key, all of them on one line:
+The file holds one version (its keys at the top) or several (``[[versions]]``,
+each complete, each but the first with its ``effective_from``). It is parsed
+with the standard library's ``tomllib`` (TOML floats become ``Decimal``, so
+``0.10`` stays exactly one tenth), its shape is checked with pydantic, its
+amounts are converted to integer minor units of each site's currency, and the
+result is validated once more as a :class:`PolicyHistory`. Every mistake found
+is named by its key (``versions[2].`` first, counting from 1, in a file of
+versions), all of them on one line:
 ``policy my.toml: sites.CN.required.food: amount 40.001 has more decimals than CNY allows (2)``.
 """
 
@@ -12,7 +15,7 @@ from __future__ import annotations
 
 import os
 import tomllib
-from datetime import timedelta
+from datetime import datetime, timedelta
 from decimal import Decimal
 from importlib.resources import files
 from pathlib import Path
@@ -20,8 +23,9 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, ValidationError, model_validator
 
-from domain import DeductionReason, DepositPolicy, MalformedInput
+from domain import DeductionReason, MalformedInput, PolicyHistory
 from domain.money import normalise_currency, to_minor
+from domain.policy import MAX_POLICY_VERSIONS
 
 POLICY_ENV_VAR = "DEPOSIT_LEDGER_POLICY"
 """Names the policy file when ``--policy`` does not."""
@@ -73,19 +77,20 @@ class SiteEntry(BaseModel):
 
 
 class PolicyEntry(BaseModel):
-    """The whole file, as written."""
+    """One version of the policy, as written: the whole file, or one of its ``[[versions]]``."""
 
     model_config = ConfigDict(extra="forbid")
 
     version: StrictStr
+    effective_from: datetime | None = None
     settlement_window_days: StrictInt = Field(ge=1, le=MAX_DAYS)
     top_up_deadline_days: StrictInt = Field(ge=1, le=MAX_DAYS)
     appeal_window_days: StrictInt = Field(ge=1, le=MAX_DAYS)
     sites: dict[str, SiteEntry] = Field(min_length=1)
 
 
-def load_policy(path: str | Path | None = None) -> DepositPolicy:
-    """The policy in ``path``, else in ``$DEPOSIT_LEDGER_POLICY``, else the one shipped with the package.
+def load_policy(path: str | Path | None = None) -> PolicyHistory:
+    """The policy's versions in ``path``, else in ``$DEPOSIT_LEDGER_POLICY``, else the one shipped with the package.
 
     Any problem (no such file, bad TOML, a wrong key or amount) is one
     ``MalformedInput`` line naming the file.
@@ -106,24 +111,48 @@ def load_policy(path: str | Path | None = None) -> DepositPolicy:
     return parse_policy(text, source=chosen)
 
 
-def parse_policy(text: str, *, source: str) -> DepositPolicy:
-    """Parse and validate a policy's TOML text; ``source`` names it in error messages."""
+def parse_policy(text: str, *, source: str) -> PolicyHistory:
+    """Parse and validate a policy's TOML text, of one version or several; ``source`` names it in errors."""
     try:
         raw = tomllib.loads(text, parse_float=Decimal)
     except tomllib.TOMLDecodeError as error:
         raise MalformedInput(f"policy {source}: not valid TOML: {error}") from None
+    if "versions" not in raw:
+        return _history(source, [_version_fields(raw, "", source)], several=False)
+    beside = sorted(key for key in raw if key != "versions")
+    if beside:
+        raise _mistakes(
+            source, [f"{key}: unknown key beside [[versions]]: each version holds its own" for key in beside]
+        )
+    written = raw["versions"]
+    if not isinstance(written, list) or not written or not all(isinstance(entry, dict) for entry in written):
+        raise _mistakes(source, ["versions: expected one [[versions]] table or more"])
+    if len(written) > MAX_POLICY_VERSIONS:
+        raise _mistakes(source, [f"versions: at most {MAX_POLICY_VERSIONS} versions, not {len(written)}"])
+    versions = [_version_fields(entry, f"versions[{number}].", source) for number, entry in enumerate(written, 1)]
+    return _history(source, versions, several=True)
+
+
+def _version_fields(raw: dict[str, Any], where: str, source: str) -> dict[str, Any]:
+    # One version's fields for the domain, or a MalformedInput naming every mistake under ``where``.
     try:
         entry = PolicyEntry.model_validate(raw)
     except ValidationError as error:
-        raise _mistakes(source, _pydantic_mistakes(error)) from None
+        raise _mistakes(source, _pydantic_mistakes(error, where)) from None
     mistakes: list[str] = []
     fields = _domain_fields(entry, mistakes)
+    if entry.effective_from is not None and entry.effective_from.tzinfo is None:
+        mistakes.append("effective_from: give the time with its UTC offset, e.g. 2026-06-01T00:00:00+08:00")
     if mistakes:
-        raise _mistakes(source, mistakes)
+        raise _mistakes(source, [f"{where}{mistake}" for mistake in mistakes])
+    return fields
+
+
+def _history(source: str, versions: list[dict[str, Any]], *, several: bool) -> PolicyHistory:
     try:
-        return DepositPolicy.model_validate(fields)
+        return PolicyHistory.model_validate({"versions": versions})
     except ValidationError as error:
-        raise _mistakes(source, _pydantic_mistakes(error)) from None
+        raise _mistakes(source, _pydantic_mistakes(error, "", several=several)) from None
 
 
 def _domain_fields(entry: PolicyEntry, mistakes: list[str]) -> dict[str, Any]:
@@ -157,6 +186,7 @@ def _domain_fields(entry: PolicyEntry, mistakes: list[str]) -> dict[str, Any]:
         }
     return {
         "version": entry.version,
+        "effective_from": entry.effective_from,
         "settlement_window": timedelta(days=entry.settlement_window_days),
         "top_up_deadline": timedelta(days=entry.top_up_deadline_days),
         "appeal_window": timedelta(days=entry.appeal_window_days),
@@ -213,20 +243,26 @@ _FILE_KEYS = {"rate": "share", "floor_minor": "floor", "cap_minor": "cap", "amou
 """The domain's field names of a penalty, as the file spells them."""
 
 
-def _file_key(location: tuple[int | str, ...]) -> str:
+def _file_key(location: tuple[int | str, ...], *, several: bool) -> str:
     # Name a mistake as the file's key: drop pydantic's "[key]" marker and the domain's
-    # "penalty.<kind>" level, and use the file's spelling of the field.
+    # "penalty.<kind>" level, and use the file's spelling of the field. The domain's history
+    # names a version by its index: the file's reader counts [[versions]] from 1, and a file
+    # of one version has no such level.
     parts = [str(part) for part in location if part != "[key]"]
+    prefix = ""
+    if len(location) >= 2 and location[0] == "versions" and isinstance(location[1], int):
+        prefix = f"versions[{location[1] + 1}]" if several else ""
+        parts = parts[2:]
     if "penalty" in parts:
         at = parts.index("penalty")
         parts[at:] = [_FILE_KEYS.get(part, part) for part in parts[at + 2 :]]
-    return ".".join(part.removesuffix("_minor") for part in parts)
+    return ".".join([prefix] * bool(prefix) + [part.removesuffix("_minor") for part in parts])
 
 
-def _pydantic_mistakes(error: ValidationError) -> list[str]:
+def _pydantic_mistakes(error: ValidationError, where: str, *, several: bool = False) -> list[str]:
     mistakes = []
     for problem in error.errors():
-        where = _file_key(problem["loc"])
+        key = _file_key(problem["loc"], several=several)
         pattern = str(problem.get("ctx", {}).get("pattern", ""))
         words = [words for start, words in _PATTERN_WORDS if pattern.startswith(start)]
         if problem["type"] == "extra_forbidden":
@@ -238,7 +274,9 @@ def _pydantic_mistakes(error: ValidationError) -> list[str]:
         else:
             message = problem["msg"].removeprefix("Value error, ")
             message = message[:1].lower() + message[1:]
-        mistakes.append(f"{where}: {message}" if where else message)
+        mistakes.append(
+            f"{where}{key}: {message}" if key else f"{where.removesuffix('.')}: {message}" if where else message
+        )
     return mistakes
 
 

@@ -41,6 +41,7 @@ from domain import (
     Opened,
     OutdatedSnapshot,
     Paid,
+    PolicyHistory,
     Refused,
     ShopAlreadyOpen,
     ShopDeposit,
@@ -254,7 +255,7 @@ class DepositLedger(Application[UUID]):
         actor: str | None = None,
         clock: Clock = utc_now,
         settlement_window: timedelta | None = None,
-        policy: DepositPolicy | str | Path | None = None,
+        policy: PolicyHistory | DepositPolicy | str | Path | None = None,
         env: dict[str, str] | None = None,
         inline_views: bool | None = None,
         migrate: bool = True,
@@ -264,9 +265,10 @@ class DepositLedger(Application[UUID]):
         ``actor`` names who the commands are recorded for unless a command says
         otherwise (default: the operating-system user); ``clock`` supplies the
         recording time and the default effective time. ``policy`` is the deposit
-        policy or its TOML file (default: ``$DEPOSIT_LEDGER_POLICY``, else the one
-        shipped with the package), read when a command first needs it;
-        ``settlement_window`` replaces the policy's (for tests).
+        policy (its versions, or a single one) or its TOML file (default:
+        ``$DEPOSIT_LEDGER_POLICY``, else the one shipped with the package), read
+        when a command first needs it; each command applies the version in force
+        at its effective time. ``settlement_window`` replaces every version's (for tests).
 
         ``inline_views`` (default: ``$DEPOSIT_LEDGER_INLINE_VIEWS``, else on) keeps
         the views current inside each command's transaction, so a command's
@@ -287,7 +289,7 @@ class DepositLedger(Application[UUID]):
         self.clock = clock
         self._policy_choice = policy
         self._settlement_window = settlement_window
-        self._policy: DepositPolicy | None = None
+        self._policies: PolicyHistory | None = None
         self._batch: Batch | None = None
         self._cache: OrderedDict[UUID, ShopDeposit] = OrderedDict()
         self._cache_lock = threading.Lock()
@@ -423,18 +425,25 @@ class DepositLedger(Application[UUID]):
         if chosen and site_code is None:
             raise MalformedInput("categories need a site: the policy prices categories per site")
         policy_version: str | None = None
+        effective_at = self._effective_at(at)
+        # The version in force when the shop opens; "now" is read here, a moment before its stamp.
+        opened_at = effective_at or self.clock()
         if required is None:
             if site_code is None or not chosen:
                 raise MalformedInput("give the required amount, or a site and categories to derive it from the policy")
-            code = self._site_currency(site_code, currency)
-            required_minor = self.policy.requirement_minor(site_code, chosen)
-            policy_version = self.policy.version
+            policy = self.policy_at(opened_at)
+            code = self._site_currency(policy, site_code, currency)
+            required_minor = policy.requirement_minor(site_code, chosen)
+            policy_version = policy.version
         else:
-            code = normalise_currency(currency) if currency is not None else self._site_currency(site_code, None)
+            code = (
+                normalise_currency(currency)
+                if currency is not None
+                else self._site_currency(self.policy_at(opened_at), site_code, None)
+            )
             required_minor = to_minor(required, code)
             if chosen and site_code is not None:
-                self.policy.requirement_minor(site_code, chosen)  # names any category the policy lacks
-        effective_at = self._effective_at(at)
+                self.policy_at(opened_at).requirement_minor(site_code, chosen)  # names any category it lacks
         actor = self._actor(actor)
 
         def attempt() -> CommandResult:
@@ -531,12 +540,12 @@ class DepositLedger(Application[UUID]):
             raise MalformedInput("give an amount or an order value, not both: the order value prices by the policy")
         chosen_reason = parse_choice(DeductionReason, reason, "reason")
         effective_at = self._effective_at(at)
-        policy = self.policy
+        policies = self.policies
         if amount is None:
             return self._change(
                 shop_id,
                 lambda deposit, stamp: deposit.deduct_by_policy(
-                    policy=policy,
+                    policy=policies.in_force_at(stamp.effective_at),
                     reason=chosen_reason,
                     case_id=case,
                     order_value_minor=None if order_value is None else to_minor(order_value, deposit.currency),
@@ -554,7 +563,7 @@ class DepositLedger(Application[UUID]):
                 case_id=case,
                 note=note,
                 stamp=stamp,
-                terms=policy.terms,
+                terms=policies.terms_at(stamp.effective_at),
             ),
             effective_at,
             actor,
@@ -608,10 +617,12 @@ class DepositLedger(Application[UUID]):
         case_id = parse_case_id(case)
         note = edge.text(note, "note")
         effective_at = self._effective_at(at)
-        terms = self.policy.terms
+        policies = self.policies
         return self._change(
             shop_id,
-            lambda deposit, stamp: deposit.appeal(case_id=case_id, note=note, stamp=stamp, terms=terms),
+            lambda deposit, stamp: deposit.appeal(
+                case_id=case_id, note=note, stamp=stamp, terms=policies.terms_at(stamp.effective_at)
+            ),
             effective_at,
             actor,
         )
@@ -632,11 +643,11 @@ class DepositLedger(Application[UUID]):
         case_id = parse_case_id(case)
         note = edge.text(note, "note")
         effective_at = self._effective_at(at)
-        terms = self.policy.terms
+        policies = self.policies
         return self._change(
             shop_id,
             lambda deposit, stamp: deposit.resolve_appeal(
-                case_id=case_id, upheld=upheld, note=note, stamp=stamp, terms=terms
+                case_id=case_id, upheld=upheld, note=note, stamp=stamp, terms=policies.terms_at(stamp.effective_at)
             ),
             effective_at,
             actor,
@@ -658,10 +669,12 @@ class DepositLedger(Application[UUID]):
         if not added and not removed:
             raise MalformedInput("give categories to add or to remove")
         effective_at = self._effective_at(at)
-        policy = self.policy
+        policies = self.policies
         return self._change(
             shop_id,
-            lambda deposit, stamp: deposit.change_categories(policy=policy, add=added, remove=removed, stamp=stamp),
+            lambda deposit, stamp: deposit.change_categories(
+                policy=policies.in_force_at(stamp.effective_at), add=added, remove=removed, stamp=stamp
+            ),
             effective_at,
             actor,
         )
@@ -672,9 +685,12 @@ class DepositLedger(Application[UUID]):
         """Bring the shop's requirement in line with the policy in force (a new version)."""
         shop_id = parse_shop_id(shop_id)
         effective_at = self._effective_at(at)
-        policy = self.policy
+        policies = self.policies
         return self._change(
-            shop_id, lambda deposit, stamp: deposit.apply_policy(policy=policy, stamp=stamp), effective_at, actor
+            shop_id,
+            lambda deposit, stamp: deposit.apply_policy(policy=policies.in_force_at(stamp.effective_at), stamp=stamp),
+            effective_at,
+            actor,
         )
 
     def refund_excess(
@@ -691,13 +707,15 @@ class DepositLedger(Application[UUID]):
         """The merchant closes the shop voluntarily; settlement is due after the window."""
         shop_id = parse_shop_id(shop_id)
         effective_at = self._effective_at(at)
+        policies = self.policies
+
+        def close(deposit: ShopDeposit, stamp: Stamp) -> None:
+            policy = policies.in_force_at(stamp.effective_at)
+            deposit.close(settlement_window=policy.settlement_window, stamp=stamp, policy_version=policy.version)
+
         return self._change(
             shop_id,
-            _always_changes(
-                lambda deposit, stamp: deposit.close(
-                    settlement_window=self.policy.settlement_window, stamp=stamp, policy_version=self.policy.version
-                )
-            ),
+            _always_changes(close),
             effective_at,
             actor,
         )
@@ -706,10 +724,12 @@ class DepositLedger(Application[UUID]):
         """Refund what remains to the channels it came from, once settlement is due and no appeal is possible."""
         shop_id = parse_shop_id(shop_id)
         effective_at = self._effective_at(at)
-        terms = self.policy.terms
+        policies = self.policies
         return self._change(
             shop_id,
-            _always_changes(lambda deposit, stamp: deposit.refund(stamp=stamp, terms=terms)),
+            _always_changes(
+                lambda deposit, stamp: deposit.refund(stamp=stamp, terms=policies.terms_at(stamp.effective_at))
+            ),
             effective_at,
             actor,
         )
@@ -722,10 +742,12 @@ class DepositLedger(Application[UUID]):
         case_id = parse_case_id(case)
         reason = edge.text(reason, "reason")
         effective_at = self._effective_at(at)
-        terms = self.policy.terms
+        policies = self.policies
         return self._change(
             shop_id,
-            lambda deposit, stamp: deposit.write_off(case_id=case_id, reason=reason, stamp=stamp, terms=terms),
+            lambda deposit, stamp: deposit.write_off(
+                case_id=case_id, reason=reason, stamp=stamp, terms=policies.terms_at(stamp.effective_at)
+            ),
             effective_at,
             actor,
         )
@@ -747,19 +769,33 @@ class DepositLedger(Application[UUID]):
     # ------------------------------------------------------------------ queries
 
     @property
-    def policy(self) -> DepositPolicy:
-        """The deposit policy in force, read on first use (with the settlement-window override, if any)."""
-        if self._policy is None:
+    def policies(self) -> PolicyHistory:
+        """Every version of the deposit policy, read on first use (with the settlement-window override, if any)."""
+        if self._policies is None:
             choice = self._policy_choice
-            policy = choice if isinstance(choice, DepositPolicy) else load_policy(choice)
+            if isinstance(choice, DepositPolicy):
+                choice = PolicyHistory.of(choice)
+            policies = choice if isinstance(choice, PolicyHistory) else load_policy(choice)
             if self._settlement_window is not None:
-                policy = policy.model_copy(update={"settlement_window": self._settlement_window})
-            self._policy = policy
-        return self._policy
+                window = {"settlement_window": self._settlement_window}
+                policies = PolicyHistory(
+                    versions=tuple(policy.model_copy(update=window) for policy in policies.versions)
+                )
+            self._policies = policies
+        return self._policies
+
+    def policy_at(self, moment: datetime) -> DepositPolicy:
+        """The version of the deposit policy in force at ``moment`` (``Refused`` before the first)."""
+        return self.policies.in_force_at(moment)
+
+    @property
+    def policy(self) -> DepositPolicy:
+        """The version of the deposit policy in force now, by the ledger's clock."""
+        return self.policy_at(self.clock())
 
     @property
     def settlement_window(self) -> timedelta:
-        """How long after a voluntary closure the refund waits: the policy's, unless overridden."""
+        """How long after a voluntary closure the refund waits, now: the policy's, unless overridden."""
         return self.policy.settlement_window
 
     def deposit(self, shop_id: str) -> ShopDeposit:
@@ -1083,15 +1119,15 @@ class DepositLedger(Application[UUID]):
                 figures.apply(event)
         return figures
 
-    def _site_currency(self, site: str | None, currency: str | None) -> str:
+    def _site_currency(self, policy: DepositPolicy, site: str | None, currency: str | None) -> str:
         # The currency a policy-derived deposit is kept in; a --currency given beside it must agree.
-        if site is None or (site not in self.policy.sites and currency is not None):
+        if site is None or (site not in policy.sites and currency is not None):
             if currency is None:
                 raise MalformedInput("give a currency, or a site the policy prices")
             return normalise_currency(currency)
-        code = self.policy.site(site).currency
+        code = policy.site(site).currency
         if currency is not None and normalise_currency(currency) != code:
-            raise MalformedInput(f"policy {self.policy.version} keeps site {site} deposits in {code}, not {currency}")
+            raise MalformedInput(f"policy {policy.version} keeps site {site} deposits in {code}, not {currency}")
         return code
 
     def _change(

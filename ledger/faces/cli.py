@@ -24,7 +24,7 @@ from rich.console import Console
 from domain import Channel, LedgerError, MalformedInput, deposit_id
 from ledger.app.parse import parse_choice, parse_shop_id, parse_time
 from ledger.app.policy_file import load_policy
-from ledger.app.service import CommandResult, DepositLedger
+from ledger.app.service import CommandResult, DepositLedger, utc_now
 from ledger.app.settings import refuse_library_variables
 from ledger.faces.demo import run_demo
 from ledger.faces.feeds.commands import relay_command, webhooks_app
@@ -39,7 +39,7 @@ from ledger.faces.reports import (
     history_table,
     import_table,
     policy_json,
-    policy_table,
+    policy_tables,
     progress_bar,
     projection_json,
     projections_table,
@@ -348,12 +348,15 @@ def refund_excess_command(ctx: typer.Context, shop: Shop, at: AtOption = None, a
 
 @app.command("policy")
 def policy_command(ctx: typer.Context, as_json: JsonOption = False) -> None:
-    """The deposit policy in force: requirements per category and the violation catalogue, per site."""
-    policy = load_policy(ctx.obj.policy)
+    """The deposit policy's versions, and which is in force: requirements per category and the catalogue, per site."""
+    policies = load_policy(ctx.obj.policy)
+    now = utc_now()
     if as_json:
-        _print_json(policy_json(policy))
+        _print_json(policy_json(policies, now))
     else:
-        Console().print(policy_table(policy))
+        console = Console()
+        for table in policy_tables(policies, now):
+            console.print(table)
 
 
 @app.command("close")

@@ -12,7 +12,7 @@ import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, Literal
 
 from rich import box
@@ -22,7 +22,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 from rich.text import Text
 
-from domain import DepositEvent, DepositPolicy, DepositState, listed_figures
+from domain import DepositEvent, DepositPolicy, DepositState, PolicyHistory, Refused, listed_figures
 from domain.events import event_fields
 from domain.money import format_minor
 from domain.reconciliation import BillReconciled
@@ -250,8 +250,34 @@ def audit_table(rows: list[AuditRow], *, title: str) -> FittedTable:
     return FittedTable(title, columns, cells)
 
 
-def policy_json(policy: DepositPolicy) -> dict[str, Any]:
-    """The ``policy --json`` object: version, time limits in days, each site's figures in major units."""
+def in_force_or_first(policies: PolicyHistory, now: datetime) -> DepositPolicy | None:
+    """The version in force at ``now``; ``None`` while the first has yet to take effect."""
+    try:
+        return policies.in_force_at(now)
+    except Refused:
+        return None
+
+
+def policy_json(policies: PolicyHistory, now: datetime) -> dict[str, Any]:
+    """The ``policy --json`` object: the version in force (its keys as ever), its ``effective_from``, every version.
+
+    Before the first version takes effect the top-level keys describe that first
+    version; each entry of ``versions`` says whether it is ``in_force``.
+    """
+    in_force = in_force_or_first(policies, now)
+    shown = in_force or policies.versions[0]
+    versions = [
+        {**_policy_version_json(policy), "effective_from": _effective_from(policy), "in_force": policy is in_force}
+        for policy in policies.versions
+    ]
+    return {**_policy_version_json(shown), "effective_from": _effective_from(shown), "versions": versions}
+
+
+def _effective_from(policy: DepositPolicy) -> str | None:
+    return None if policy.effective_from is None else _iso(policy.effective_from.astimezone(UTC))
+
+
+def _policy_version_json(policy: DepositPolicy) -> dict[str, Any]:
     sites: dict[str, Any] = {}
     for code, site in policy.sites.items():
         violations: dict[str, Any] = {}
@@ -276,10 +302,18 @@ def policy_json(policy: DepositPolicy) -> dict[str, Any]:
     }
 
 
-def policy_table(policy: DepositPolicy) -> FittedTable:
-    """The policy in force: the requirement per category and the catalogue, site by site."""
+def policy_tables(policies: PolicyHistory, now: datetime) -> list[FittedTable]:
+    """Every version of the policy, oldest first: when it takes effect, its requirements and catalogue by site."""
+    in_force = in_force_or_first(policies, now)
+    several = len(policies.versions) > 1
+    return [_policy_table(policy, in_force=several and policy is in_force) for policy in policies.versions]
+
+
+def _policy_table(policy: DepositPolicy, *, in_force: bool) -> FittedTable:
+    since = "" if policy.effective_from is None else f", from {_table_time(policy.effective_from.astimezone(UTC))}"
+    now = " (in force)" if in_force else ""
     title = (
-        f"Deposit policy {policy.version}: settlement {policy.settlement_window.days} days, "
+        f"Deposit policy {policy.version}{since}{now}: settlement {policy.settlement_window.days} days, "
         f"top-up {policy.top_up_deadline.days} days, appeal {policy.appeal_window.days} days"
     )
     rows = []

@@ -161,7 +161,7 @@ def test_the_policy_can_be_given_as_an_object_and_the_settlement_window_overridd
 
 
 def test_the_settlement_window_defaults_to_the_shipped_policy_s(ledger: DepositLedger) -> None:
-    assert ledger.settlement_window == load_policy().settlement_window == timedelta(days=90)
+    assert ledger.settlement_window == load_policy().latest.settlement_window == timedelta(days=90)
 
 
 @pytest.fixture
@@ -206,8 +206,8 @@ def test_the_sites_zones_are_known_on_a_machine_without_zone_data(tmp_path: Path
     # Windows and slim containers have no /usr/share/zoneinfo: zoneinfo then reads the zones
     # from the tzdata package, a dependency. An empty search path stands for such a machine.
     check = (
-        "from datetime import datetime, UTC; from ledger.policy_file import load_policy; "
-        "zone = load_policy().sites['CN'].zone(); "
+        "from datetime import datetime, UTC; from ledger.app.policy_file import load_policy; "
+        "zone = load_policy().latest.sites['CN'].zone(); "
         "print(datetime(2025, 1, 6, 23, 30, tzinfo=UTC).astimezone(zone).isoformat())"
     )
     environment = {**os.environ, "PYTHONTZPATH": str(tmp_path)}

@@ -35,6 +35,7 @@ from domain import (
     DeductionReversed,
     DepositEvent,
     DepositState,
+    PolicyHistory,
     Refused,
     RequirementChanged,
     Stamp,
@@ -79,15 +80,18 @@ JUST_AFTER = timedelta(milliseconds=1)
 """Deadlines are kept to the millisecond: the first such moment after an appeal window's last one."""
 
 
-def deadlines_set_by(event: DepositEvent, card: ShopCard, position: int, appeal_window: timedelta) -> list[Deadline]:
-    """The deadlines an event starts: a top-up clock, a settlement window, a deduction's appeal window."""
+def deadlines_set_by(event: DepositEvent, card: ShopCard, position: int, policies: PolicyHistory) -> list[Deadline]:
+    """The deadlines an event starts: a top-up clock, a settlement window, a deduction's appeal window.
+
+    A deduction's window is the one of the policy version in force when it was made.
+    """
     deadlines = []
     if isinstance(event, Deducted | RequirementChanged) and event.top_up_due is not None:
         deadlines.append(Deadline(card.shop_id, SHOP_RESTRICTED, event.top_up_due, position))
     if isinstance(event, Deducted) and not event.settles_debt:
         # A new deduction can be appealed until its window ends, and a refund waits for that:
         # the refund may first fall due just after it (decided then, like any deadline).
-        window_ends_at = event.effective_at + appeal_window
+        window_ends_at = event.effective_at + policies.appeal_window_for(event.effective_at).appeal_window
         first_after = window_ends_at - timedelta(microseconds=window_ends_at.microsecond % 1000) + JUST_AFTER
         deadlines.append(Deadline(card.shop_id, REFUND_DUE, first_after, position))
     if isinstance(event, ClosureRequested | AppealRejected | DeductionReversed) and event.settlement_due is not None:
@@ -189,7 +193,7 @@ def _refund_allowed(ledger: DepositLedger, state: DepositState, due_at: datetime
     assert deposit is not None
     try:
         trial = Stamp(effective_at=due_at, recorded_at=due_at, actor=RELAY_ACTOR)
-        deposit.refund(stamp=trial, terms=ledger.policy.terms)
+        deposit.refund(stamp=trial, terms=ledger.policies.terms_at(due_at))
     except Refused:
         return False
     return True

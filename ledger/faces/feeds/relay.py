@@ -247,7 +247,7 @@ class Relay:
                     for notice_type, notice in event_notices(self.ledger, event, card, position, len(made)):
                         if subscription.wants(notice_type):
                             made.append(notice)
-                    for deadline in deadlines_set_by(event, card, position, self.ledger.policy.terms.appeal_window):
+                    for deadline in deadlines_set_by(event, card, position, self.ledger.policies):
                         if subscription.wants(deadline.notice_type):
                             noted.append(deadline)
                             waiting.setdefault(card.shop_id, []).append(deadline)
