@@ -11,6 +11,9 @@ same run:
 - **floor**: a bare psycopg ``INSERT`` of one row shaped like a stored ``Paid``
   event (same columns, same state size) per transaction, from 1 and from 8
   connections: what the server does for a commit and nothing else;
+- **naive eventsourcing peer, 1 writer**: a plain ``eventsourcing`` application
+  (:mod:`benchmarks.naive_peer`): get an aggregate, one event, save, on the
+  library's own PostgreSQL recorder;
 - **pay, 1 writer**, and **pay, 8 writers** on 8 shops: the ledger's throughput;
 - **pay, 8 writers, one shop**: all eight on the same deposit, taking turns;
 - **pay, 8 writers, views to workers**: ``inline_views=False``, the events are
@@ -47,6 +50,7 @@ from eventsourcing.persistence import JSONTranscoder
 from rich.console import Console
 from rich.table import Table
 
+from benchmarks.naive_peer import peer_writer
 from domain import Channel, ShopDeposit, Stamp
 from ledger import DepositLedger
 from ledger.store.mapper import DepositMapper
@@ -175,6 +179,8 @@ def measure(base_url: str, commands: int) -> list[Result]:
         for writers in (1, WRITERS):
             floors: list[Target] = [(_floor_writer, (url, "floor_events", state, commands)) for _ in range(writers)]
             results.append(_run_processes(f"floor: bare INSERT, {writers} connection(s)", floors, commands))
+    with _schema(base_url) as url:
+        results.append(_run_processes("naive eventsourcing peer, 1 writer", [(peer_writer, (url, commands))], commands))
     cases = [
         ("pay, 1 writer", [f"solo-{n}" for n in range(1)], True),
         (f"pay, {WRITERS} writers, {WRITERS} shops", [f"shop-{n}" for n in range(WRITERS)], True),
