@@ -17,6 +17,7 @@ from collections.abc import Iterator
 from datetime import date
 from typing import IO
 
+from domain.money import format_minor
 from ledger.tools.reconcile.bill import (
     MAX_LINE_FIELDS,
     BillLine,
@@ -65,6 +66,8 @@ PAYMENT_TYPE = "交易"
 REFUND_TYPE = "退款"
 TABLE_END = "业务明细列表结束"
 _START_DATE = re.compile(r"起始日期：\[(\d{4})年(\d{2})月(\d{2})日")
+_FOOTER_TOTALS = re.compile(r"^#(交易|退款)合计：(\d+)笔，商家实收(?:退款)?共：([^元]*)元")
+"""``#交易合计：2笔，商家实收共：2999.99元，...`` and ``#退款合计：1笔，商家实收退款共：-1000.00元，...``."""
 
 
 class AlipayBill:
@@ -80,6 +83,8 @@ class AlipayBill:
         self.totals: BillTotals | None = None
         self.ignored = 0
         self._number = 0
+        # Per business type (交易, 退款): the rows read and the sum of 商家实收 as signed in the file.
+        self._sums = {PAYMENT_TYPE: [0, 0], REFUND_TYPE: [0, 0]}
 
     def __iter__(self) -> Iterator[BillLine]:
         """The payments and refunds, in file order; ``BillMalformed`` names the first line that is not."""
@@ -128,9 +133,22 @@ class AlipayBill:
         self.day = stated
 
     def _read_footer(self, rows: Iterator[list[str]]) -> None:
+        # The footer's totals, where it has them, must be the table's: else the file was altered.
         for row in rows:
             if row and not row[0].strip().startswith("#") and any(field.strip() for field in row):
                 raise BillMalformed(self._number, "a table row after the end of the table")
+            found = _FOOTER_TOTALS.match(",".join(row).strip())
+            if found is None:
+                continue
+            business, count, amount = found.group(1), int(found.group(2)), found.group(3)
+            stated = parse_yuan(amount, self._number, f"{business}合计")
+            read, summed = self._sums[business]
+            if (count, stated) != (read, summed):
+                raise BillMalformed(
+                    self._number,
+                    f"the footer's {business}合计 says {count} rows and {amount} yuan, "
+                    f"the table holds {read} rows and {format_minor(summed, 'CNY')}",
+                )
 
     def _line(self, row: list[str], index: dict[str, int]) -> BillLine | None:
         number = self._number
@@ -154,7 +172,11 @@ class AlipayBill:
         trade_no = fields["支付宝交易号"]
         if not trade_no:
             raise BillMalformed(number, "支付宝交易号 is empty")
-        amount = abs(parse_yuan(fields["商家实收"], number, "商家实收（元）"))
+        signed = parse_yuan(fields["商家实收"], number, "商家实收（元）")
+        totals = self._sums[business]
+        totals[0] += 1
+        totals[1] += signed
+        amount = abs(signed)
         if amount == 0:
             raise BillMalformed(number, "商家实收（元） is zero")
         fee = abs(parse_yuan(fields["服务费"] or "0", number, "服务费（元）"))

@@ -78,6 +78,13 @@ class BillTotals:
 
 def parse_yuan(text: str, line: int, column: str) -> int:
     """An amount in yuan (``"12.30"``, ``"-0.06"``) as integer fen; ``BillMalformed`` otherwise."""
+    whole, dot, fraction = text.partition(".")
+    if dot and len(fraction) == 2 and 0 < len(whole) <= 15 and (whole + fraction).isdecimal() and text.isascii():
+        # The common form, read without the pattern (bills hold millions of amounts).
+        fen = int(whole) * 100 + int(fraction)
+        if fen > MAX_AMOUNT_MINOR:
+            raise BillMalformed(line, f"{column} {text!r} is beyond the ledger's largest amount")
+        return fen
     found = _YUAN.match(text.strip())
     if found is None:
         raise BillMalformed(line, f"{column} {text!r} is not an amount in yuan")
@@ -110,6 +117,11 @@ def day_bounds(day: date) -> tuple[datetime, datetime]:
     """The UTC start and end (exclusive) of a bill day."""
     start = datetime(day.year, day.month, day.day, tzinfo=BEIJING).astimezone(UTC)
     return start, start + timedelta(days=1)
+
+
+def utc_second(moment: datetime) -> str:
+    """A moment as both sides are matched on: UTC to the second with a Z (text order is time order)."""
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def check_field(text: str, line: int) -> None:

@@ -29,7 +29,7 @@ import sqlite3
 import tempfile
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
-from datetime import UTC, date, datetime, timedelta
+from datetime import date, timedelta
 from pathlib import Path
 from typing import IO, Any, Protocol
 
@@ -38,8 +38,8 @@ from eventsourcing.persistence import Mapper
 from domain import Channel, MalformedInput
 from ledger.store.urls import Store
 from ledger.tools.reconcile.alipay import AlipayBill
-from ledger.tools.reconcile.bill import BillLine, day_bounds
-from ledger.tools.reconcile.ledger_side import ledger_entries, shops_by_deposit
+from ledger.tools.reconcile.bill import BillLine, day_bounds, utc_second
+from ledger.tools.reconcile.ledger_side import ledger_rows
 from ledger.tools.reconcile.report import NEAR_MIDNIGHT, OUTCOMES, Entry, ReconciliationReport, Side
 from ledger.tools.reconcile.wechat_pay import WeChatPayBill
 
@@ -139,10 +139,9 @@ def _prepare(work: sqlite3.Connection) -> None:
         "currency TEXT, amount INTEGER, at TEXT, key TEXT, seq INTEGER)"
     )
     work.execute(
-        "CREATE TABLE ledger (id INTEGER PRIMARY KEY, kind TEXT, trade_no TEXT, deposit TEXT, currency TEXT, "
-        "amount INTEGER, at TEXT, seq INTEGER)"
+        "CREATE TABLE ledger (id INTEGER PRIMARY KEY, kind TEXT, trade_no TEXT, deposit TEXT, shop_id TEXT, "
+        "currency TEXT, amount INTEGER, at TEXT, seq INTEGER)"
     )
-    work.execute("CREATE TABLE shops (deposit TEXT PRIMARY KEY, shop_id TEXT) WITHOUT ROWID")
     work.execute(
         "CREATE TABLE outcome (outcome TEXT, at TEXT, ref TEXT, kind TEXT, currency TEXT, shop_id TEXT, "
         "ledger_amount INTEGER, channel_amount INTEGER, refund_no TEXT, line INTEGER)"
@@ -170,7 +169,7 @@ def _load_bill(work: sqlite3.Connection, bill: Bill) -> tuple[Side, dict[str, in
                 line.refund_no,
                 line.currency,
                 line.amount_minor,
-                _text(line.at),
+                utc_second(line.at),
             )
 
     _insert(
@@ -183,19 +182,16 @@ def _load_bill(work: sqlite3.Connection, bill: Bill) -> tuple[Side, dict[str, in
 
 
 def _load_ledger(work: sqlite3.Connection, store: Store, mapper: Mapper[Any], channel: Channel) -> None:
-    entries = (
-        (entry.kind.value, entry.trade_no, entry.deposit, entry.currency, entry.amount_minor, _text(entry.at))
-        for entry in ledger_entries(store, mapper, channel.value)
-    )
     _insert(
-        work, "INSERT INTO ledger (kind, trade_no, deposit, currency, amount, at) VALUES (?, ?, ?, ?, ?, ?)", entries
+        work,
+        "INSERT INTO ledger (kind, trade_no, deposit, shop_id, currency, amount, at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+        ledger_rows(store, mapper, channel.value),
     )
-    _insert(work, "INSERT OR IGNORE INTO shops (deposit, shop_id) VALUES (?, ?)", shops_by_deposit(store))
 
 
 def _match(work: sqlite3.Connection, day: date) -> tuple[dict[str, int], Side]:
     start, end = day_bounds(day)
-    inner_start, inner_end = _text(start + MIDNIGHT_WINDOW), _text(end - MIDNIGHT_WINDOW)
+    inner_start, inner_end = utc_second(start + MIDNIGHT_WINDOW), utc_second(end - MIDNIGHT_WINDOW)
     statements = [
         "CREATE INDEX ledger_key ON ledger (kind, trade_no, amount, at, id)",
         # Rule 1: the trade number, else the merchant's order number.
@@ -216,18 +212,16 @@ def _match(work: sqlite3.Connection, day: date) -> tuple[dict[str, int], Side]:
         # Rule 2: every bill line, paired or not.
         "INSERT INTO outcome SELECT CASE WHEN l.id IS NULL THEN 'missing_in_ledger' "
         "WHEN l.amount = b.amount AND l.currency = b.currency THEN 'matched' ELSE 'amount_mismatch' END, "
-        "b.at, b.key, b.kind, b.currency, s.shop_id, l.amount, b.amount, b.refund_no, b.line "
-        "FROM bill b LEFT JOIN ledger l ON l.kind = b.kind AND l.trade_no = b.key AND l.seq = b.seq "
-        "LEFT JOIN shops s ON s.deposit = l.deposit",
+        "b.at, b.key, b.kind, b.currency, l.shop_id, l.amount, b.amount, b.refund_no, b.line "
+        "FROM bill b LEFT JOIN ledger l ON l.kind = b.kind AND l.trade_no = b.key AND l.seq = b.seq",
         # Rule 3: the day's ledger entries that no bill line took.
         "INSERT INTO outcome SELECT CASE WHEN l.at >= ? AND l.at < ? THEN 'missing_in_channel' ELSE ? END, "
-        "l.at, l.trade_no, l.kind, l.currency, s.shop_id, l.amount, NULL, NULL, NULL "
+        "l.at, l.trade_no, l.kind, l.currency, l.shop_id, l.amount, NULL, NULL, NULL "
         "FROM ledger l LEFT JOIN bill b ON b.kind = l.kind AND b.key = l.trade_no AND b.seq = l.seq "
-        "LEFT JOIN shops s ON s.deposit = l.deposit "
         "WHERE b.line IS NULL AND l.at >= ? AND l.at < ?",
         "CREATE INDEX outcome_order ON outcome (outcome, at, ref, line)",
     ]
-    day_range = (_text(start), _text(end))
+    day_range = (utc_second(start), utc_second(end))
     parameters: dict[int, tuple[Any, ...]] = {3: day_range, 7: (inner_start, inner_end, NEAR_MIDNIGHT, *day_range)}
     for number, statement in enumerate(statements):
         work.execute(statement, parameters.get(number, ()))
@@ -272,11 +266,6 @@ def _insert(work: sqlite3.Connection, statement: str, rows: Iterable[tuple[Any, 
     if batch:
         work.executemany(statement, batch)
     work.execute("COMMIT")
-
-
-def _text(moment: datetime) -> str:
-    # UTC to the second with a Z: text order is time order, and the report prints it as it is.
-    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 __all__ = ["MIDNIGHT_WINDOW", "open_bill", "reconcile_bill"]

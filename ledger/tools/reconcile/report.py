@@ -21,6 +21,12 @@ OUTCOMES = ("matched", "missing_in_ledger", "missing_in_channel", "amount_mismat
 DISCREPANCIES = OUTCOMES[1:]
 """The outcomes that make a reconciliation fail (exit 1)."""
 
+WRITE_BATCH = 10_000
+"""Entries encoded between two writes of the JSON report."""
+
+_ENCODE = json.JSONEncoder(ensure_ascii=False).encode
+"""One encoder for every entry: ``json.dumps`` with options builds a new one per call."""
+
 NEAR_MIDNIGHT = "near_midnight"
 """Ledger entries within the midnight window that this bill lacks: the neighbouring day's bill may hold them."""
 
@@ -144,10 +150,14 @@ class ReconciliationReport:
         out.write(json.dumps(head, ensure_ascii=False, indent=2)[:-2] + ",\n")
         for number, outcome in enumerate((*OUTCOMES, NEAR_MIDNIGHT)):
             out.write(f'  "{outcome}": [')
+            pending: list[str] = []
             for index, entry in enumerate(self.entries(outcome)):
-                out.write(("," if index else "") + "\n    " + json.dumps(entry.as_json(), ensure_ascii=False))
-                if index % 10_000 == 9_999:
+                pending.append(("," if index else "") + "\n    " + _ENCODE(entry.as_json()))
+                if len(pending) == WRITE_BATCH:
+                    out.write("".join(pending))
                     out.flush()
+                    pending.clear()
+            out.write("".join(pending))
             closing = "\n  ]" if self.counts[outcome] else "]"
             out.write(closing + ("," if number < len(OUTCOMES) else "") + "\n")
         out.write("}\n")

@@ -5,18 +5,22 @@ a header row of column names, one row per payment or refund with every field
 prefixed by a backtick (so that spreadsheets keep long numbers as text), then a
 summary header (总交易单数, 应结订单总金额, ...) and one summary row, also
 backticked. Amounts in yuan, times in Beijing time. The reader checks the
-summary's count against the rows it read: a truncated download is
-refused, not reconciled.
+summary against the rows it read: its count, and each money total against the
+sum of its column (:data:`SUMMED_COLUMNS`), so a truncated or altered download
+is refused, not reconciled.
 """
 
 from __future__ import annotations
 
 import csv
 from collections.abc import Iterator
-from datetime import date
+from datetime import date, datetime
+from itertools import repeat
 from typing import IO
 
+from domain.money import format_minor
 from ledger.tools.reconcile.bill import (
+    MAX_FIELD_LENGTH,
     MAX_LINE_FIELDS,
     BillLine,
     BillMalformed,
@@ -89,6 +93,17 @@ REFUND_STATUS = "REFUND"
 REVOKED_STATUS = "REVOKED"
 
 
+SUMMED_COLUMNS = {
+    "应结订单总金额": "应结订单金额",
+    "退款总金额": "退款金额",
+    "充值券退款总金额": "充值券退款金额",
+    "手续费总金额": "手续费",
+    "订单总金额": "订单金额",
+    "申请退款总金额": "申请退款金额",
+}
+"""Each money total of the summary row and the detail column it sums, over every detail row it counts."""
+
+
 class WeChatPayBill:
     """Reads one trade bill: iterate for its lines; ``day``, ``totals`` and ``ignored`` once read."""
 
@@ -101,6 +116,8 @@ class WeChatPayBill:
         self.totals: BillTotals | None = None
         self.ignored = 0
         self._number = 0
+        self._sums: dict[str, int] = {}
+        self._last_time: tuple[str, datetime] = ("", datetime.min)
 
     def __iter__(self) -> Iterator[BillLine]:
         """The payments and refunds, in file order; ``BillMalformed`` names the first line that is not."""
@@ -109,12 +126,14 @@ class WeChatPayBill:
         if header is None:
             raise BillMalformed(1, "the file is empty: not a WeChat Pay trade bill")
         index = _header_index(header, self._number)
+        summed = [(column, index[column]) for column in SUMMED_COLUMNS.values() if column in index]
+        self._sums = dict.fromkeys((column for column, _ in summed), 0)
         count = 0
         for row in rows:
             if row and row[0] == SUMMARY_COLUMNS[0]:
                 self._read_summary(rows, tuple(row), count)
                 return
-            line = self._line(row, index)
+            line = self._line(row, index, summed)
             if line is None:
                 continue
             count += 1
@@ -132,52 +151,64 @@ class WeChatPayBill:
                 text = text.removeprefix("\ufeff")
             yield text
 
-    def _line(self, row: list[str], index: dict[str, int]) -> BillLine | None:
+    def _line(self, row: list[str], index: dict[str, int], summed: list[tuple[str, int]]) -> BillLine | None:
         number = self._number
         if len(row) != len(index) or len(row) > MAX_LINE_FIELDS:
             raise BillMalformed(number, f"{len(row)} fields where the header has {len(index)}")
-        fields = {}
-        for name, position in index.items():
-            value = row[position]
-            check_field(value, number)
-            if not value.startswith("`"):
-                raise BillMalformed(number, f"{name} {value!r} lacks the backtick every field of a bill row has")
-            fields[name] = value[1:].strip()
-        status = fields["交易状态"]
+        # Whole-row checks first (a million lines a bill): which field failed is looked up only then.
+        if max(map(len, row)) > MAX_FIELD_LENGTH:
+            for value in row:
+                check_field(value, number)
+        if not all(map(str.startswith, row, repeat("`"))):
+            name, value = next((name, row[i]) for name, i in index.items() if not row[i].startswith("`"))
+            raise BillMalformed(number, f"{name} {value!r} lacks the backtick every field of a bill row has")
+        for column, position in summed:
+            self._sums[column] += parse_yuan(row[position][1:], number, column)
+        status = row[index["交易状态"]][1:].strip()
         if status == REVOKED_STATUS:
             self.ignored += 1  # a payment cancelled the same day: no money moved
             return None
         if status not in (PAYMENT_STATUS, REFUND_STATUS):
             raise BillMalformed(number, f"交易状态 {status!r}: expected SUCCESS, REFUND or REVOKED")
-        at = parse_beijing_time(fields["交易时间"], number, "交易时间")
-        day = beijing_day(at)
-        if self.day is None:
-            self.day = day
-        elif day != self.day:
-            raise BillMalformed(number, f"交易时间 {fields['交易时间']} is not on the bill's day {self.day}")
-        trade_no = fields["微信订单号"]
+        at = self._time(row[index["交易时间"]][1:].strip(), number)
+        trade_no = row[index["微信订单号"]][1:].strip()
         if not trade_no:
             raise BillMalformed(number, "微信订单号 is empty")
-        fee = parse_yuan(fields["手续费"], number, "手续费")
-        if status == PAYMENT_STATUS:
-            kind, amount = LineKind.PAYMENT, parse_yuan(fields["应结订单金额"], number, "应结订单金额")
+        fee = parse_yuan(row[index["手续费"]][1:], number, "手续费")
+        payment = status == PAYMENT_STATUS
+        if payment:
+            kind, amount = LineKind.PAYMENT, parse_yuan(row[index["应结订单金额"]][1:], number, "应结订单金额")
+            refund_no = ""
         else:
-            kind, amount = LineKind.REFUND, parse_yuan(fields["退款金额"], number, "退款金额")
+            kind, amount = LineKind.REFUND, parse_yuan(row[index["退款金额"]][1:], number, "退款金额")
+            refund_no = _field(row, index, "微信退款单号") or _field(row, index, "商户退款单号")
         if amount <= 0:
             raise BillMalformed(number, f"{kind} amount {amount / 100:.2f} is not above zero")
         return BillLine(
             line=number,
             kind=kind,
             trade_no=trade_no,
-            order_no=fields["商户订单号"],
-            refund_no=""
-            if kind is LineKind.PAYMENT
-            else fields.get("微信退款单号", "") or fields.get("商户退款单号", ""),
-            currency=fields["货币种类"] or "CNY",
+            order_no=row[index["商户订单号"]][1:].strip(),
+            refund_no=refund_no,
+            currency=_field(row, index, "货币种类") or "CNY",
             amount_minor=amount,
-            fee_minor=abs(fee) if kind is LineKind.PAYMENT else -abs(fee),
+            fee_minor=abs(fee) if payment else -abs(fee),
             at=at,
         )
+
+    def _time(self, text: str, number: int) -> datetime:
+        # A bill is in time order, a dozen lines a second: the previous line's time is read once.
+        last_text, last = self._last_time
+        if text == last_text:
+            return last
+        at = parse_beijing_time(text, number, "交易时间")
+        day = beijing_day(at)
+        if self.day is None:
+            self.day = day
+        elif day != self.day:
+            raise BillMalformed(number, f"交易时间 {text} is not on the bill's day {self.day}")
+        self._last_time = (text, at)
+        return at
 
     def _read_summary(self, rows: Iterator[list[str]], header: tuple[str, ...], count: int) -> None:
         if header != SUMMARY_COLUMNS:
@@ -189,17 +220,30 @@ class WeChatPayBill:
         figures = dict(zip(SUMMARY_COLUMNS, (value[1:].strip() for value in values), strict=True))
         if not figures["总交易单数"].isdigit() or int(figures["总交易单数"]) != count + self.ignored:
             raise BillMalformed(number, f"the summary counts {figures['总交易单数']} rows, the bill holds {count}")
-        stated = (
-            parse_yuan(figures["应结订单总金额"], number, "应结订单总金额"),
-            parse_yuan(figures["退款总金额"], number, "退款总金额"),
-            parse_yuan(figures["手续费总金额"], number, "手续费总金额"),
-        )
+        stated = {total: parse_yuan(figures[total], number, total) for total in SUMMED_COLUMNS}
+        # Each money total is its column's sum over the rows it counts: a total that
+        # disagrees is a bill altered or cut and completed, never reconciled.
+        for total, column in SUMMED_COLUMNS.items():
+            if column in self._sums and stated[total] != self._sums[column]:
+                said, summed = format_minor(stated[total], "CNY"), format_minor(self._sums[column], "CNY")
+                raise BillMalformed(
+                    number, f"the summary's {total} {said} is not the sum of {column} over the rows, {summed}"
+                )
         for extra in rows:
             if any(field.strip() for field in extra):
                 raise BillMalformed(self._number, "text after the summary row")
-        # Only the count is held against the rows: how WeChat Pay sums refund rows' settled
-        # amounts is not documented, and a reader must not refuse a genuine bill.
-        self.totals = BillTotals(lines=count, amount_minor=stated[0], refunds_minor=stated[1], fees_minor=stated[2])
+        self.totals = BillTotals(
+            lines=count,
+            amount_minor=stated["应结订单总金额"],
+            refunds_minor=stated["退款总金额"],
+            fees_minor=stated["手续费总金额"],
+        )
+
+
+def _field(row: list[str], index: dict[str, int], name: str) -> str:
+    # An optional column's value without its backtick, empty where the bill has no such column.
+    position = index.get(name)
+    return "" if position is None else row[position][1:].strip()
 
 
 def _header_index(header: list[str], number: int) -> dict[str, int]:

@@ -118,6 +118,48 @@ MALFORMED = [
         id="wechat-summary-count",
     ),
     pytest.param(
+        "wechat_pay",
+        WECHAT.replace(b"`2,`2000.00,", b"`2,`2000.01,"),
+        5,
+        "the summary's 应结订单总金额 2000.01 is not the sum of 应结订单金额 over the rows, 2000.00",
+        id="wechat-summary-settled",
+    ),
+    pytest.param(
+        "wechat_pay",
+        WECHAT.replace(b",`300.00,`0.00,`10.20,", b",`301.00,`0.00,`10.20,"),
+        5,
+        "the summary's 退款总金额 301.00 is not the sum of 退款金额 over the rows, 300.00",
+        id="wechat-summary-refunds",
+    ),
+    pytest.param(
+        "wechat_pay",
+        WECHAT.replace(b"`10.20,", b"`10.21,"),
+        5,
+        "the summary's 手续费总金额 10.21 is not the sum of 手续费 over the rows, 10.20",
+        id="wechat-summary-fees",
+    ),
+    pytest.param(
+        "wechat_pay",
+        WECHAT.replace(b"`2000.00,`300.00\r\n", b"`2000.00,`300.10\r\n"),
+        5,
+        "the summary's 申请退款总金额 300.10 is not the sum of 申请退款金额 over the rows, 300.00",
+        id="wechat-summary-asked-refunds",
+    ),
+    pytest.param(
+        "alipay",
+        ALIPAY.replace("商家实收共：2000.00元".encode("gbk"), "商家实收共：1999.00元".encode("gbk")),
+        9,
+        "the footer's 交易合计 says 1 rows and 1999.00 yuan, the table holds 1 rows and 2000.00",
+        id="alipay-footer-payments",
+    ),
+    pytest.param(
+        "alipay",
+        ALIPAY.replace("#退款合计：1笔".encode("gbk"), "#退款合计：2笔".encode("gbk")),
+        10,
+        "the footer's 退款合计 says 2 rows and -300.00 yuan, the table holds 1 rows and -300.00",
+        id="alipay-footer-refunds",
+    ),
+    pytest.param(
         "alipay", ALIPAY.replace("业务明细列表结束".encode("gbk"), b"x"), 8, "a # line inside the table", id="no-end"
     ),
     pytest.param("alipay", ALIPAY.replace("完成时间".encode("gbk"), b"xx"), 5, "unknown columns", id="alipay-header"),
