@@ -13,12 +13,13 @@ wechat_pay --json`` over them, its report thrown away. Its wall time, CPU time
 and peak resident memory (its own, from ``wait4``) are printed and written as
 JSON to ``benchmarks/results/``.
 
-Building the full store takes several minutes, so a store and bill are kept in
-the user's cache folder (``$XDG_CACHE_HOME`` or ``~/.cache``, then
+Building the full store takes several minutes, so the store is kept in the
+user's cache folder (``$XDG_CACHE_HOME`` or ``~/.cache``, then
 ``deposit-ledger/benchmarks/``), never in the repository, under a name made of
-the payment count and a hash of the code that built them: changing
-:func:`build` builds afresh. A build is written under a temporary name and
-renamed when complete, so an interrupted build is never reused. Before the
+the payment count and a hash of the code that built it: changing
+:func:`build_store` builds afresh. A build is written under a temporary name
+and renamed when complete, so an interrupted build is never reused. The bill
+takes seconds and is written afresh beside it each run. Before the
 measured run an untimed child opens the store once, so that a store cached by
 an older release is brought to this one's tables outside the figures.
 ``--no-cache`` builds in a temporary folder, deleted afterwards.
@@ -41,6 +42,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
+from typing import Any
 
 PAYMENTS_PER_SHOP = 24
 SHOPS_PER_SAVE = 400
@@ -53,19 +55,20 @@ PLANTED = 3
 RESULTS = Path(__file__).parent / "results"
 
 
-def build(folder: Path, payments: int) -> None:
-    """The store ``folder/store.db`` and the bill ``folder/bill.csv`` of ``payments`` payments."""
+def payment_time(number: int, payments: int) -> datetime:
+    """When payment ``number`` of ``payments`` was made: spread over the day, away from midnight."""
+    seconds_apart = 86_000 / payments
+    return DAY_START + timedelta(seconds=300 + number * seconds_apart)
+
+
+def build_store(folder: Path, payments: int) -> None:
+    """The store ``folder/store.db`` of ``payments`` payments (rounded down to whole shops)."""
     from domain import Channel, ShopDeposit, Stamp
     from ledger import DepositLedger
-    from ledger.tools.reconcile.wechat_pay import COLUMNS, SUMMARY_COLUMNS
 
     recorded_at = DAY_START + timedelta(days=2)
     ledger = DepositLedger(str(folder / "store.db"), actor="benchmark", clock=lambda: recorded_at)
     shops = payments // PAYMENTS_PER_SHOP
-    seconds_apart = 86_000 / payments  # every payment inside the day, away from midnight
-
-    def at(number: int) -> datetime:
-        return DAY_START + timedelta(seconds=300 + number * seconds_apart)
 
     def deposit(shop: int) -> ShopDeposit:
         stamp = Stamp(effective_at=DAY_START - timedelta(days=1), recorded_at=recorded_at, actor="benchmark")
@@ -74,7 +77,7 @@ def build(folder: Path, payments: int) -> None:
         )
         for payment in range(PAYMENTS_PER_SHOP):
             number = payment * shops + shop
-            stamp = Stamp(effective_at=at(number), recorded_at=recorded_at, actor="benchmark")
+            stamp = Stamp(effective_at=payment_time(number, payments), recorded_at=recorded_at, actor="benchmark")
             opened.pay(
                 amount_minor=10_000, channel=Channel.WECHAT_PAY, trade_no=f"42{number:016d}", payer=None, stamp=stamp
             )
@@ -86,26 +89,41 @@ def build(folder: Path, payments: int) -> None:
     finally:
         ledger.close()
 
-    total = shops * PAYMENTS_PER_SHOP
-    with (folder / "bill.csv").open("w", encoding="utf-8", newline="") as bill:
+
+def write_bill(target: Path, payments: int) -> None:
+    """That day's WeChat Pay trade bill of the store's payments, with the planted discrepancies, at ``target``."""
+    from ledger.tools.reconcile.wechat_pay import COLUMNS, SUMMARY_COLUMNS
+
+    total = payments // PAYMENTS_PER_SHOP * PAYMENTS_PER_SHOP
+    settled = fees = lines = 0
+
+    def line(fields: list[str]) -> str:
+        return ",".join("`" + field for field in fields) + "\r\n"
+
+    partial = target.with_name(target.name + ".part")
+    with partial.open("w", encoding="utf-8", newline="") as bill:
         bill.write(",".join(COLUMNS) + "\r\n")
         for number in range(total):
             if number == total // 3:
                 continue  # a payment the channel never made
-            amount = "99.99" if number == 2 else "100.00"
-            moment = at(number).strftime("%Y-%m-%d %H:%M:%S")
+            amount = 9999 if number == 2 else 10_000
+            yuan = f"{amount // 100}.{amount % 100:02d}"
+            moment = payment_time(number, payments).strftime("%Y-%m-%d %H:%M:%S")
             fields = [moment, "wx2421b1c4370ec43b", "10000100", "0", "", f"42{number:016d}", f"O{number}", "oU"]
-            fields += ["JSAPI", "SUCCESS", "CMB_CREDIT", "CNY", amount, "0.00", "0", "0", "0.00", "0.00", "", ""]
-            fields += ["店铺保证金", "", "0.60", "0.60%", amount, "0.00", ""]
-            bill.write(",".join("`" + field for field in fields) + "\r\n")
-        moment = at(total // 2).strftime("%Y-%m-%d %H:%M:%S")
+            fields += ["JSAPI", "SUCCESS", "CMB_CREDIT", "CNY", yuan, "0.00", "0", "0", "0.00", "0.00", "", ""]
+            fields += ["店铺保证金", "", "0.60", "0.60%", yuan, "0.00", ""]
+            bill.write(line(fields))
+            settled, fees, lines = settled + amount, fees + 60, lines + 1
+        moment = payment_time(total // 2, payments).strftime("%Y-%m-%d %H:%M:%S")
         unknown = [moment, "wx", "10000100", "0", "", "4299999999999999", "O-x", "oU", "JSAPI", "SUCCESS", "CMB"]
         unknown += ["CNY", "5.00", "0.00", "0", "0", "0.00", "0.00", "", "", "x", "", "0.03", "0.60%", "5.00"]
         unknown += ["0.00", ""]
-        bill.write(",".join("`" + field for field in unknown) + "\r\n")
+        bill.write(line(unknown))
+        settled, fees, lines = settled + 500, fees + 3, lines + 1
         bill.write(",".join(SUMMARY_COLUMNS) + "\r\n")
-        summary = [str(total), "0.00", "0.00", "0.00", "0.00", "0.00", "0.00"]
-        bill.write(",".join("`" + field for field in summary) + "\r\n")
+        settled_yuan, fees_yuan = f"{settled // 100}.{settled % 100:02d}", f"{fees // 100}.{fees % 100:02d}"
+        bill.write(line([str(lines), settled_yuan, "0.00", "0.00", fees_yuan, settled_yuan, "0.00"]))
+    partial.replace(target)
 
 
 def prepare(folder: Path) -> None:
@@ -121,16 +139,25 @@ def cache_folder() -> Path:
     return Path(base) / "deposit-ledger" / "benchmarks"
 
 
+def _code_hash(*functions: Any) -> str:
+    source = "".join(inspect.getsource(function) for function in functions) + repr(PAYMENTS_PER_SHOP)
+    return hashlib.sha256(source.encode()).hexdigest()[:12]
+
+
 @contextmanager
 def built(payments: int, *, cache: bool) -> Iterator[tuple[Path, float | None]]:
-    """A folder holding the store and bill of ``payments`` payments, and the build's seconds (None: cached)."""
+    """A folder holding the store and ``bill.csv`` of ``payments`` payments, and the store's build seconds.
+
+    The seconds are None when the store came from the cache. The bill is cheap beside the
+    store: it is written afresh each run, so changing the bill never rebuilds the store.
+    """
     if not cache:
         with tempfile.TemporaryDirectory() as name:
             build_s, _, _ = _child("_build", name, str(payments))
+            _child("_bill", name, str(payments))
             yield Path(name), build_s
         return
-    code = hashlib.sha256(inspect.getsource(build).encode() + repr(PAYMENTS_PER_SHOP).encode()).hexdigest()[:12]
-    folder = cache_folder() / f"reconcile_bill-{payments}-{code}"
+    folder = cache_folder() / f"reconcile_bill-{payments}-{_code_hash(payment_time, build_store)}"
     build_s = None
     if not folder.exists():
         folder.parent.mkdir(parents=True, exist_ok=True)
@@ -141,6 +168,7 @@ def built(payments: int, *, cache: bool) -> Iterator[tuple[Path, float | None]]:
         except BaseException:
             shutil.rmtree(partial, ignore_errors=True)
             raise
+    _child("_bill", str(folder), str(payments))
     yield folder, build_s
 
 
@@ -215,7 +243,9 @@ def main(argv: list[str] | None = None) -> None:
 
 if __name__ == "__main__":
     if len(sys.argv) > 1 and sys.argv[1] == "_build":
-        build(Path(sys.argv[2]), int(sys.argv[3]))
+        build_store(Path(sys.argv[2]), int(sys.argv[3]))
+    elif len(sys.argv) > 1 and sys.argv[1] == "_bill":
+        write_bill(Path(sys.argv[2]) / "bill.csv", int(sys.argv[3]))
     elif len(sys.argv) > 1 and sys.argv[1] == "_prepare":
         prepare(Path(sys.argv[2]))
     elif len(sys.argv) > 1 and sys.argv[1] == "_reconcile":
