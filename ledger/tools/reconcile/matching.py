@@ -106,8 +106,8 @@ def reconcile_bill(
                 pass
             if bill.day is None:
                 raise MalformedInput("the bill holds no line to tell its day: give --date")
-            _load_ledger(work, store, mapper, channel)
-            counts, ledger_side = _match(work, bill.day)
+            ledger_side = _load_ledger(work, store, mapper, channel, bill.day)
+            counts = _match(work, bill.day)
             yield ReconciliationReport(
                 channel=channel.value,
                 bill_date=bill.day,
@@ -156,11 +156,14 @@ def _load_bill(work: sqlite3.Connection, bill: Bill) -> tuple[Side, dict[str, in
 
     def rows() -> Iterator[tuple[Any, ...]]:
         nonlocal lines
+        at, at_text = None, ""
         for line in bill:
             lines += 1
             side.add(line.kind, line.currency, line.amount_minor)
             fees = charged if line.fee_minor >= 0 else returned
             fees[line.currency] = fees.get(line.currency, 0) + abs(line.fee_minor)
+            if line.at is not at:  # the lines of one second share their time: formatted once
+                at, at_text = line.at, utc_second(line.at)
             yield (
                 line.line,
                 line.kind.value,
@@ -169,46 +172,60 @@ def _load_bill(work: sqlite3.Connection, bill: Bill) -> tuple[Side, dict[str, in
                 line.refund_no,
                 line.currency,
                 line.amount_minor,
-                utc_second(line.at),
+                at_text,
+                line.trade_no,
             )
 
     _insert(
         work,
-        "INSERT INTO bill (line, kind, trade_no, order_no, refund_no, currency, amount, at) "
-        "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+        "INSERT INTO bill (line, kind, trade_no, order_no, refund_no, currency, amount, at, key, seq) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 1)",
         rows(),
     )
     return side, charged, returned, lines
 
 
-def _load_ledger(work: sqlite3.Connection, store: Store, mapper: Mapper[Any], channel: Channel) -> None:
+def _load_ledger(work: sqlite3.Connection, store: Store, mapper: Mapper[Any], channel: Channel, day: date) -> Side:
+    # The ledger's totals of the bill's day are summed on the way in, not by a scan afterwards.
+    start, end = (utc_second(moment) for moment in day_bounds(day))
+    side = Side()
+
+    def rows() -> Iterator[tuple[Any, ...]]:
+        for row in ledger_rows(store, mapper, channel.value):
+            if start <= row[6] < end:
+                side.add(row[0], row[4], row[5])
+            yield row
+
     _insert(
         work,
-        "INSERT INTO ledger (kind, trade_no, deposit, shop_id, currency, amount, at) VALUES (?, ?, ?, ?, ?, ?, ?)",
-        ledger_rows(store, mapper, channel.value),
+        "INSERT INTO ledger (kind, trade_no, deposit, shop_id, currency, amount, at, seq) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?, 1)",
+        rows(),
     )
+    return side
 
 
-def _match(work: sqlite3.Connection, day: date) -> tuple[dict[str, int], Side]:
+def _match(work: sqlite3.Connection, day: date) -> dict[str, int]:
     start, end = day_bounds(day)
     inner_start, inner_end = utc_second(start + MIDNIGHT_WINDOW), utc_second(end - MIDNIGHT_WINDOW)
+    # Every line and entry was stored keyed by its trade number, first of its key (seq 1):
+    # only the keys that the order number decides, and the keys held more than once, change.
     statements = [
         "CREATE INDEX ledger_key ON ledger (kind, trade_no, amount, at, id)",
         # Rule 1: the trade number, else the merchant's order number.
-        "UPDATE bill SET key = CASE "
-        "WHEN EXISTS (SELECT 1 FROM ledger l WHERE l.kind = bill.kind AND l.trade_no = bill.trade_no) THEN trade_no "
-        "WHEN order_no != '' AND EXISTS "
-        "(SELECT 1 FROM ledger l WHERE l.kind = bill.kind AND l.trade_no = bill.order_no) "
-        "THEN order_no ELSE trade_no END",
+        "UPDATE bill SET key = order_no WHERE order_no != '' "
+        "AND NOT EXISTS (SELECT 1 FROM ledger l WHERE l.kind = bill.kind AND l.trade_no = bill.trade_no) "
+        "AND EXISTS (SELECT 1 FROM ledger l WHERE l.kind = bill.kind AND l.trade_no = bill.order_no)",
+        "CREATE INDEX bill_key ON bill (kind, key, amount, at, line)",
+        # Rule 1 still: several lines or entries of one key pair up in order of amount.
         "UPDATE bill SET seq = numbered.seq FROM (SELECT line, "
-        "row_number() OVER (PARTITION BY kind, key ORDER BY amount, at, line) AS seq FROM bill) AS numbered "
+        "row_number() OVER (PARTITION BY kind, key ORDER BY amount, at, line) AS seq FROM bill "
+        "WHERE (kind, key) IN (SELECT kind, key FROM bill GROUP BY kind, key HAVING COUNT(*) > 1)) AS numbered "
         "WHERE bill.line = numbered.line",
         "UPDATE ledger SET seq = numbered.seq FROM (SELECT id, "
         "row_number() OVER (PARTITION BY kind, trade_no ORDER BY amount, at, id) AS seq FROM ledger "
-        "WHERE (kind, trade_no) IN (SELECT kind, key FROM bill) OR (at >= ? AND at < ?)) AS numbered "
-        "WHERE ledger.id = numbered.id",
-        "CREATE INDEX ledger_pair ON ledger (kind, trade_no, seq)",
-        "CREATE INDEX bill_pair ON bill (kind, key, seq)",
+        "WHERE (kind, trade_no) IN (SELECT kind, trade_no FROM ledger GROUP BY kind, trade_no HAVING COUNT(*) > 1)) "
+        "AS numbered WHERE ledger.id = numbered.id",
         # Rule 2: every bill line, paired or not.
         "INSERT INTO outcome SELECT CASE WHEN l.id IS NULL THEN 'missing_in_ledger' "
         "WHEN l.amount = b.amount AND l.currency = b.currency THEN 'matched' ELSE 'amount_mismatch' END, "
@@ -222,17 +239,12 @@ def _match(work: sqlite3.Connection, day: date) -> tuple[dict[str, int], Side]:
         "CREATE INDEX outcome_order ON outcome (outcome, at, ref, line)",
     ]
     day_range = (utc_second(start), utc_second(end))
-    parameters: dict[int, tuple[Any, ...]] = {3: day_range, 7: (inner_start, inner_end, NEAR_MIDNIGHT, *day_range)}
+    parameters: dict[int, tuple[Any, ...]] = {6: (inner_start, inner_end, NEAR_MIDNIGHT, *day_range)}
     for number, statement in enumerate(statements):
         work.execute(statement, parameters.get(number, ()))
     counts = dict.fromkeys((*OUTCOMES, NEAR_MIDNIGHT), 0)
     counts.update(work.execute("SELECT outcome, COUNT(*) FROM outcome GROUP BY outcome").fetchall())
-    side = Side()
-    for kind, currency, total in work.execute(
-        "SELECT kind, currency, SUM(amount) FROM ledger WHERE at >= ? AND at < ? GROUP BY kind, currency", day_range
-    ):
-        side.add(kind, currency, int(total))
-    return counts, side
+    return counts
 
 
 def _entries(work: sqlite3.Connection, outcome: str) -> Iterator[Entry]:

@@ -104,6 +104,10 @@ SUMMED_COLUMNS = {
 """Each money total of the summary row and the detail column it sums, over every detail row it counts."""
 
 
+AMOUNTS_REMEMBERED = 4096
+"""Distinct amount texts a reader remembers having read (a few hundred KiB at most)."""
+
+
 class WeChatPayBill:
     """Reads one trade bill: iterate for its lines; ``day``, ``totals`` and ``ignored`` once read."""
 
@@ -117,6 +121,7 @@ class WeChatPayBill:
         self.ignored = 0
         self._number = 0
         self._sums: dict[str, int] = {}
+        self._amounts: dict[str, int] = {}
         self._last_time: tuple[str, datetime] = ("", datetime.min)
 
     def __iter__(self) -> Iterator[BillLine]:
@@ -155,15 +160,21 @@ class WeChatPayBill:
         number = self._number
         if len(row) != len(index) or len(row) > MAX_LINE_FIELDS:
             raise BillMalformed(number, f"{len(row)} fields where the header has {len(index)}")
-        # Whole-row checks first (a million lines a bill): which field failed is looked up only then.
-        if max(map(len, row)) > MAX_FIELD_LENGTH:
+        # Whole-row checks first (a million lines a bill), field by field only when they fail:
+        # a row no longer than a field holds no field too long; a row without commas inside
+        # its fields whose every comma is followed by a backtick has every field backticked.
+        joined = ",".join(row)
+        if len(joined) > MAX_FIELD_LENGTH:
             for value in row:
                 check_field(value, number)
-        if not all(map(str.startswith, row, repeat("`"))):
+        if not (joined.startswith("`") and joined.count(",`") == len(row) - 1 == joined.count(",")) and not all(
+            map(str.startswith, row, repeat("`"))
+        ):
             name, value = next((name, row[i]) for name, i in index.items() if not row[i].startswith("`"))
             raise BillMalformed(number, f"{name} {value!r} lacks the backtick every field of a bill row has")
+        sums = self._sums
         for column, position in summed:
-            self._sums[column] += parse_yuan(row[position][1:], number, column)
+            sums[column] += self._yuan(row[position], number, column)
         status = row[index["交易状态"]][1:].strip()
         if status == REVOKED_STATUS:
             self.ignored += 1  # a payment cancelled the same day: no money moved
@@ -174,13 +185,13 @@ class WeChatPayBill:
         trade_no = row[index["微信订单号"]][1:].strip()
         if not trade_no:
             raise BillMalformed(number, "微信订单号 is empty")
-        fee = parse_yuan(row[index["手续费"]][1:], number, "手续费")
+        fee = self._yuan(row[index["手续费"]], number, "手续费")
         payment = status == PAYMENT_STATUS
         if payment:
-            kind, amount = LineKind.PAYMENT, parse_yuan(row[index["应结订单金额"]][1:], number, "应结订单金额")
+            kind, amount = LineKind.PAYMENT, self._yuan(row[index["应结订单金额"]], number, "应结订单金额")
             refund_no = ""
         else:
-            kind, amount = LineKind.REFUND, parse_yuan(row[index["退款金额"]][1:], number, "退款金额")
+            kind, amount = LineKind.REFUND, self._yuan(row[index["退款金额"]], number, "退款金额")
             refund_no = _field(row, index, "微信退款单号") or _field(row, index, "商户退款单号")
         if amount <= 0:
             raise BillMalformed(number, f"{kind} amount {amount / 100:.2f} is not above zero")
@@ -195,6 +206,16 @@ class WeChatPayBill:
             fee_minor=abs(fee) if payment else -abs(fee),
             at=at,
         )
+
+    def _yuan(self, field: str, number: int, column: str) -> int:
+        # A bill repeats few amounts (0.00 in most columns, the deposit's standard sums):
+        # each text is read once, up to a bound on what is remembered.
+        fen = self._amounts.get(field)
+        if fen is None:
+            fen = parse_yuan(field[1:], number, column)
+            if len(self._amounts) < AMOUNTS_REMEMBERED:
+                self._amounts[field] = fen
+        return fen
 
     def _time(self, text: str, number: int) -> datetime:
         # A bill is in time order, a dozen lines a second: the previous line's time is read once.
