@@ -123,8 +123,16 @@ class AuditTrailView(View):
         ]
 
     def index_statements(self, table: str) -> list[str]:
-        """A deposit's rows in order: for the trail of one shop and for the running balance."""
-        return [f"CREATE INDEX IF NOT EXISTS {table}_deposit ON {table} (deposit_id, position)"]
+        """A deposit's rows in order (the trail of one shop, the running balance); the cases' openings by time."""
+        return [
+            f"CREATE INDEX IF NOT EXISTS {table}_deposit ON {table} (deposit_id, position)",
+            f"CREATE INDEX IF NOT EXISTS {table}_case_openings ON {table} (type, effective_at, position) "
+            "WHERE type IN ('HoldPlaced', 'AppealFiled')",
+        ]
+
+    def lookup_index_statements(self, table: str) -> list[str]:
+        """The deposit index alone: :meth:`apply` reads a deposit's last row through it."""
+        return self.index_statements(table)[:1]
 
     def apply(self, cursor: Cursor, table: str, batch: Sequence[Positioned], carry: Carry | None = None) -> None:
         """Append each event's rows, carrying each deposit's frozen balance forward."""
@@ -191,6 +199,29 @@ class AuditTrailView(View):
         return [tuple(row) for row in cursor.fetchall()]
 
     # ------------------------------------------------------------------ queries
+
+    def open_holds(self, cursor: Cursor, limit: int) -> list[AuditRow]:
+        """The ``HoldPlaced`` rows of the holds still open, the oldest first.
+
+        A case is held before it is deducted, never after, and once: its hold is
+        open until a release or a deduction of that case (which takes what it
+        needs and releases the rest).
+        """
+        return self._still_open(cursor, "HoldPlaced", ("HoldReleased", "Deducted"), limit)
+
+    def pending_appeals(self, cursor: Cursor, limit: int) -> list[AuditRow]:
+        """The ``AppealFiled`` rows of the appeals awaiting a decision, the oldest first (filed once per case)."""
+        return self._still_open(cursor, "AppealFiled", ("AppealRejected", "DeductionReversed"), limit)
+
+    def _still_open(self, cursor: Cursor, opening: str, closings: tuple[str, str], limit: int) -> list[AuditRow]:
+        # Read through the openings' index in time order; each is checked against its deposit's later rows.
+        cursor.execute(
+            f"SELECT {_SELECT} FROM {self.table} o WHERE o.type = ? AND NOT EXISTS ("
+            f"SELECT 1 FROM {self.table} c WHERE c.deposit_id = o.deposit_id AND c.position > o.position "
+            "AND c.case_id = o.case_id AND c.type IN (?, ?)) ORDER BY o.effective_at, o.position LIMIT ?",
+            (opening, *closings, limit),
+        )
+        return [_audit_row(row) for row in cursor.fetchall()]
 
     def rows(
         self, cursor: Cursor, deposit: UUID, *, after: tuple[int, int] | None = None, limit: int | None = None

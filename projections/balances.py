@@ -24,7 +24,7 @@ from enum import StrEnum
 from typing import Any, ClassVar
 from uuid import UUID
 
-from pydantic import AwareDatetime
+from pydantic import AwareDatetime, BaseModel, ConfigDict
 
 from domain import Balance, DepositState, Opened, Status
 from projections.view import (
@@ -148,6 +148,9 @@ class BalancesView(View):
             "WHERE phase = 'open' AND shortfall_minor > 0",
             f"CREATE INDEX IF NOT EXISTS {table}_top_up_due ON {table} (top_up_due) WHERE top_up_due IS NOT NULL",
             f"CREATE INDEX IF NOT EXISTS {table}_owing ON {table} (shop_id) WHERE owed_minor > 0",
+            f"CREATE INDEX IF NOT EXISTS {table}_shortfall ON {table} (shortfall_minor, shop_id)",
+            f"CREATE INDEX IF NOT EXISTS {table}_settlement_due ON {table} (settlement_due, shop_id) "
+            "WHERE phase = 'closing'",
         ]
 
     def lookup_index_statements(self, table: str) -> list[str]:
@@ -254,34 +257,171 @@ class BalancesView(View):
         The query seeks to ``after`` in an index ordered by shop id, so a page
         reads about ``limit`` rows however deep it is.
         """
-        conditions: list[str] = []
-        params: list[Any] = []
-        moment = stored_time(now) if now is not None else None
-        if status == Status.RESTRICTED.value or overdue:
-            if moment is None:
-                return []
-            conditions.append(_OVERDUE)
-            params.append(moment)
-        if status is not None and status != Status.RESTRICTED.value:
-            conditions.append("status = ?")
-            params.append(status)
-            if moment is not None:
-                conditions.append(f"NOT ({_OVERDUE})")
-                params.append(moment)
-        if site is not None:
-            conditions.append("site = ?")
-            params.append(site)
-        if must_pay:
-            conditions.append("phase = 'open' AND shortfall_minor > 0")
-        if owing:
-            conditions.append("owed_minor > 0")
+        states, _ = self.page(
+            cursor,
+            after=None if after is None else (after,),
+            limit=limit,
+            status=status,
+            site=site,
+            must_pay=must_pay,
+            overdue=overdue,
+            owing=owing,
+            now=now,
+        )
+        return states
+
+    def page(
+        self,
+        cursor: Cursor,
+        *,
+        order: str = "shop",
+        after: tuple[Any, ...] | None = None,
+        limit: int | None = 50,
+        status: str | None = None,
+        site: str | None = None,
+        must_pay: bool = False,
+        overdue: bool = False,
+        owing: bool = False,
+        now: datetime | None = None,
+    ) -> tuple[list[DepositState], tuple[Any, ...] | None]:
+        """One page of deposits in ``order`` (see :data:`ORDERS`), after the key ``after``; and the next key.
+
+        Keyset pagination: each page starts where the previous one's last row left
+        off, read through an index in the page's order, so the thousandth page
+        costs what the first does. The next key is None on the last page (and
+        without a ``limit``, which reads every deposit that matches).
+        """
+        assert order in ORDERS
+        found = _where(status=status, site=site, must_pay=must_pay, overdue=overdue, owing=owing, now=now)
+        if found is None:
+            return [], None
+        where, params = found
+        conditions = [where.removeprefix(" WHERE ")] if where else []
+        sort, keyed, descending = ORDERS[order]
+        if order == "top_up_due":
+            conditions.append("top_up_due IS NOT NULL")
         if after is not None:
-            conditions.append("shop_id > ?")
-            params.append(after)
-        where = f" WHERE {' AND '.join(conditions)}" if conditions else ""
-        page = page_limit(limit, params)
-        cursor.execute(f"SELECT {_SELECT} FROM {self.table}{where} ORDER BY shop_id{page}", params)
+            if len(after) != len(keyed):
+                raise ValueError("a page key of another order")
+            columns = ", ".join(keyed)
+            marks = ", ".join("?" * len(keyed))
+            conditions.append(f"({columns}) {'<' if descending else '>'} ({marks})")
+            params.extend(after)
+        clause = f" WHERE {' AND '.join(conditions)}" if conditions else ""
+        # One row more than the page: whether there is a next page, without a query of its own.
+        page = page_limit(None if limit is None else limit + 1, params)
+        cursor.execute(f"SELECT {_SELECT} FROM {self.table}{clause} ORDER BY {sort}{page}", params)
+        rows = cursor.fetchall()
+        states = [_balance(row)[0].state(now) for row in rows[:limit]]
+        if limit is None or len(rows) <= limit:
+            return states, None
+        last = rows[limit - 1]
+        return states, tuple(last[_COLUMNS.index(column)] for column in keyed)
+
+    def totals(
+        self,
+        cursor: Cursor,
+        *,
+        status: str | None = None,
+        site: str | None = None,
+        must_pay: bool = False,
+        overdue: bool = False,
+        owing: bool = False,
+        now: datetime | None = None,
+    ) -> list[CurrencyTotals]:
+        """Frozen, held and owed money summed per currency over the deposits the filters keep."""
+        found = _where(status=status, site=site, must_pay=must_pay, overdue=overdue, owing=owing, now=now)
+        if found is None:
+            return []
+        where, params = found
+        cursor.execute(
+            "SELECT currency, COUNT(*), SUM(frozen_minor), SUM(held_minor), SUM(owed_minor) "
+            f"FROM {self.table}{where} GROUP BY currency ORDER BY currency",
+            params,
+        )
+        return [
+            CurrencyTotals(
+                currency=row[0],
+                shops=int(row[1]),
+                frozen_minor=int(row[2]),
+                held_minor=int(row[3]),
+                owed_minor=int(row[4]),
+            )
+            for row in cursor.fetchall()
+        ]
+
+    def overdue_top_ups(self, cursor: Cursor, now: datetime, limit: int) -> list[DepositState]:
+        """Open deposits whose top-up was due by ``now``, the longest overdue first."""
+        cursor.execute(
+            f"SELECT {_SELECT} FROM {self.table} WHERE {_OVERDUE} ORDER BY top_up_due, shop_id LIMIT ?",
+            (stored_time(now), limit),
+        )
         return [_balance(row)[0].state(now) for row in cursor.fetchall()]
+
+    def refunds_due(self, cursor: Cursor, now: datetime, limit: int) -> list[DepositState]:
+        """Closing deposits whose settlement was due by ``now`` (their refund may be paid), oldest first."""
+        cursor.execute(
+            f"SELECT {_SELECT} FROM {self.table} WHERE phase = 'closing' AND settlement_due <= ? "
+            "ORDER BY settlement_due, shop_id LIMIT ?",
+            (stored_time(now), limit),
+        )
+        return [_balance(row)[0].state(now) for row in cursor.fetchall()]
+
+
+ORDERS: dict[str, tuple[str, tuple[str, ...], bool]] = {
+    "shop": ("shop_id", ("shop_id",), False),
+    "shortfall": ("shortfall_minor DESC, shop_id DESC", ("shortfall_minor", "shop_id"), True),
+    "top_up_due": ("top_up_due, shop_id", ("top_up_due", "shop_id"), False),
+}
+"""The orders a page of deposits can be read in: its ORDER BY, the columns of its page key, and whether
+the key descends. By shortfall, the largest first (ties by shop id, descending, so that one index read
+backwards serves the whole order); by top-up deadline, the soonest first, among the shops that have one."""
+
+
+class CurrencyTotals(BaseModel):
+    """The money of the deposits in one currency, summed: what a page of shops shows at its top."""
+
+    model_config = ConfigDict(frozen=True)
+
+    currency: str
+    shops: int
+    frozen_minor: int
+    held_minor: int
+    owed_minor: int
+
+
+def _where(
+    *,
+    status: str | None,
+    site: str | None,
+    must_pay: bool,
+    overdue: bool,
+    owing: bool,
+    now: datetime | None,
+) -> tuple[str, list[Any]] | None:
+    # The WHERE clause of the filters, or None when they can keep nothing (overdue without a "now").
+    conditions: list[str] = []
+    params: list[Any] = []
+    moment = stored_time(now) if now is not None else None
+    if status == Status.RESTRICTED.value or overdue:
+        if moment is None:
+            return None
+        conditions.append(_OVERDUE)
+        params.append(moment)
+    if status is not None and status != Status.RESTRICTED.value:
+        conditions.append("status = ?")
+        params.append(status)
+        if moment is not None:
+            conditions.append(f"NOT ({_OVERDUE})")
+            params.append(moment)
+    if site is not None:
+        conditions.append("site = ?")
+        params.append(site)
+    if must_pay:
+        conditions.append("phase = 'open' AND shortfall_minor > 0")
+    if owing:
+        conditions.append("owed_minor > 0")
+    return (f" WHERE {' AND '.join(conditions)}" if conditions else ""), params
 
 
 @functools.lru_cache(maxsize=64)

@@ -76,7 +76,7 @@ from ledger.store.urls import UNAVAILABLE, Store, StoreLocked, StoreNotMigrated,
 from ledger.tools.audit import Auditor
 from ledger.views.runner import ViewFailed, ViewKeeper, ViewStatus
 from projections.audit_trail import AuditRow, AuditTrailView
-from projections.balances import BalancesView
+from projections.balances import ORDERS, BalancesView, CurrencyTotals
 
 MAX_ATTEMPTS = 8
 """How many times a command is tried when another writer saved the same deposit first."""
@@ -117,6 +117,21 @@ _Result = TypeVar("_Result")
 def utc_now() -> datetime:
     """The current time, timezone-aware, in UTC."""
     return datetime.now(tz=UTC)
+
+
+class WorkQueue(BaseModel):
+    """What waits for the back office, each list the oldest first."""
+
+    model_config = ConfigDict(frozen=True)
+
+    open_holds: list[AuditRow]
+    """The placements of the holds still open."""
+    pending_appeals: list[AuditRow]
+    """The filings of the appeals awaiting a decision."""
+    refunds_due: list[DepositState]
+    """Closing deposits whose settlement is due: their refund may be paid."""
+    overdue_top_ups: list[DepositState]
+    """Open deposits whose top-up is overdue (restricted)."""
 
 
 class ConcurrencyExhausted(LedgerError):
@@ -894,30 +909,88 @@ class DepositLedger(Application[UUID]):
         ``owing`` keeps the deposits with a debt, whatever their status (closed
         and forfeited ones included: their debts are still collected).
         """
-        if status is not None:
-            status = parse_choice(Status, status, "status").value
-        site = edge.optional_text(site, "site")
-        site_code = site.strip().upper() if site is not None else None
-        underfunded = edge.flag(underfunded, "underfunded")
-        overdue = edge.flag(overdue, "overdue")
-        owing = edge.flag(owing, "owing")
+        filters = self._shop_filters(status, site, underfunded, overdue, owing)
         if after is not None:
             after = parse_shop_id(after)
         if limit is not None:
             limit = parse_page_limit(limit)
+        return self._balances().select(self.views.read(), after=after, limit=limit, **filters)
+
+    def shops_page(
+        self,
+        *,
+        order: str = "shop",
+        after: tuple[Any, ...] | None = None,
+        limit: int = 50,
+        status: str | None = None,
+        site: str | None = None,
+        underfunded: bool = False,
+        overdue: bool = False,
+        owing: bool = False,
+    ) -> tuple[list[DepositState], tuple[Any, ...] | None]:
+        """One page of :meth:`shops` in ``order`` (``shop``, ``shortfall``, ``top_up_due``) and the next page's key.
+
+        ``after`` is the key the previous page returned (None: the first page).
+        By shortfall the largest comes first; by top-up deadline the soonest, among
+        the shops that have one.
+        """
+        if order not in ORDERS:
+            raise MalformedInput(f"unknown order {order!r}: expected one of {', '.join(ORDERS)}")
+        limit = parse_page_limit(limit)
+        filters = self._shop_filters(status, site, underfunded, overdue, owing)
+        try:
+            return self._balances().page(self.views.read(), order=order, after=after, limit=limit, **filters)
+        except ValueError:
+            raise MalformedInput("the page key belongs to another order") from None
+
+    def shop_totals(
+        self,
+        *,
+        status: str | None = None,
+        site: str | None = None,
+        underfunded: bool = False,
+        overdue: bool = False,
+        owing: bool = False,
+    ) -> list[CurrencyTotals]:
+        """Frozen, held and owed money per currency over the deposits :meth:`shops` would list."""
+        filters = self._shop_filters(status, site, underfunded, overdue, owing)
+        return self._balances().totals(self.views.read(), **filters)
+
+    def work_queue(self, *, limit: int = 50) -> WorkQueue:
+        """What waits for someone, the oldest first: open holds, appeals to decide, refunds due, overdue top-ups."""
+        limit = parse_page_limit(limit)
+        now = self.clock()
+        cursor = self.views.read()
+        trail = self.views.view(AuditTrailView.name)
+        assert isinstance(trail, AuditTrailView)
+        balances = self._balances()
+        return WorkQueue(
+            open_holds=trail.open_holds(cursor, limit),
+            pending_appeals=trail.pending_appeals(cursor, limit),
+            refunds_due=balances.refunds_due(cursor, now, limit),
+            overdue_top_ups=balances.overdue_top_ups(cursor, now, limit),
+        )
+
+    def _balances(self) -> BalancesView:
         found = self.views.view(BalancesView.name)
         assert isinstance(found, BalancesView)
-        return found.select(
-            self.views.read(),
-            status=status,
-            site=site_code,
-            must_pay=underfunded,
-            overdue=overdue,
-            owing=owing,
-            now=self.clock(),
-            after=after,
-            limit=limit,
-        )
+        return found
+
+    def _shop_filters(
+        self, status: str | None, site: str | None, underfunded: bool, overdue: bool, owing: bool
+    ) -> dict[str, Any]:
+        # The filters of the shop queries, checked at the edge, with the "now" the restriction needs.
+        if status is not None:
+            status = parse_choice(Status, status, "status").value
+        site = edge.optional_text(site, "site")
+        return {
+            "status": status,
+            "site": site.strip().upper() if site is not None else None,
+            "must_pay": edge.flag(underfunded, "underfunded"),
+            "overdue": edge.flag(overdue, "overdue"),
+            "owing": edge.flag(owing, "owing"),
+            "now": self.clock(),
+        }
 
     def audit(self, shop_id: str, *, after: tuple[int, int] | None = None, limit: int | None = None) -> list[AuditRow]:
         """The shop's audit-trail rows, oldest first.

@@ -343,3 +343,11 @@ async def test_bodies_are_bounded(api_factory: Any) -> None:
         )
         assert response.status_code == 413
         assert response.headers["content-type"] == PROBLEM
+
+
+async def test_opening_a_shop_whose_id_is_not_ascii_answers_its_location_percent_encoded(api_factory: Any) -> None:
+    async with api_factory() as api:
+        response = await api.post("/v1/shops", "finance", {"shop_id": "茶馆", "currency": "CNY", "required": "100"})
+        assert response.status_code == 201, response.text
+        assert response.headers["location"] == "/v1/shops/%E8%8C%B6%E9%A6%86"
+        assert (await api.get(response.headers["location"])).json()["shop_id"] == "茶馆"

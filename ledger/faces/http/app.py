@@ -13,6 +13,7 @@ from typing import Any
 
 from fastapi import APIRouter, FastAPI
 
+from ledger.faces import console
 from ledger.faces.feeds import api as webhooks
 from ledger.faces.http.guard import Guard
 from ledger.faces.http.problems import install_problem_handlers
@@ -49,7 +50,7 @@ def create_app(
 ) -> FastAPI:
     """The API on ``store`` (default: ``DEPOSIT_LEDGER_DB``, else ``deposits.db``).
 
-    ``routers`` are mounted after the service's own; ``service_options`` go to
+    ``routers`` are mounted after the service's own, then the console (``/console``); ``service_options`` go to
     :class:`Service` (``max_batch``, ``max_wait_s``, and the ledger's ``policy``,
     ``clock``...). The store is opened when the app starts (its lifespan), and the
     writer finishes its batch in flight when it stops.
@@ -76,5 +77,6 @@ def create_app(
     install_problem_handlers(app)
     for router in (*ROUTERS, *routers):
         app.include_router(router)
+    console.mount(app)
     app.add_middleware(Guard, metrics=service.metrics)
     return app

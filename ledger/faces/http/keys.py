@@ -146,6 +146,18 @@ class ApiKeys:
             row = cursor.fetchone()
         return (str(row[0]), Role(row[1])) if row is not None else None
 
+    def live_role(self, name: str) -> Role | None:
+        """The role of the live key called ``name``; None once it is revoked (or was never created).
+
+        For sessions that remember a key by its name (the console's), so that a
+        revocation ends them at once, as it ends the key's own requests.
+        """
+        with self._lock:
+            cursor = self._connection.cursor()
+            cursor.execute(f"SELECT role FROM {TABLE} WHERE name = ? AND revoked_at IS NULL", (name,))
+            row = cursor.fetchone()
+        return Role(row[0]) if row is not None else None
+
 
 def keys_table(keys: list[ApiKey]) -> Table:
     """``keys list`` as a table."""

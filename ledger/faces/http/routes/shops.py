@@ -6,6 +6,7 @@ import inspect
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Annotated
+from urllib.parse import quote
 
 from fastapi import APIRouter, Depends, Path, Query, Request, Response
 from pydantic import BaseModel
@@ -169,7 +170,7 @@ async def open_shop(
             at=body.at,
             actor=who.name,
         ),
-        location=lambda result: f"/v1/shops/{result.state.shop_id}",
+        location=lambda result: f"/v1/shops/{quote(result.state.shop_id, safe='')}",
     )
 
 
