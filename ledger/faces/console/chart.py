@@ -80,12 +80,16 @@ def _money(amount_minor: int, currency: str) -> str:
     return f"{to_decimal(amount_minor, currency):,}"
 
 
-def svg(points: Sequence[Point], currency: str, now: datetime) -> str:
-    """The chart as an inline ``<svg>`` element (empty text when there is nothing to draw)."""
+def svg(points: Sequence[Point], currency: str, now: datetime, top_up_due: datetime | None = None) -> str:
+    """The chart as an inline ``<svg>`` element (empty text when there is nothing to draw).
+
+    Where frozen + held lies below the requirement the gap is shaded: the
+    shortfall, and how long it has lasted. A top-up deadline is a vertical line.
+    """
     if not points:
         return ""
     start = points[0].at
-    end = max(now, points[-1].at)
+    end = max(now, points[-1].at, top_up_due or now)
     span_s = max((end - start).total_seconds(), 1.0)
     top_minor = max(1, *(max(p.covered_minor, p.required_minor) for p in points))
     plot_w = WIDTH - _LEFT - _RIGHT
@@ -109,10 +113,26 @@ def svg(points: Sequence[Point], currency: str, now: datetime) -> str:
             f'<text class="axis" x="{_LEFT - 6}" y="{y(tick) + 4}" text-anchor="end">'
             f"{escape(_money(tick, currency))}</text>"
         )
-    for moment in _time_ticks(start, end):
+    ticks = _time_ticks(start, end)
+    for number, moment in enumerate(ticks):
+        anchor = "start" if number == 0 else "end" if number == len(ticks) - 1 else "middle"
         parts.append(
-            f'<text class="axis" x="{x(moment)}" y="{HEIGHT - _BOTTOM + 18}" text-anchor="middle">'
+            f'<text class="axis" x="{x(moment)}" y="{HEIGHT - _BOTTOM + 18}" text-anchor="{anchor}">'
             f"{moment.strftime('%Y-%m-%d')}</text>"
+        )
+    for point, until in zip(points, [*(p.at for p in points[1:]), end], strict=True):
+        if point.covered_minor < point.required_minor and until > point.at:
+            width = round(x(until) - x(point.at), 1)
+            height = round(y(point.covered_minor) - y(point.required_minor), 1)
+            parts.append(
+                f'<rect class="shortfall" x="{x(point.at)}" y="{y(point.required_minor)}" '
+                f'width="{width}" height="{height}"/>'
+            )
+    if top_up_due is not None:
+        parts.append(
+            f'<g class="deadline"><title>top-up due {escape(top_up_due.isoformat())}</title>'
+            f'<line x1="{x(top_up_due)}" x2="{x(top_up_due)}" y1="{_TOP}" y2="{HEIGHT - _BOTTOM}"/>'
+            f'<text x="{x(top_up_due) - 4}" y="{_TOP + 10}" text-anchor="end">top-up due</text></g>'
         )
     parts.append(f'<path class="required" d="{_steps(points, x, y, "required_minor", end)}"/>')
     parts.append(f'<path class="covered" d="{_steps(points, x, y, "covered_minor", end)}"/>')
@@ -166,6 +186,7 @@ def _legend() -> str:
     items = [
         ('<line x1="0" x2="18" y1="0" y2="0" class="covered"/>', "frozen + held"),
         ('<line x1="0" x2="18" y1="0" y2="0" class="required"/>', "required"),
+        ('<rect x="0" y="-6" width="18" height="12" class="shortfall"/>', "shortfall"),
         (_shape("payment", 9, 0), "payment"),
         (_shape("deduction", 9, 0), "deduction"),
         (_shape("refund", 9, 0), "refund"),
@@ -176,7 +197,7 @@ def _legend() -> str:
         parts.append(
             f'<g transform="translate({left},{HEIGHT - 8})">{shape}<text class="axis" x="24" y="4">{label}</text></g>'
         )
-        left += 130
+        left += 112
     return "".join(parts)
 
 

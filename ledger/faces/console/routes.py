@@ -342,7 +342,7 @@ def _deposit_view(ledger: DepositLedger, shop_id: str) -> dict[str, Any]:
         "open": deposit.phase in (Phase.OPEN, Phase.CLOSING),
         "holds": holds,
         "appeals": appeals,
-        "chart": chart.svg(points, currency, ledger.clock()),
+        "chart": chart.svg(points, currency, ledger.clock(), state.top_up_due),
         "chart_summary": chart.summary(points, currency) if points else "",
         "history": [_history_row(event, currency) for event in reversed(events[-HISTORY_ROWS:])],
         "history_total": len(events),
@@ -351,10 +351,12 @@ def _deposit_view(ledger: DepositLedger, shop_id: str) -> dict[str, Any]:
 
 def _history_row(event: DepositEvent, currency: str) -> dict[str, Any]:
     entry = event_json(event, currency)
+    # The envelope has columns of its own; the currency is the deposit's; a false flag says nothing.
     details = {
         key: value
         for key, value in entry.items()
-        if key not in {"type", "version", "effective_at", "recorded_at", "actor"} and value not in (None, "", [])
+        if key not in {"type", "version", "effective_at", "recorded_at", "actor", "currency"}
+        and value not in (None, "", [], False)
     }
     return {
         "type": event.type_name,
