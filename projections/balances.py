@@ -301,8 +301,7 @@ class BalancesView(View):
         if order == "top_up_due":
             conditions.append("top_up_due IS NOT NULL")
         if after is not None:
-            if len(after) != len(keyed):
-                raise ValueError("a page key of another order")
+            assert len(after) == len(keyed), f"a page key of {len(after)} values for the order by {order}"
             columns = ", ".join(keyed)
             marks = ", ".join("?" * len(keyed))
             conditions.append(f"({columns}) {'<' if descending else '>'} ({marks})")

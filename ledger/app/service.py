@@ -934,14 +934,18 @@ class DepositLedger(Application[UUID]):
         By shortfall the largest comes first; by top-up deadline the soonest, among
         the shops that have one.
         """
-        if order not in ORDERS:
+        if not isinstance(order, str) or order not in ORDERS:
             raise MalformedInput(f"unknown order {order!r}: expected one of {', '.join(ORDERS)}")
+        keyed = ORDERS[order][1]
+        if after is not None and not (
+            isinstance(after, tuple)
+            and len(after) == len(keyed)
+            and all(_page_key_part(part) for part in after)
+        ):
+            raise MalformedInput(f"a page key by {order} is {len(keyed)} values: {', '.join(keyed)}")
         limit = parse_page_limit(limit)
         filters = self._shop_filters(status, site, underfunded, overdue, owing)
-        try:
-            return self._balances().page(self.views.read(), order=order, after=after, limit=limit, **filters)
-        except ValueError:
-            raise MalformedInput("the page key belongs to another order") from None
+        return self._balances().page(self.views.read(), order=order, after=after, limit=limit, **filters)
 
     def shop_totals(
         self,
@@ -1429,6 +1433,13 @@ def inline_views_setting() -> bool:
         return _SWITCH_VALUES[value]
     except KeyError:
         raise MalformedInput(f"{INLINE_VIEWS_ENV_VAR}={value!r}: expected 1 or 0 (on or off)") from None
+
+
+def _page_key_part(part: object) -> bool:
+    # A value of a page key as the views store them: text, or an integer a BIGINT column holds.
+    if isinstance(part, str):
+        return len(part) <= 200
+    return isinstance(part, int) and not isinstance(part, bool) and abs(part) < 2**63
 
 
 def _os_user() -> str:

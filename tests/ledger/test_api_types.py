@@ -50,6 +50,21 @@ CALLS: dict[str, tuple[tuple[Any, ...], dict[str, Any]]] = {
             "limit": 10,
         },
     ),
+    "shops_page": (
+        (),
+        {
+            "order": "shortfall",
+            "after": (10, "a"),
+            "limit": 10,
+            "status": None,
+            "site": None,
+            "underfunded": False,
+            "overdue": False,
+            "owing": False,
+        },
+    ),
+    "shop_totals": ((), {"status": None, "site": None, "underfunded": False, "overdue": False, "owing": False}),
+    "work_queue": ((), {"limit": 10}),
 }
 
 for _name, (_args, _kwargs) in CALLS.items():
@@ -115,6 +130,7 @@ KINDS = {
     "owing": FLAG,
     "after": TEXT,
     "limit": VERSION,
+    "order": TEXT,
 }
 """Values of a wrong type for each parameter, by name."""
 
