@@ -96,6 +96,8 @@ _COLUMNS = (
     "note",
 )
 _SELECT = ", ".join(_COLUMNS)
+_CASE_OPENINGS = ("HoldPlaced", "AppealFiled")
+"""The events that open a case the work queue lists until a later event of the case closes it."""
 
 
 class AuditTrailView(View):
@@ -126,8 +128,11 @@ class AuditTrailView(View):
         """A deposit's rows in order (the trail of one shop, the running balance); the cases' openings by time."""
         return [
             f"CREATE INDEX IF NOT EXISTS {table}_deposit ON {table} (deposit_id, position)",
-            f"CREATE INDEX IF NOT EXISTS {table}_case_openings ON {table} (type, effective_at, position) "
-            "WHERE type IN ('HoldPlaced', 'AppealFiled')",
+            *(
+                f"CREATE INDEX IF NOT EXISTS {table}_{opening.lower()} ON {table} (effective_at, position) "
+                f"WHERE type = '{opening}'"
+                for opening in _CASE_OPENINGS
+            ),
         ]
 
     def lookup_index_statements(self, table: str) -> list[str]:
@@ -214,12 +219,15 @@ class AuditTrailView(View):
         return self._still_open(cursor, "AppealFiled", ("AppealRejected", "DeductionReversed"), limit)
 
     def _still_open(self, cursor: Cursor, opening: str, closings: tuple[str, str], limit: int) -> list[AuditRow]:
-        # Read through the openings' index in time order; each is checked against its deposit's later rows.
+        # Read through the opening's partial index in time order; each is checked against its deposit's later
+        # rows. The type is written into the SQL, not bound: only then can the planners use a partial index.
+        assert opening in _CASE_OPENINGS and all(closing.isalpha() for closing in closings)
         cursor.execute(
-            f"SELECT {_SELECT} FROM {self.table} o WHERE o.type = ? AND NOT EXISTS ("
+            f"SELECT {_SELECT} FROM {self.table} o WHERE o.type = '{opening}' AND NOT EXISTS ("
             f"SELECT 1 FROM {self.table} c WHERE c.deposit_id = o.deposit_id AND c.position > o.position "
-            "AND c.case_id = o.case_id AND c.type IN (?, ?)) ORDER BY o.effective_at, o.position LIMIT ?",
-            (opening, *closings, limit),
+            f"AND c.case_id = o.case_id AND c.type IN ('{closings[0]}', '{closings[1]}')) "
+            "ORDER BY o.effective_at, o.position LIMIT ?",
+            (limit,),
         )
         return [_audit_row(row) for row in cursor.fetchall()]
 

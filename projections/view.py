@@ -10,6 +10,7 @@ same transaction, which is what makes every event count exactly once.
 
 from __future__ import annotations
 
+import re
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -17,6 +18,8 @@ from datetime import UTC, datetime
 from typing import Any, ClassVar, Protocol
 
 from domain import DepositEvent, LedgerError
+
+_INDEX_NAME = re.compile(r"INDEX IF NOT EXISTS (\w+) ON")
 
 
 class UnreadableRow(LedgerError):
@@ -165,6 +168,15 @@ class View(ABC):
     @abstractmethod
     def index_statements(self, table: str) -> list[str]:
         """SQL that creates its indexes, on the live table and after a rebuild's swap."""
+
+    def index_names(self, table: str) -> set[str]:
+        """The names of the indexes :meth:`index_statements` creates on ``table``."""
+        names = set()
+        for statement in self.index_statements(table):
+            found = _INDEX_NAME.search(statement)
+            assert found is not None, f"an index statement that names no index: {statement}"
+            names.add(found.group(1))
+        return names
 
     def lookup_index_statements(self, table: str) -> list[str]:
         """The indexes :meth:`apply` reads through: a rebuild's copy has only these until the swap.

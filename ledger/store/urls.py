@@ -254,8 +254,8 @@ class Store:
             )
         return tuple(str(row[0]) for row in cursor.fetchall())
 
-    def drop_indexes(self, cursor: Any, table: str) -> None:
-        """Drop the secondary indexes of ``table`` (its primary key stays)."""
+    def index_names(self, cursor: Any, table: str) -> set[str]:
+        """The names of the secondary indexes of ``table`` (not its primary key's), from the catalogue."""
         if self.kind == "sqlite":
             cursor.execute(
                 "SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = ? AND sql IS NOT NULL", (table,)
@@ -265,7 +265,11 @@ class Store:
                 "SELECT indexname FROM pg_indexes WHERE schemaname = ? AND tablename = ? AND indexname != ?",
                 (self.schema, table, f"{table}_pkey"),
             )
-        for (index,) in cursor.fetchall():
+        return {str(row[0]) for row in cursor.fetchall()}
+
+    def drop_indexes(self, cursor: Any, table: str) -> None:
+        """Drop the secondary indexes of ``table`` (its primary key stays)."""
+        for index in sorted(self.index_names(cursor, table)):
             cursor.execute(f"DROP INDEX {index}")
 
     def rename_table(self, cursor: Any, old: str, new: str) -> None:

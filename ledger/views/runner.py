@@ -139,10 +139,12 @@ class ViewKeeper:
     # ------------------------------------------------------------------ set-up
 
     def tables_current(self) -> bool:
-        """Whether every view's table exists with this release's columns (the catalogue alone is read)."""
+        """Whether every view's table exists with this release's columns and indexes (the catalogue alone is read)."""
         cursor = self.connection.cursor()
         return all(
-            self.store.table_columns(cursor, view.table) == view.columns for view in self.views.values()
+            self.store.table_columns(cursor, view.table) == view.columns
+            and view.index_names(view.table) <= self.store.index_names(cursor, view.table)
+            for view in self.views.values()
         ) and all(self.store.table_exists(cursor, table) for table in self.OWN_TABLES)
 
     def ensure_tables(self) -> None:
@@ -171,6 +173,10 @@ class ViewKeeper:
                     for statement in statements + view.index_statements(view.table):
                         cursor.execute(statement)
                     cursor.execute("DELETE FROM view_tracking WHERE name = ?", (view.name,))
+                else:
+                    # A table of this release's columns from before an index was added: add it (once, on open).
+                    for statement in view.index_statements(view.table):
+                        cursor.execute(statement)
                 cursor.execute(
                     "INSERT INTO view_tracking (name, position) VALUES (?, 0) ON CONFLICT (name) DO NOTHING",
                     (view.name,),

@@ -76,6 +76,7 @@ def _seed(store_url: str) -> dict[str, str]:
         ledger.pay("茶馆-杭州", "3000", channel="wechat_pay", ref="tea-P1", at=day(2))
         ledger.pay("茶馆-杭州", "2000", channel="alipay", ref="tea-P2", at=day(20))
         ledger.deduct("茶馆-杭州", "800", reason="late_shipment", case="LATE-001", note="未按时发货", at=day(60))
+        ledger.appeal("茶馆-杭州", case="LATE-001", note="物流延误，附凭证", at=day(70))
         # The most overdue: deducted twice long ago, never topped up.
         ledger.deduct("shop-03", "1500", reason="order_brushing", case="B-17", at=day(30))
         ledger.pay("shop-03", "500", channel="alipay", ref="shop-03-P2", at=day(45))
@@ -178,6 +179,7 @@ def _risk_operator(page: Any, base: str, key: str, shots: Path) -> None:
     page.get_by_role("link", name="Work queue").click()
     page.wait_for_url(re.compile(r"/console/queue$"))
     assert "D-9" in page.locator("section", has=page.locator("#q-holds")).inner_text()
+    assert "茶馆-杭州" in page.locator("section", has=page.locator("#q-appeals")).inner_text()
     page.screenshot(path=str(shots / "queue.png"), full_page=True)
 
 
