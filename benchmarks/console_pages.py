@@ -114,7 +114,7 @@ def _at(second: int) -> str:
 def build(store_url: str, shops: int, folder: Path) -> dict[str, Any]:
     """Import the journal into ``store_url``; the seconds it took and the events written."""
     from ledger import DepositLedger
-    from ledger.journal import JournalReader, import_journal
+    from ledger.tools.journal import JournalReader, import_journal
 
     journal = folder / "console_pages.jsonl"
     write_journal(journal, shops)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from ledger import DepositLedger
-from ledger.store import resolve_store
+from ledger.store.urls import resolve_store
 from projections.audit_trail import AuditTrailView
 from projections.balances import BalancesView
 from tests.conftest import FakeClock
@@ -33,7 +33,7 @@ def test_indexes_missing_from_an_older_store_are_created_on_open(store_url: str,
     try:
         cursor = connection.cursor()
         for view in (BalancesView, AuditTrailView):
-            expected = view(view=None).index_names(view.table)  # type: ignore[arg-type]
+            expected = view().index_names(view.table)
             assert dropped[view.table] in expected
             assert expected <= store.index_names(cursor, view.table)
     finally:

@@ -26,7 +26,7 @@ from starlette.datastructures import FormData
 
 from domain import AppealFiled, AppealStage, DeductionReason, DepositEvent, HoldPlaced, MalformedInput, Phase, Status
 from ledger.app.parse import parse_shop_id, parse_time
-from ledger.application import CommandResult, DepositLedger
+from ledger.app.service import CommandResult, DepositLedger
 from ledger.faces.console import chart
 from ledger.faces.console.display import money, when, words
 from ledger.faces.console.session import CSRF_FIELD, Session, Sessions
@@ -34,7 +34,7 @@ from ledger.faces.http.auth import service_of
 from ledger.faces.http.pages import decode_cursor, encode_cursor
 from ledger.faces.http.problems import Problem, problem_of
 from ledger.faces.http.roles import Action, Role, may
-from ledger.reports import event_json
+from ledger.faces.reports import event_json
 
 router = APIRouter(prefix="/console", include_in_schema=False)
 

@@ -29,7 +29,7 @@ import pytest
 
 from ledger import DepositLedger
 from ledger.faces.http.keys import ApiKeys
-from ledger.store import resolve_store
+from ledger.store.urls import resolve_store
 from tests.ledger.processes import Children, eventually
 
 SCREENSHOTS_ENV_VAR = "DEPOSIT_LEDGER_CONSOLE_SCREENSHOTS"
