@@ -13,14 +13,17 @@ final; a refund waits for every appeal window.
 
 Shops are opened by hand or by the policy below (site and categories); the
 policy's catalogue prices deductions, its short windows let random waits carry
-deposits past their top-up, appeal and settlement deadlines.
+deposits past their top-up, appeal and settlement deadlines. The policy has two
+versions, the second in force three days into the run: every command is priced
+and timed by the version in force at its effective time (back-dated ones by the
+older), and a deduction keeps the appeal window of the version it was made under.
+One trade number is one payment ledger-wide: a refusal names the shop holding it.
 """
 
 from __future__ import annotations
 
 import copy
 import tempfile
-import textwrap
 from collections.abc import Callable
 from contextlib import ExitStack, closing
 from dataclasses import dataclass, field
@@ -56,38 +59,88 @@ MINOR_DIGITS = {"CNY": 2, "JPY": 0}
 CHANNELS = ("alipay", "wechat_pay")
 REASONS = ("fake_listing", "order_brushing", "late_shipment", "after_sales_dispute", "other")
 SETTLEMENT_WINDOW = timedelta(days=2)
-"""Short, so that random waits often carry a closing deposit past its settlement."""
-TOP_UP_DEADLINE = timedelta(days=3)
-APPEAL_WINDOW = timedelta(days=2)
+"""Short, so that random waits often carry a closing deposit past its settlement (every version's)."""
 START = datetime(2026, 1, 1, tzinfo=UTC)
 
 SITES = {"CNY": "CN", "JPY": "JP"}
 CATEGORIES = ("general", "food", "jewelry")
-REQUIRED = {"general": 1_500, "food": 3_000, "jewelry": 4_500}
-"""Required deposit per category, in minor units of either site's currency."""
-FIXED_PENALTY, FIXED_DAILY_CAP = 500, 1_200
-"""fake_listing: 500 a violation, at most 1 200 a shop a UTC day."""
-SHARE_BP, SHARE_FLOOR, SHARE_CAP = 1_000, 50, 1_000
-"""late_shipment: 10% of the order value, rounded down, at least 50, at most 1 000."""
-POLICY = textwrap.dedent(
-    """
-    version = "machine.1"
-    settlement_window_days = 2
-    top_up_deadline_days = 3
-    appeal_window_days = 2
-    [sites.CN]
-    currency = "CNY"
-    required = { general = 15, food = 30, jewelry = 45 }
-    violations.fake_listing = { fixed = 5, daily_cap = 12 }
-    violations.late_shipment = { share_bp = 1000, floor = 0.50, cap = 10 }
-    [sites.JP]
-    currency = "JPY"
-    required = { general = 1500, food = 3000, jewelry = 4500 }
-    violations.fake_listing = { fixed = 500, daily_cap = 1200 }
-    violations.late_shipment = { share_bp = 1000, floor = 50, cap = 1000 }
-    """
+
+
+@dataclass(frozen=True)
+class ModelVersion:
+    """One version of the policy, in minor units of either site's currency."""
+
+    name: str
+    starts: datetime | None
+    required: dict[str, int]
+    fixed_penalty: int
+    """fake_listing: this much a violation, ..."""
+    fixed_daily_cap: int
+    """... at most this much a shop a UTC day."""
+    share_bp: int
+    """late_shipment: this share of the order value, rounded down, ..."""
+    share_floor: int
+    share_cap: int
+    top_up_deadline: timedelta
+    appeal_window: timedelta
+
+
+VERSIONS = (
+    ModelVersion(
+        "machine.1",
+        None,
+        {"general": 1_500, "food": 3_000, "jewelry": 4_500},
+        500,
+        1_200,
+        1_000,
+        50,
+        1_000,
+        timedelta(days=3),
+        timedelta(days=2),
+    ),
+    ModelVersion(
+        "machine.2",
+        START + timedelta(days=3),
+        {"general": 2_000, "food": 3_000, "jewelry": 6_000},
+        800,
+        2_000,
+        2_000,
+        100,
+        1_500,
+        timedelta(days=2),
+        timedelta(days=1),
+    ),
 )
-"""The same figures as the constants above, as the ledger reads them."""
+"""Dearer from the third day, with shorter limits; random waits and back-dated commands cross the change."""
+
+
+def version_at(at: datetime) -> ModelVersion:
+    """The version in force at ``at``."""
+    return [version for version in VERSIONS if version.starts is None or version.starts <= at][-1]
+
+
+def _policy_version_toml(version: ModelVersion) -> str:
+    def sites(code: str, currency: str, unit: int) -> str:
+        def text(minor: int) -> str:
+            return str(minor // unit) if minor % unit == 0 else f'"{major(minor, currency)}"'
+
+        required = ", ".join(f"{category} = {text(amount)}" for category, amount in version.required.items())
+        return (
+            f'[versions.sites.{code}]\ncurrency = "{currency}"\nrequired = {{ {required} }}\n'
+            f"violations.fake_listing = {{ fixed = {text(version.fixed_penalty)}, "
+            f"daily_cap = {text(version.fixed_daily_cap)} }}\n"
+            f"violations.late_shipment = {{ share_bp = {version.share_bp}, floor = {text(version.share_floor)}, "
+            f"cap = {text(version.share_cap)} }}\n"
+        )
+
+    starts = "" if version.starts is None else f"effective_from = {version.starts.isoformat()}\n"
+    return (
+        f'[[versions]]\nversion = "{version.name}"\n{starts}settlement_window_days = 2\n'
+        f"top_up_deadline_days = {version.top_up_deadline.days}\nappeal_window_days = {version.appeal_window.days}\n"
+        + sites("CN", "CNY", 100)
+        + sites("JP", "JPY", 1)
+    )
+
 
 # Minutes before the clock (None: no time sent, the ledger takes its clock). Going back
 # up to a day often lands before a deposit's last event.
@@ -110,6 +163,10 @@ def major(amount_minor: int, currency: str) -> str:
     return f"{whole}.{fraction:0{digits}d}"
 
 
+POLICY = "\n".join(_policy_version_toml(version) for version in VERSIONS)
+"""The versions above, as the ledger reads them."""
+
+
 @dataclass
 class ModelCase:
     """One deduction case: what was asked, collected and still owed, and its appeal."""
@@ -124,6 +181,11 @@ class ModelCase:
     appeal: str | None = None
     appealed_while_closing: bool = False
     written_off: int = 0
+
+
+def window_end(case: ModelCase) -> datetime:
+    """The last moment a case's deduction can be appealed: by the version it was made under."""
+    return case.at + version_at(case.at).appeal_window
 
 
 @dataclass
@@ -143,6 +205,8 @@ class ModelShop:
     last_at: datetime
     site: str | None = None
     categories: tuple[str, ...] = ()
+    policy_version: str | None = None
+    """The version the requirement follows (None: set by hand)."""
     phase: str = "open"
     paid: int = 0
     frozen: int = 0
@@ -186,7 +250,7 @@ class ModelShop:
         if self.phase != "open" or self.shortfall == 0:
             self.top_up_due = None
         elif not was_short:
-            self.top_up_due = at + TOP_UP_DEADLINE
+            self.top_up_due = at + version_at(at).top_up_deadline
         self.last_at = at
 
     def place(self, money: int) -> None:
@@ -263,15 +327,16 @@ class ModelShop:
             return refusal
         if self.site is None:
             return Refused
+        rules = version_at(at)  # back-dated: the version in force then
         if reason == "fake_listing":
             charged_today = sum(
                 case.amount
                 for case in self.cases.values()
                 if case.priced and case.reason == reason and case.appeal != "upheld" and case.at.date() == at.date()
             )
-            amount = min(FIXED_PENALTY, FIXED_DAILY_CAP - charged_today)
+            amount = min(rules.fixed_penalty, rules.fixed_daily_cap - charged_today)
         elif reason == "late_shipment" and order_value is not None:
-            amount = min(max(order_value * SHARE_BP // 10_000, SHARE_FLOOR), SHARE_CAP)
+            amount = min(max(order_value * rules.share_bp // 10_000, rules.share_floor), rules.share_cap)
         else:
             return MalformedInput  # no rule for the reason, or no order value for a share
         if amount <= 0:
@@ -344,7 +409,7 @@ class ModelShop:
             return Refused
         if at < self.last_at:
             return OutOfOrder
-        if at > case.at + APPEAL_WINDOW:
+        if at > window_end(case):
             return Refused
         case.appeal = "pending"
         case.appealed_while_closing = self.phase == "closing"
@@ -391,15 +456,24 @@ class ModelShop:
         categories = tuple(sorted((set(self.categories) | add) - remove))
         if not categories:
             return Refused
-        required = max(REQUIRED[category] for category in categories)
-        if (required, categories) == (self.required, self.categories):
+        rules = version_at(at)
+        required = max(rules.required[category] for category in categories)
+        if (required, categories, rules.name) == (self.required, self.categories, self.policy_version):
             return True
         if at < self.last_at:
             return OutOfOrder
         was_short = self.shortfall > 0
-        self.required, self.categories = required, categories
+        self.required, self.categories, self.policy_version = required, categories, rules.name
         self.changed(at, was_short)
         return False
+
+    def apply_policy(self, at: datetime) -> Outcome:
+        """The requirement follows the version in force; recorded even when only the version changes."""
+        if self.phase != "open":
+            return WrongStatus
+        if self.site is None or not self.categories:
+            return Refused
+        return self.change_categories(set(), set(), at)
 
     def refund_excess(self, at: datetime) -> Outcome:
         refusal = self.refusal(("open",), at)
@@ -431,7 +505,7 @@ class ModelShop:
         if at < self.settlement_due or self.open_case():
             return Refused
         # Every appeal window must have passed: an appeal may be filed up to its last moment.
-        if any(case.appeal is None and at <= case.at + APPEAL_WINDOW for case in self.cases.values()):
+        if any(case.appeal is None and at <= window_end(case) for case in self.cases.values()):
             return Refused
         self.refund_lines = self.refund_newest_first(self.frozen)
         self.refunded += self.frozen
@@ -453,7 +527,7 @@ class ModelShop:
             return Refused
         if at < self.last_at:
             return OutOfOrder
-        if case.appeal == "pending" or (case.appeal is None and at <= case.at + APPEAL_WINDOW):
+        if case.appeal == "pending" or (case.appeal is None and at <= window_end(case)):
             return Refused
         case.written_off, case.owed = case.owed, 0
         self.written_off += case.written_off
@@ -529,14 +603,20 @@ class DepositLedgerMachine(RuleBasedStateMachine):
             return ShopNotFound
         return decide(at or self.clock.now)
 
-    def check(self, label: str, shop: str, expected: Outcome, command: Callable[[], CommandResult]) -> bool:
-        """Run ``command``, compare its outcome with ``expected``; True when it recorded something."""
+    def check(
+        self, label: str, shop: str, expected: Outcome, command: Callable[[], CommandResult], names: str = ""
+    ) -> bool:
+        """Run ``command``, compare its outcome with ``expected``; True when it recorded something.
+
+        A refusal's message must contain ``names`` (the shop holding a trade number, say).
+        """
         event(f"{label}: {expected.__name__ if isinstance(expected, type) else ('duplicate' if expected else 'done')}")
         before = self.ledger.recorder.max_notification_id()
         if isinstance(expected, type):
             with pytest.raises(expected) as raised:
                 command()
             assert type(raised.value) is expected, raised.value
+            assert names in str(raised.value), raised.value
             assert self.ledger.recorder.max_notification_id() == before
             return False
         result = command()
@@ -577,7 +657,7 @@ class DepositLedgerMachine(RuleBasedStateMachine):
         """Wait until just before, at or after a top-up or settlement due time, or the end of an appeal window."""
         deadlines = sorted(
             [due for d in self.model.values() for due in (d.top_up_due, d.settlement_due) if due is not None]
-            + [case.at + APPEAL_WINDOW for d in self.model.values() for case in d.cases.values() if case.owed]
+            + [window_end(case) for d in self.model.values() for case in d.cases.values() if case.owed]
         )
         target = deadlines[pick % len(deadlines)] + timedelta(minutes=minutes_past)
         if target > self.clock.now:
@@ -609,15 +689,19 @@ class DepositLedgerMachine(RuleBasedStateMachine):
         if self.check("open by policy" if categories else "open", shop, expected, request):
             opened = ModelShop(currency=currency, required=required, last_at=at or self.clock.now)
             if categories:
+                rules = version_at(at or self.clock.now)
                 opened.site, opened.categories = site, tuple(sorted(categories))
-                opened.required = max(REQUIRED[category] for category in categories)
+                opened.required = max(rules.required[category] for category in categories)
+                opened.policy_version = rules.name
             self.model[shop] = opened
 
     def attempt_payment(self, shop: str, channel: str, ref: str, amount: int, offset: int | None) -> None:
         at = self.moment(offset)
         text = major(amount, self.currency_of(shop))
         expected = self.outcome(shop, at, lambda effective: self.decide_payment(shop, channel, ref, amount, effective))
-        if self.check("pay", shop, expected, lambda: self.ledger.pay(shop, text, channel=channel, ref=ref, at=at)):
+        holder = f"shop {self.trade_number_holders[(channel, ref)]}" if expected is TradeNumberTaken else ""
+        pay = lambda: self.ledger.pay(shop, text, channel=channel, ref=ref, at=at)  # noqa: E731
+        if self.check("pay", shop, expected, pay, names=holder):
             self.payments_made.append((shop, channel, ref, amount))
             self.trade_number_holders[(channel, ref)] = shop
 
@@ -861,6 +945,31 @@ class DepositLedgerMachine(RuleBasedStateMachine):
             "categories", shop, expected, lambda: self.ledger.change_categories(shop, add=[add], remove=sorted(removed))
         )
 
+    @rule(shop=st.sampled_from(SHOPS), offset=at_offsets)
+    def apply_policy(self, shop: str, offset: int | None) -> None:
+        """The requirement follows the version in force at the effective time (back-dated: the older one)."""
+        at = self.moment(offset)
+        expected = self.outcome(shop, at, lambda effective: self.model[shop].apply_policy(effective))
+        self.check("apply-policy", shop, expected, lambda: self.ledger.apply_policy(shop, at=at))
+
+    @precondition(lambda self: self.clock.now > VERSIONS[1].starts and any(d.site for d in self.model.values()))
+    @rule(
+        pick=st.integers(min_value=0),
+        reason=st.sampled_from(("fake_listing", "late_shipment")),
+        order_value=amounts,
+        minutes_before=st.integers(min_value=1, max_value=120),
+    )
+    def deduct_by_policy_just_before_the_new_version(
+        self, pick: int, reason: str, order_value: int, minutes_before: int
+    ) -> None:
+        """A deduction back-dated to just before the second version: priced by the first (or out of order)."""
+        shop = self.pick(pick, lambda d: bool(d.site))
+        assert VERSIONS[1].starts is not None
+        at = VERSIONS[1].starts - timedelta(minutes=minutes_before)
+        self.attempt_priced_deduction(
+            shop, self.next_id("P"), reason, order_value, (at - self.clock.now) // timedelta(minutes=1)
+        )
+
     @precondition(lambda self: any(hold.held for d in self.model.values() for hold in d.holds.values()))
     @rule(pick=st.integers(min_value=0))
     def release_a_hold(self, pick: int) -> None:
@@ -1000,6 +1109,7 @@ class DepositLedgerMachine(RuleBasedStateMachine):
                     state.settlement_due,
                     state.top_up_due,
                     state.categories,
+                    state.policy_version,
                     state.last_effective_at,
                 ) == (
                     expected.currency,
@@ -1018,6 +1128,7 @@ class DepositLedgerMachine(RuleBasedStateMachine):
                     expected.settlement_due,
                     expected.top_up_due,
                     expected.categories,
+                    expected.policy_version,
                     expected.last_at,
                 )
                 assert state.paid_minor == (
