@@ -5,10 +5,7 @@ Pure Python and pydantic: no I/O, no clock, nothing from the rest of the project
 
 from domain.balance import Balance, DepositFigures, DepositState, Figure, Phase, Status, frozen_change, listed_figures
 from domain.deposit import (
-    STORED_TYPES,
     AppealStage,
-    DepositSnapshot,
-    OutdatedSnapshot,
     ShopDeposit,
     deposit_id,
     project_deposit,
@@ -71,7 +68,6 @@ __all__ = [
     "DEFAULT_TOP_UP_DEADLINE",
     "HISTORY_EVENTS",
     "STANDARD_TERMS",
-    "STORED_TYPES",
     "AppealFiled",
     "AppealRejected",
     "AppealStage",
@@ -85,7 +81,6 @@ __all__ = [
     "DepositEvent",
     "DepositFigures",
     "DepositPolicy",
-    "DepositSnapshot",
     "DepositState",
     "DepositTerms",
     "DuplicateConflict",
@@ -101,7 +96,6 @@ __all__ = [
     "MalformedInput",
     "Opened",
     "OutOfOrder",
-    "OutdatedSnapshot",
     "Paid",
     "Phase",
     "PolicyHistory",

@@ -34,12 +34,10 @@ from domain import (
     DeductionReason,
     DepositEvent,
     DepositPolicy,
-    DepositSnapshot,
     DepositState,
     LedgerError,
     MalformedInput,
     Opened,
-    OutdatedSnapshot,
     Paid,
     PolicyHistory,
     Refused,
@@ -71,6 +69,7 @@ from ledger.app.settings import refuse_library_variables
 from ledger.store.chain_keys import require_ring
 from ledger.store.mapper import DepositMapper
 from ledger.store.recorder import Alongside, LedgerRecorder, PostgresLedgerRecorder, tables_created_by
+from ledger.store.snapshots import DepositSnapshot, OutdatedSnapshot, project_stored
 from ledger.store.trade_numbers import TradeNumberClaimed, ensure_table, holders
 from ledger.store.urls import UNAVAILABLE, Store, StoreLocked, StoreNotMigrated, resolve_store
 from ledger.tools.audit import Auditor
@@ -1165,7 +1164,7 @@ class DepositLedger(Application[UUID]):
 
     def _load(self, deposit: UUID, version: int | None = None) -> ShopDeposit | None:
         try:
-            found: ShopDeposit = self.repository.get(deposit, version=version, projector_func=project_deposit)
+            found: ShopDeposit = self.repository.get(deposit, version=version, projector_func=project_stored)
         except AggregateNotFoundError:
             return None
         except OutdatedSnapshot:

@@ -26,8 +26,8 @@ from eventsourcing.domain import DomainEventProtocol
 from eventsourcing.persistence import Mapper, MapperDeserialisationError, StoredEvent
 from pydantic import BaseModel, ValidationError
 
-from domain import STORED_TYPES
 from domain.reconciliation import RECONCILIATION_TYPES
+from ledger.store.snapshots import STORED_TYPES
 
 _IN_COLUMNS = {"originator_id", "originator_version"}
 

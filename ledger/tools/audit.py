@@ -34,7 +34,7 @@ from uuid import UUID
 from eventsourcing.persistence import JSONTranscoder, Mapper, StoredEvent
 from pydantic import BaseModel, ConfigDict
 
-from domain import DepositEvent, DepositSnapshot, MalformedInput, Opened, OutdatedSnapshot, Paid, ShopDeposit
+from domain import DepositEvent, MalformedInput, Opened, Paid, ShopDeposit
 from domain.money import format_minor
 from domain.reconciliation import RECONCILIATION_TYPES, BillReconciled, reconciliation_id
 from ledger.store import chain, trade_numbers
@@ -42,6 +42,7 @@ from ledger.store.chain import ChainKey, Checkpoint
 from ledger.store.chain_keys import KeyRing, default_key_file, key_ring, wrong_key
 from ledger.store.mapper import DepositMapper
 from ledger.store.recorder import stored_id
+from ledger.store.snapshots import DepositSnapshot, OutdatedSnapshot
 from ledger.store.urls import Store
 from projections.audit_trail import AuditTrailView
 from projections.balances import BalancesView

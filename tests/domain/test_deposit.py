@@ -18,7 +18,6 @@ from domain import (
     Deducted,
     DeductionReason,
     DepositEvent,
-    DepositSnapshot,
     DuplicateConflict,
     Forfeited,
     Frozen,
@@ -36,6 +35,7 @@ from domain import (
     deposit_id,
     project_deposit,
 )
+from ledger.store.snapshots import DepositSnapshot
 
 T0 = datetime(2026, 3, 5, 9, 0, tzinfo=UTC)
 WINDOW = DEFAULT_SETTLEMENT_WINDOW

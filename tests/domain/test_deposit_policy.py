@@ -18,7 +18,6 @@ from domain import (
     DeductionReason,
     DeductionReversed,
     DepositEvent,
-    DepositSnapshot,
     DuplicateConflict,
     ExcessRefunded,
     Forfeited,
@@ -34,8 +33,8 @@ from domain import (
     ShopDeposit,
     Status,
     WrongStatus,
-    project_deposit,
 )
+from ledger.store.snapshots import DepositSnapshot, project_stored
 from tests.domain.policy_fixtures import DAY, T0, conserved, figures, funded, policy, stamp
 
 FAKE = DeductionReason.FAKE_LISTING
@@ -61,7 +60,7 @@ def pay(deposit: ShopDeposit, amount_minor: int, ref: str, hours: float = 2) -> 
 
 def replayed(deposit: ShopDeposit, events: list[DepositEvent]) -> ShopDeposit:
     """The deposit rebuilt from a snapshot of ``deposit`` and then ``events``."""
-    rebuilt = project_deposit(None, [DepositSnapshot.take(deposit), *events])
+    rebuilt = project_stored(None, [DepositSnapshot.take(deposit), *events])
     assert rebuilt is not None
     return rebuilt
 
@@ -646,6 +645,6 @@ def test_replayed_events_give_the_same_deposit_as_the_commands_did() -> None:
     deposit.resolve_appeal(case_id="H-1", upheld=True, note="", stamp=stamp(4), terms=TERMS)
     deposit.change_categories(policy=policy(), add=["food"], remove=[], stamp=stamp(5))
     pay(deposit, 200_000, "W1", hours=6)
-    rebuilt = project_deposit(None, [start, *deposit.collect_events()])
+    rebuilt = project_stored(None, [start, *deposit.collect_events()])
     assert rebuilt is not None
     assert DepositSnapshot.take(rebuilt) == DepositSnapshot.take(deposit)

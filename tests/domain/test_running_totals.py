@@ -6,7 +6,8 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from domain import Channel, DeductionReason, DepositSnapshot, ShopDeposit, Stamp, project_deposit
+from domain import Channel, DeductionReason, ShopDeposit, Stamp, project_deposit
+from ledger.store.snapshots import DepositSnapshot
 
 START = datetime(2025, 1, 1, tzinfo=UTC)
 

@@ -16,7 +16,6 @@ import pytest
 from domain import (
     Deducted,
     DeductionReason,
-    DepositSnapshot,
     DepositState,
     DuplicateConflict,
     Frozen,
@@ -35,6 +34,7 @@ from domain import (
 from domain.money import MAX_AMOUNT_MINOR
 from ledger import CommandResult, ConcurrencyExhausted, DepositLedger
 from ledger.app.service import MAX_ATTEMPTS, SNAPSHOT_INTERVAL
+from ledger.store.snapshots import DepositSnapshot
 from ledger.store.urls import Store
 from tests.conftest import FakeClock, fetch_all, writes_nothing
 

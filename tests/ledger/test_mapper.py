@@ -18,7 +18,6 @@ from eventsourcing.compressor import ZlibCompressor
 from eventsourcing.persistence import JSONTranscoder, MapperDeserialisationError, StoredEvent
 
 from domain import (
-    STORED_TYPES,
     AppealFiled,
     AppealRejected,
     AppealStage,
@@ -28,14 +27,12 @@ from domain import (
     DeductionReason,
     DeductionReversed,
     DepositEvent,
-    DepositSnapshot,
     ExcessRefunded,
     Forfeited,
     Frozen,
     HoldPlaced,
     HoldReleased,
     Opened,
-    OutdatedSnapshot,
     Paid,
     Refunded,
     RefundLine,
@@ -46,6 +43,7 @@ from domain import (
 from domain.deposit import Phase
 from ledger import DepositLedger
 from ledger.store.mapper import DepositMapper
+from ledger.store.snapshots import STORED_TYPES, DepositSnapshot, OutdatedSnapshot
 from ledger.store.urls import Store, resolve_store
 from ledger.tools.audit import Auditor
 from tests.conftest import FakeClock, fetch_all

@@ -16,9 +16,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from domain import DepositSnapshot, MalformedInput, Refused, ShopNotFound
+from domain import MalformedInput, Refused, ShopNotFound
 from ledger import DepositLedger
 from ledger.faces.reports import state_json
+from ledger.store.snapshots import DepositSnapshot
 from tests.conftest import FakeClock, examples, fresh_store
 from tests.ledger.audited_store import (
     LONG_SHOP,

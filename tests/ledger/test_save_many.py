@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from domain import Channel, DepositSnapshot, ShopDeposit, Stamp, deposit_id
+from domain import Channel, ShopDeposit, Stamp, deposit_id
 from ledger import DepositLedger
 from ledger.app.service import SNAPSHOT_INTERVAL
+from ledger.store.snapshots import DepositSnapshot
 
 STAMP = Stamp(effective_at=datetime(2026, 1, 5, tzinfo=UTC), recorded_at=datetime(2026, 1, 5, tzinfo=UTC), actor="t")
 

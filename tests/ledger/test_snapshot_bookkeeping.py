@@ -10,11 +10,12 @@ from typing import Any
 import pytest
 from eventsourcing.persistence import JSONTranscoder, StoredEvent
 
-from domain import Channel, DepositSnapshot, ShopDeposit, Stamp, deposit_id
+from domain import Channel, ShopDeposit, Stamp, deposit_id
 from domain.deposit import AppealStage
 from ledger import DepositLedger
 from ledger.app.service import SNAPSHOT_INTERVAL
 from ledger.store.mapper import DepositMapper
+from ledger.store.snapshots import DepositSnapshot
 
 START = datetime(2025, 1, 1, tzinfo=UTC)
 

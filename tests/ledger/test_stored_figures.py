@@ -19,7 +19,6 @@ from domain import (
     Channel,
     DeductionReason,
     DepositFigures,
-    DepositSnapshot,
     DepositState,
     ShopDeposit,
     Stamp,
@@ -28,6 +27,7 @@ from domain import (
 )
 from ledger.faces.reports import state_json
 from ledger.store.mapper import DepositMapper
+from ledger.store.snapshots import DepositSnapshot
 from projections.balances import BalancesView
 
 START = datetime(2026, 3, 5, 1, 0, tzinfo=UTC)
