@@ -66,6 +66,7 @@ from ledger.app.parse import (
 )
 from ledger.app.policy_file import load_policy
 from ledger.app.settings import refuse_library_variables
+from ledger.store import library_overrides
 from ledger.store.chain_keys import require_ring
 from ledger.store.mapper import DepositMapper
 from ledger.store.recorder import Alongside, LedgerRecorder, PostgresLedgerRecorder, tables_created_by
@@ -1050,26 +1051,8 @@ class DepositLedger(Application[UUID]):
     # ------------------------------------------------------------------ helpers
 
     def save(self, *objs: Any, **kwargs: Any) -> Any:
-        """Save atomically; views not brought up to date inside the save catch up at once.
-
-        The library's own ``save`` tells aggregates from events with ``isinstance``
-        against a runtime-checkable protocol, about 20 µs per object: a batch of
-        thousands of events would spend more there than in SQLite. The ledger's own
-        types are collected here directly; anything else goes the library's way.
-        """
-        processing_event: ProcessingEvent[UUID] = ProcessingEvent()
-        for obj in objs:
-            if isinstance(obj, ShopDeposit):
-                processing_event.events.extend(obj.collect_events())
-                processing_event.aggregates[obj.id] = obj
-            elif isinstance(obj, DepositEvent):
-                processing_event.events.append(obj)
-            else:
-                processing_event.collect_events(obj)
-        processing_event.saved_kwargs.update(kwargs)
-        recordings = self._record(processing_event)
-        self._take_snapshots(processing_event)
-        self._notify(recordings)
+        """Save atomically; views not brought up to date inside the save catch up at once."""
+        recordings = library_overrides.save(self, objs, kwargs)
         if self.inline_views and not self.views.current_after_insert:
             # Once the events are committed (inside a writing turn, at its end: the views
             # write on a connection of their own), the views that did not follow catch up.
@@ -1090,11 +1073,8 @@ class DepositLedger(Application[UUID]):
             self._refresh_views()
 
     def _record(self, processing_event: ProcessingEvent[UUID]) -> Any:
-        # Hand the domain events to the recorder, so the views apply them inside the
-        # transaction that inserts them, without decoding what was just encoded.
-        processing_event.saved_kwargs["deposit_events"] = processing_event.events
         try:
-            return super()._record(processing_event)
+            return library_overrides.record(self, processing_event)
         except TradeNumberClaimed as claimed:
             # Remembered, so that deciding again (a batch run anew) refuses those payments.
             for claim in claimed.claims:
@@ -1402,25 +1382,7 @@ class DepositLedger(Application[UUID]):
         return moment
 
     def _take_snapshots(self, processing_event: ProcessingEvent[UUID]) -> None:
-        # A command records several events; snapshot the deposit as the command left
-        # it whenever the command crossed an interval boundary, never half way through
-        # a payment, and without reading the events back from the store.
-        # One pass over the events: a batch saving many deposits must not cost deposits × events.
-        assert self.snapshots is not None
-        first_versions: dict[UUID, int] = {}
-        for event in processing_event.events:
-            known = first_versions.get(event.originator_id)
-            if known is None or event.originator_version < known:
-                first_versions[event.originator_id] = event.originator_version
-        snapshots = []
-        for aggregate in processing_event.aggregates.values():
-            if not isinstance(aggregate, ShopDeposit):
-                continue
-            first = first_versions.get(aggregate.id)
-            if first is not None and (first - 1) // SNAPSHOT_INTERVAL != aggregate.version // SNAPSHOT_INTERVAL:
-                snapshots.append(DepositSnapshot.take(aggregate))
-        if snapshots:
-            self.snapshots.put(snapshots)
+        library_overrides.take_snapshots(self, processing_event, SNAPSHOT_INTERVAL)
 
 
 def inline_views_setting() -> bool:

@@ -14,10 +14,8 @@ import psycopg
 from eventsourcing.persistence import IntegrityError, InterfaceError, OperationalError, StoredEvent
 from eventsourcing.postgres import PostgresApplicationRecorder, PostgresDatastore, PostgresFactory
 from eventsourcing.sqlite import (
-    SQLITE3_DEFAULT_LOCK_TIMEOUT,
     SQLiteApplicationRecorder,
     SQLiteConnection,
-    SQLiteConnectionPool,
     SQLiteCursor,
     SQLiteDatastore,
     SQLiteFactory,
@@ -27,10 +25,10 @@ from psycopg.rows import tuple_row
 from psycopg.sql import SQL, Identifier
 
 from domain import DepositEvent
-from ledger.store import chain, trade_numbers
+from ledger.store import chain, library_overrides, trade_numbers
 from ledger.store.chain import ChainKey
 from ledger.store.chain_keys import KeyRing, key_for_new_links
-from ledger.store.urls import QmarkCursor, StoreLocked
+from ledger.store.urls import StoreLocked
 
 LOOKUP_CHUNK = 500
 """Deposit ids per ``IN`` list: SQLite bounds the parameters of one statement."""
@@ -97,41 +95,6 @@ def _chain_rows(
 def stored_id(originator_id: UUID | str) -> str:
     """A deposit id as the chain hashes it: 32 hex digits, whatever column type holds it."""
     return originator_id.hex if isinstance(originator_id, UUID) else UUID(originator_id).hex
-
-
-STATEMENT_CACHE_SIZE = 256
-"""Prepared statements kept per SQLite connection; a command runs about twenty."""
-
-
-class StatementCachingPool(SQLiteConnectionPool):
-    """The library's SQLite pool, with a real prepared-statement cache.
-
-    The library opens connections with ``cached_statements=True``, which Python
-    reads as a cache of one statement: every statement of a command was parsed
-    again each time. Otherwise the connection is set up exactly as the library does.
-    """
-
-    def _create_connection(self) -> SQLiteConnection:
-        try:
-            connection = sqlite3.connect(
-                database=self.db_name,
-                uri=True,
-                check_same_thread=False,
-                isolation_level=None,
-                cached_statements=STATEMENT_CACHE_SIZE,
-                timeout=self.lock_timeout or SQLITE3_DEFAULT_LOCK_TIMEOUT,
-            )
-        except (sqlite3.Error, TypeError) as error:
-            raise InterfaceError(error) from error
-        if not self.is_sqlite_memory_mode and not self.is_journal_mode_wal:
-            cursor = connection.cursor()
-            cursor.execute("PRAGMA journal_mode;")
-            if cursor.fetchone()[0].lower() != "wal":
-                cursor.execute("PRAGMA journal_mode=WAL;")
-                self.journal_mode_was_changed_to_wal = True
-            self.is_journal_mode_wal = True
-        connection.row_factory = sqlite3.Row
-        return SQLiteConnection(sqlite_conn=connection, max_age=self.max_age)
 
 
 class LedgerSQLiteDatastore(SQLiteDatastore):
@@ -219,18 +182,9 @@ class LedgerSQLiteFactory(SQLiteFactory):
     datastore: LedgerSQLiteDatastore
 
     def __init__(self, env: Environment | EnvType | None) -> None:
-        """Build as the library does, then swap in our datastore and pool before any connection exists."""
+        """Build as the library does, then swap in the ledger's datastore before any connection exists."""
         super().__init__(env)
-        unused = self.datastore
-        self.datastore = LedgerSQLiteDatastore(
-            db_name=unused.pool.db_name,
-            lock_timeout=unused.pool.lock_timeout,
-            single_row_tracking=unused.single_row_tracking,
-            originator_id_type=unused.originator_id_type,
-        )
-        self.datastore.pool.close()
-        self.datastore.pool = StatementCachingPool(db_name=unused.pool.db_name, lock_timeout=unused.pool.lock_timeout)
-        unused.close()
+        library_overrides.swap_sqlite_datastore(self, LedgerSQLiteDatastore)
 
 
 _CREATE_TABLE = re.compile(r'CREATE TABLE IF NOT EXISTS (?:"?\w+"?\.)?"?(\w+)"?', re.IGNORECASE)
@@ -277,13 +231,7 @@ class LedgerPostgresFactory(PostgresFactory):
     def __init__(self, env: Environment | EnvType | None) -> None:
         """Build as the library does; then, before any connection exists, bound every session's lock waits."""
         super().__init__(env)
-        # The library builds its datastore inline; only the class of that same object changes.
-        self.datastore.__class__ = LedgerPostgresDatastore
-        lock_timeout_ms = self.datastore.lock_timeout * 1000
-        assert lock_timeout_ms > 0, "the ledger always sets a lock timeout"
-        connect_options = self.datastore.pool.kwargs
-        assert isinstance(connect_options, dict)
-        connect_options["options"] = f"-c lock_timeout={lock_timeout_ms}"
+        library_overrides.bound_postgres_lock_waits(self, LedgerPostgresDatastore)
 
 
 class _ChainedAndProjected:
@@ -324,10 +272,6 @@ class _ChainedAndProjected:
         callback()
 
 
-MAX_ROWID = 2**63 - 1
-"""SQLite's largest rowid; only once a table holds it does SQLite pick new rowids at random."""
-
-
 class LedgerRecorder(_ChainedAndProjected, SQLiteApplicationRecorder):
     """SQLite: inserts events, extends the hash chain over them, lets current views follow."""
 
@@ -348,12 +292,12 @@ class LedgerRecorder(_ChainedAndProjected, SQLiteApplicationRecorder):
     def _insert_events(
         self, c: SQLiteCursor, stored_events: Sequence[StoredEvent], **kwargs: Any
     ) -> Sequence[int] | None:
-        if not stored_events:
-            return []
-        cursor = c.sqlite_cursor
-        positions = self._insert_rows(cursor, stored_events)
-        self._chain_and_project(cursor, positions, stored_events, **kwargs)
-        return positions
+        return library_overrides.insert_sqlite_events(
+            self,
+            c,
+            stored_events,
+            lambda cursor, positions: self._chain_and_project(cursor, positions, stored_events, **kwargs),
+        )
 
     def insert_events(self, stored_events: Sequence[StoredEvent], **kwargs: Any) -> Sequence[int] | None:
         """Insert, chain and project in one transaction, as the library does; then tell who waits for the commit."""
@@ -388,28 +332,6 @@ class LedgerRecorder(_ChainedAndProjected, SQLiteApplicationRecorder):
                 found.update((UUID(row[0]), int(row[1])) for row in cursor.fetchall())
         return found
 
-    def _insert_rows(self, cursor: sqlite3.Cursor, stored_events: Sequence[StoredEvent]) -> list[int]:
-        # One executemany, where the library runs a statement per event to read each
-        # rowid. The insert comes first, so it takes the write lock as the library's
-        # would. SQLite gives each new row the rowid one above the largest, unless the
-        # largest is already the maximum possible; below that, the new rows are the
-        # ones numbered up to the new largest rowid.
-        cursor.executemany(
-            self.insert_events_statement,
-            [
-                (
-                    event.originator_id.hex if isinstance(event.originator_id, UUID) else event.originator_id,
-                    event.originator_version,
-                    event.topic,
-                    event.state,
-                )
-                for event in stored_events
-            ],
-        )
-        last = int(cursor.execute(self.select_max_notification_id_statement).fetchone()[0])
-        assert last < MAX_ROWID, "rowids exhausted: SQLite numbers new rows at random from here"
-        return list(range(last - len(stored_events) + 1, last + 1))
-
 
 class PostgresLedgerRecorder(_ChainedAndProjected, PostgresApplicationRecorder):
     """PostgreSQL: the same, inside the library's table-locked insert transaction."""
@@ -418,9 +340,7 @@ class PostgresLedgerRecorder(_ChainedAndProjected, PostgresApplicationRecorder):
         """Add the chain table to what the library creates."""
         super().__init__(datastore, events_table_name=events_table_name)
         self.chain_head = ChainHead()
-        if not datastore.enable_db_functions:
-            # Not used with database functions off; replacing it at every start only costs a catalogue write.
-            del self.sql_create_statements[self.create_insert_function_statement_index]
+        library_overrides.drop_insert_function_statement(self)
         for statement in (
             chain.create_table_statement("{schema}.event_chain", "BYTEA"),
             chain.create_key_table_statement("{schema}.chain_keys", "BYTEA"),
@@ -439,26 +359,12 @@ class PostgresLedgerRecorder(_ChainedAndProjected, PostgresApplicationRecorder):
 
     @retry((InterfaceError, OperationalError), max_attempts=10, wait=0.2)
     def insert_events(self, stored_events: Sequence[StoredEvent], **kwargs: Any) -> Sequence[int] | None:
-        """Insert, chain and project in one transaction; the insert in pipeline mode, as the library's.
-
-        In pipeline mode statements are sent without waiting for each answer: the
-        lock timeout, the table lock, the notification, the insert and the search
-        path for what follows cost one round trip together. The chain, the trade
-        numbers and the views then run in the ordinary mode: they read results
-        as they go, and the views roll back to a savepoint when one fails.
-        """
-        if not stored_events:
-            return []
-        with self.datastore.get_connection() as connection, connection.transaction():
-            with connection.pipeline() as pipeline, connection.cursor() as library_cursor:
-                library_cursor.execute(SQL("SET LOCAL search_path TO {0}").format(Identifier(self.datastore.schema)))
-                self._insert_stored_events(library_cursor, stored_events, **kwargs)
-                # A version taken is raised here, as the IntegrityError it is, before anything else is sent.
-                pipeline.sync()
-                positions = [row["notification_id"] for row in library_cursor.fetchall()]
-            with connection.cursor(row_factory=tuple_row) as raw:
-                self._chain_and_project(
-                    QmarkCursor(raw, self.datastore.lock_timeout), positions, stored_events, **kwargs
-                )
+        """Insert, chain and project in one transaction; the insert in pipeline mode, as the library's."""
+        positions = library_overrides.insert_postgres_events(
+            self,
+            stored_events,
+            kwargs,
+            lambda cursor, positions: self._chain_and_project(cursor, positions, stored_events, **kwargs),
+        )
         self._committed(positions)
         return positions
