@@ -71,7 +71,18 @@ def _postgres(url: str, commands: int) -> list[Figure]:
     note(f"PostgreSQL: {commands} commands per writer, 1 and {postgres_throughput.WRITERS} writers")
     results = {result.case: result for result in postgres_throughput.measure(url, commands)}
     floors = {result.processes: result for case, result in results.items() if case.startswith("floor")}
-    return [
+    peer, solo = results["naive eventsourcing peer, 1 writer"], results["pay, 1 writer"]
+    beside_peer = Figure(
+        "PostgreSQL pay, 1 writer, beside the naive eventsourcing peer",
+        solo.per_s,
+        "commands/s",
+        peer.per_s,
+        "naive eventsourcing peer (get, one event, save)",
+        target="≥ 1.5× the naive peer",
+        met=solo.per_s >= 1.5 * peer.per_s,
+        detail={"p50_ms": solo.p50_ms, "peer_p50_ms": peer.p50_ms},
+    )
+    return [beside_peer] + [
         Figure(
             f"PostgreSQL {result.case}",
             result.per_s,

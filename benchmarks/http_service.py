@@ -99,7 +99,11 @@ def _free_port() -> int:
 
 
 def _environment() -> dict[str, str]:
-    environment = {key: value for key, value in os.environ.items() if not key.startswith("DEPOSIT_LEDGER_")}
+    # The chain's key passes (a PostgreSQL store's writers need it); no other setting of the ledger's does.
+    kept = ("DEPOSIT_LEDGER_CHAIN_KEY", "DEPOSIT_LEDGER_CHAIN_KEY_FILE")
+    environment = {
+        key: value for key, value in os.environ.items() if not key.startswith("DEPOSIT_LEDGER_") or key in kept
+    }
     root = str(Path(__file__).resolve().parent.parent)
     environment["PYTHONPATH"] = os.pathsep.join(filter(None, (root, environment.get("PYTHONPATH"))))
     return environment
