@@ -114,6 +114,7 @@ def _at(second: int) -> str:
 def build(store_url: str, shops: int, folder: Path) -> dict[str, Any]:
     """Import the journal into ``store_url``; the seconds it took and the events written."""
     from ledger import DepositLedger
+    from ledger.store.urls import resolve_store
     from ledger.tools.journal import JournalReader, import_journal
 
     journal = folder / "console_pages.jsonl"
@@ -127,6 +128,17 @@ def build(store_url: str, shops: int, folder: Path) -> dict[str, Any]:
         assert summary.rejected == 0, summary
     finally:
         ledger.close()
+    store = resolve_store(store_url)
+    if store.kind == "postgresql":
+        # As after any bulk load: the planner's statistics, which autovacuum would gather later. Without
+        # them PostgreSQL reads the work queue's closing rows by a sequential scan (400 ms, not 1 ms).
+        connection = store.connect()
+        try:
+            connection.autocommit = True
+            connection.cursor().execute("ANALYZE deposit_balances")
+            connection.cursor().execute("ANALYZE audit_trail")
+        finally:
+            connection.close()
     return {"seconds": round(seconds, 1), "events": summary.events}
 
 
