@@ -799,9 +799,9 @@ class DepositLedger(Application[UUID]):
             self._policies = policies
         return self._policies
 
-    def policy_at(self, moment: datetime) -> DepositPolicy:
-        """The version of the deposit policy in force at ``moment`` (``Refused`` before the first)."""
-        return self.policies.in_force_at(moment)
+    def policy_at(self, at: datetime | str) -> DepositPolicy:
+        """The version of the deposit policy in force at ``at`` (``Refused`` before the first)."""
+        return self.policies.in_force_at(parse_time(at))
 
     @property
     def policy(self) -> DepositPolicy:

@@ -65,6 +65,7 @@ CALLS: dict[str, tuple[tuple[Any, ...], dict[str, Any]]] = {
     ),
     "shop_totals": ((), {"status": None, "site": None, "underfunded": False, "overdue": False, "owing": False}),
     "work_queue": ((), {"limit": 10}),
+    "policy_at": (("2025-01-05T00:00:00Z",), {}),
 }
 
 for _name, (_args, _kwargs) in CALLS.items():
