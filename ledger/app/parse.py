@@ -20,7 +20,7 @@ from typing import Any, TypeVar
 
 from pydantic import TypeAdapter, ValidationError
 
-from domain import MalformedInput
+from domain import InvariantBroken, MalformedInput
 from domain.events import SHOP_ID_MAX_BYTES, SHOP_ID_MAX_CHARS, Actor, CaseId, CategoryCode, ShopId
 from domain.money import parse_decimal
 
@@ -42,6 +42,34 @@ _NOT_IN_NAMES = frozenset({"Cc", "Cf", "Cs", "Zl", "Zp"})
 """Unicode categories no name may hold: controls, format characters (bidi overrides and isolates,
 zero-width joiners and spaces, the byte-order mark), surrogates, line and paragraph separators."""
 _Choice = TypeVar("_Choice", bound=StrEnum)
+
+
+class InputsRule(MalformedInput):
+    """Inputs each fine alone but wrong together, or one missing that another needs.
+
+    ``rule`` names the rule for faces that word it in their own terms (the command
+    line names its options: ``--category needs --site``); the message is the
+    face-neutral wording the journal, the HTTP service and Python callers show.
+    """
+
+    def __init__(self, rule: str, message: str) -> None:
+        """The broken ``rule`` (one of :data:`INPUTS_RULES`), in neutral words ``message``."""
+        if rule not in INPUTS_RULES:
+            raise InvariantBroken(f"unknown inputs rule {rule!r}")
+        super().__init__(message)
+        self.rule = rule
+
+
+INPUTS_RULES = frozenset(
+    {
+        "categories_need_site",
+        "required_or_site_and_categories",
+        "currency_or_priced_site",
+        "amount_or_order_value",
+        "categories_to_change",
+    }
+)
+"""The rules between a command's inputs that a face may word itself."""
 
 
 def text(value: object, what: str) -> str:

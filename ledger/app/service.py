@@ -12,32 +12,28 @@ from __future__ import annotations
 import contextlib
 import getpass
 import os
-import random
-import threading
-import time
 from collections import OrderedDict
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
+from contextlib import AbstractContextManager
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
-from typing import Any, ClassVar, TypeVar
+from typing import Any, ClassVar
 from uuid import UUID
 
-from eventsourcing.application import AggregateNotFoundError, Application, ProcessingEvent
-from eventsourcing.persistence import IntegrityError, Mapper
+from eventsourcing.application import Application, ProcessingEvent
+from eventsourcing.persistence import Mapper
 from eventsourcing.utils import Environment, EnvType
 from pydantic import BaseModel, ConfigDict
 
 from domain import (
-    Balance,
     Channel,
     DeductionReason,
     DepositEvent,
     DepositPolicy,
     DepositState,
-    LedgerError,
+    InvariantBroken,
     MalformedInput,
-    Opened,
     Paid,
     PolicyHistory,
     Refused,
@@ -48,11 +44,11 @@ from domain import (
     Status,
     TradeNumberTaken,
     deposit_id,
-    project_deposit,
 )
 from domain.money import normalise_currency, to_minor
 from ledger.app import parse as edge
 from ledger.app.parse import (
+    InputsRule,
     parse_actor,
     parse_audit_place,
     parse_case_id,
@@ -65,12 +61,13 @@ from ledger.app.parse import (
     parse_version,
 )
 from ledger.app.policy_file import load_policy
+from ledger.app.repository import DepositRepository
 from ledger.app.settings import refuse_library_variables
+from ledger.app.unit_of_work import Batch, UnitOfWork
 from ledger.store import library_overrides
 from ledger.store.chain_keys import require_ring
 from ledger.store.mapper import DepositMapper
 from ledger.store.recorder import Alongside, LedgerRecorder, PostgresLedgerRecorder, tables_created_by
-from ledger.store.snapshots import DepositSnapshot, OutdatedSnapshot, project_stored
 from ledger.store.trade_numbers import TradeNumberClaimed, ensure_table, holders
 from ledger.store.urls import UNAVAILABLE, Store, StoreLocked, StoreNotMigrated, resolve_store
 from ledger.tools.audit import Auditor
@@ -78,25 +75,12 @@ from ledger.views.runner import ViewFailed, ViewKeeper, ViewStatus
 from projections.audit_trail import AuditRow, AuditTrailView
 from projections.balances import ORDERS, BalancesView, CurrencyTotals
 
-MAX_ATTEMPTS = 8
-"""How many times a command is tried when another writer saved the same deposit first."""
-
-RETRY_PAUSE_FIRST_S = 0.01
-"""The longest random pause before the second try; it doubles before each further try (1.28 s before the
-eighth), so that a command gives up only after contention lasting a few seconds."""
-
-DEPOSIT_CACHE_SIZE = 2_000
-"""Deposits kept in memory between commands; each is checked for newer events before use."""
-
 HELD_TRADE_NUMBERS_SIZE = 10_000
 """Trade numbers this process has seen refused because another shop holds them, kept to refuse them again
 without writing: a holder never changes, so what is remembered stays true."""
 
 SNAPSHOT_INTERVAL = 200
 """A snapshot every this many events keeps loading a deposit cheap whatever its history."""
-
-MAX_BATCH_DEPOSITS = 100_000
-"""Deposits one batch may hold in memory until it is saved: a bound on a batch's memory."""
 
 AUTO_CATCH_UP_LIMIT = 10_000
 """Views lagging by at most this many events catch up when the ledger opens; more waits for
@@ -111,7 +95,6 @@ _SWITCH_VALUES = {
 }
 
 Clock = Callable[[], datetime]
-_Result = TypeVar("_Result")
 
 
 def utc_now() -> datetime:
@@ -132,14 +115,6 @@ class WorkQueue(BaseModel):
     """Closing deposits whose settlement is due: their refund may be paid."""
     overdue_top_ups: list[DepositState]
     """Open deposits whose top-up is overdue (restricted)."""
-
-
-class ConcurrencyExhausted(LedgerError):
-    """Other writers kept saving the same deposit first; nothing was written."""
-
-
-class StaleDeposit(IntegrityError):
-    """A cached deposit was behind the store: the command is decided again on the stored one."""
 
 
 class CommandResult(BaseModel):
@@ -168,92 +143,6 @@ class TradeNumberHolder(BaseModel):
 
 def _taken(channel: str, trade_no: str, holder: str) -> TradeNumberTaken:
     return TradeNumberTaken(f"{channel} trade number {trade_no} was paid into shop {holder}: one payment, one shop")
-
-
-class Batch:
-    """What the commands of one :meth:`DepositLedger.batch` have done so far, waiting for its single save.
-
-    ``events`` are the events its commands recorded, in order. Each deposit is
-    loaded once and kept; a command that succeeds hands its events over at once,
-    and a command that raises after changing a deposit has that deposit rebuilt
-    as the batch last accepted it (:meth:`attempt`).
-    """
-
-    def __init__(
-        self,
-        load: Callable[[str], ShopDeposit | None],
-        load_many: Callable[[list[str]], dict[str, ShopDeposit | None]],
-    ) -> None:
-        self._load = load
-        self._load_many = load_many
-        self.deposits: dict[str, ShopDeposit | None] = {}
-        self.accepted_versions: dict[str, int] = {}
-        self.changed: dict[str, ShopDeposit] = {}
-        self.events: list[DepositEvent] = []
-        self.trade_numbers: dict[tuple[str, str], str] = {}
-        """The (channel, trade number) pairs the batch's payments hold, and the shop of each."""
-        self.unconfirmed: dict[str, int] = {}
-        """Deposits taken from the process's cache as they were, not checked against the store, by the version
-        taken: one that records events is checked by their insert, the others when the batch is saved."""
-        self.alongside: list[Alongside] = []
-        """Writes of the caller's own that commit with the batch's events: :meth:`DepositLedger.record_alongside`."""
-        self._touched: list[str] = []
-
-    def find(self, shop_id: str) -> ShopDeposit | None:
-        """The shop's deposit as the batch left it, loaded from the store on first use."""
-        if shop_id not in self.deposits:
-            self._hold({shop_id: self._load(shop_id)})
-        self._touched.append(shop_id)
-        return self.deposits[shop_id]
-
-    def prefetch(self, shop_ids: Iterable[str]) -> None:
-        """Load the deposits of many shops at once, before the commands ask for them one by one."""
-        wanted = [shop_id for shop_id in dict.fromkeys(shop_ids) if shop_id not in self.deposits]
-        if wanted:
-            self._hold(self._load_many(wanted))
-
-    def _hold(self, loaded: dict[str, ShopDeposit | None]) -> None:
-        if len(self.deposits) + len(loaded) > MAX_BATCH_DEPOSITS:
-            raise LedgerError(f"a batch holds at most {MAX_BATCH_DEPOSITS} deposits: save it and start another")
-        for shop_id, deposit in loaded.items():
-            self.deposits[shop_id] = deposit
-            self.accepted_versions[shop_id] = deposit.version if deposit is not None else 0
-
-    def accept(self, deposit: ShopDeposit) -> None:
-        """Take the events a command recorded; they are saved with the batch."""
-        events = deposit.collect_events()
-        self.events.extend(events)
-        for event in events:
-            if type(event) is Paid:
-                self.trade_numbers[(event.channel.value, event.trade_no)] = deposit.shop_id
-        self.deposits[deposit.shop_id] = deposit
-        self.accepted_versions[deposit.shop_id] = deposit.version
-        self.changed[deposit.shop_id] = deposit
-
-    def staged(self, deposit: UUID) -> list[DepositEvent]:
-        """The events the batch holds for one deposit, oldest first."""
-        return [event for event in self.events if event.originator_id == deposit]
-
-    def attempt(self, command: Callable[[], _Result]) -> _Result:
-        """Run one command; if it raises, undo whatever it did to the batch's deposits."""
-        self._touched = []
-        try:
-            return command()
-        except BaseException:
-            for shop_id in self._touched:
-                deposit = self.deposits[shop_id]
-                if deposit is not None and deposit.version != self.accepted_versions[shop_id]:
-                    self._rebuild(shop_id, deposit.id)
-            raise
-
-    def _rebuild(self, shop_id: str, deposit: UUID) -> None:
-        # A command that raised half way (after recording some events): replay the
-        # batch's accepted events onto the deposit as stored.
-        rebuilt = project_deposit(self._load(shop_id), self.staged(deposit))
-        assert rebuilt is not None and rebuilt.version == self.accepted_versions[shop_id]
-        self.deposits[shop_id] = rebuilt
-        if shop_id in self.changed:
-            self.changed[shop_id] = rebuilt
 
 
 class DepositLedger(Application[UUID]):
@@ -305,15 +194,11 @@ class DepositLedger(Application[UUID]):
         self._policy_choice = policy
         self._settlement_window = settlement_window
         self._policies: PolicyHistory | None = None
-        self._batch: Batch | None = None
-        self._cache: OrderedDict[UUID, ShopDeposit] = OrderedDict()
-        self._cache_lock = threading.Lock()
         self._held_trade_numbers: OrderedDict[tuple[str, str], str] = OrderedDict()
         # Opening checks the catalogue and takes no lock: creating tables (and their indexes)
         # waits behind any session's lock on them, so it is done only when something is missing.
         super().__init__(env={**self.store.environment(), **(env or {}), "CREATE_TABLE": "no"})
-        assert isinstance(self.recorder, LedgerRecorder | PostgresLedgerRecorder)
-        self.recorder.chain_head.keys = require_ring(self.store)
+        self._recorder.chain_head.keys = require_ring(self.store)
         # The library's recorders all have create_table(); its types do not say so.
         recorders: list[Any] = [self.recorder, *([self.snapshots.recorder] if self.snapshots is not None else [])]
         view_classes = (BalancesView, AuditTrailView)
@@ -341,9 +226,21 @@ class DepositLedger(Application[UUID]):
             connection.close()
             super().close()
             raise
+        self.deposits = DepositRepository(
+            self.repository, self.events, self.snapshots, self._recorder, confirm_after_use=self.store.kind == "sqlite"
+        )
+        """Loading, caching and freshness of the deposits."""
+        self.work = UnitOfWork(
+            self.deposits,
+            save=lambda *objs, **kwargs: self.save(*objs, **kwargs),  # late: a subclass's save counts
+            deposit_lock=lambda deposit_hex: self.store.deposit_lock(self.views.connection, deposit_hex),
+            writing_turn=self._recorder.writing_turn,
+            refusal_of=self._trade_number_taken,
+        )
+        """Batching, retries and the conflict policy of the commands."""
         if self.inline_views:
-            self.recorder.after_insert = self.views.apply_inline
-            self.recorder.after_commit = self.views.committed
+            self._recorder.after_insert = self.views.apply_inline
+            self._recorder.after_commit = self.views.committed
             # Behind another session's lock on the events table, the views answer as they are.
             with contextlib.suppress(StoreLocked):
                 self._refresh_views()
@@ -354,8 +251,7 @@ class DepositLedger(Application[UUID]):
             self.views.close()
         super().close()
 
-    @contextlib.contextmanager
-    def batch(self) -> Iterator[Batch]:
+    def batch(self) -> AbstractContextManager[Batch]:
         """Run many commands as one transaction.
 
         Inside the block each deposit is loaded once and kept in memory, and the
@@ -368,19 +264,7 @@ class DepositLedger(Application[UUID]):
         SQLite also when another process wrote a deposit this process had cached: the
         batch used the cached one as it was, and its save finds that out).
         """
-        if self._batch is not None:
-            raise RuntimeError("batches do not nest")
-        batch = self._batch = Batch(self._take, self._take_many)
-        try:
-            yield batch
-        finally:
-            self._batch = None
-        self._confirm_unchanged(batch)
-        if batch.events:
-            self.save(*batch.events, *batch.changed.values(), alongside=batch.alongside)
-        for deposit in batch.deposits.values():
-            if deposit is not None:
-                self._checkin(deposit)
+        return self.work.batch()
 
     def record_alongside(self, write: Alongside) -> None:
         """Inside a :meth:`batch`: run ``write`` in the transaction that saves the batch's events.
@@ -390,9 +274,9 @@ class DepositLedger(Application[UUID]):
         events or not at all. A batch that records no event saves nothing, and
         ``write`` is not run: the caller keeps its record some other way.
         """
-        if self._batch is None:
+        if self.work.current is None:
             raise RuntimeError("record_alongside needs a batch: only a batch's save can carry it")
-        self._batch.alongside.append(write)
+        self.work.current.alongside.append(write)
 
     def construct_env(self, name: str, env: EnvType | None = None) -> Environment:
         """The library's settings as the ledger gives them, and nothing from the process environment.
@@ -438,14 +322,17 @@ class DepositLedger(Application[UUID]):
         site_code = site.strip().upper() if site is not None else None
         chosen = sorted({parse_category(category) for category in edge.texts(categories, "categories")})
         if chosen and site_code is None:
-            raise MalformedInput("categories need a site: the policy prices categories per site")
+            raise InputsRule("categories_need_site", "categories need a site: the policy prices categories per site")
         policy_version: str | None = None
         effective_at = self._effective_at(at)
         # The version in force when the shop opens; "now" is read here, a moment before its stamp.
         opened_at = effective_at or self.clock()
         if required is None:
             if site_code is None or not chosen:
-                raise MalformedInput("give the required amount, or a site and categories to derive it from the policy")
+                raise InputsRule(
+                    "required_or_site_and_categories",
+                    "give the required amount, or a site and categories to derive it from the policy",
+                )
             policy = self.policy_at(opened_at)
             code = self._site_currency(policy, site_code, currency)
             required_minor = policy.requirement_minor(site_code, chosen)
@@ -461,10 +348,10 @@ class DepositLedger(Application[UUID]):
                 self.policy_at(opened_at).requirement_minor(site_code, chosen)  # names any category it lacks
         actor = self._actor(actor)
 
-        def attempt() -> CommandResult:
-            if self._find(shop_id) is not None:
+        def opening(existing: ShopDeposit | None) -> ShopDeposit:
+            if existing is not None:
                 raise ShopAlreadyOpen(f"shop {shop_id} already has a deposit")
-            deposit = ShopDeposit.open(
+            return ShopDeposit.open(
                 shop_id=shop_id,
                 site=site_code,
                 currency=code,
@@ -473,10 +360,9 @@ class DepositLedger(Application[UUID]):
                 policy_version=policy_version,
                 stamp=self._stamp(effective_at, actor),
             )
-            self._commit(deposit)
-            return CommandResult(state=deposit.state(self.clock()))
 
-        return self._retrying(shop_id, attempt)
+        deposit = self.work.open(shop_id, opening)
+        return CommandResult(state=deposit.state(self.clock()))
 
     def pay(
         self,
@@ -552,7 +438,10 @@ class DepositLedger(Application[UUID]):
         case = edge.text(case, "case id")
         note = edge.text(note, "note")
         if amount is not None and order_value is not None:
-            raise MalformedInput("give an amount or an order value, not both: the order value prices by the policy")
+            raise InputsRule(
+                "amount_or_order_value",
+                "give an amount or an order value, not both: the order value prices by the policy",
+            )
         chosen_reason = parse_choice(DeductionReason, reason, "reason")
         effective_at = self._effective_at(at)
         policies = self.policies
@@ -682,7 +571,7 @@ class DepositLedger(Application[UUID]):
         added = [parse_category(category) for category in edge.texts(add, "categories to add")]
         removed = [parse_category(category) for category in edge.texts(remove, "categories to remove")]
         if not added and not removed:
-            raise MalformedInput("give categories to add or to remove")
+            raise InputsRule("categories_to_change", "give categories to add or to remove")
         effective_at = self._effective_at(at)
         policies = self.policies
         return self._change(
@@ -816,17 +705,17 @@ class DepositLedger(Application[UUID]):
     def deposit(self, shop_id: str) -> ShopDeposit:
         """The shop's deposit rebuilt from its events (and latest snapshot)."""
         shop_id = parse_shop_id(shop_id)
-        deposit = self._find(shop_id)
+        deposit = self.work.find(shop_id)
         if deposit is None:
             raise ShopNotFound(f"shop {shop_id} has no deposit")
         return deposit
 
     def show(self, shop_id: str) -> DepositState:
         """The shop's current figures, rebuilt from its events (and latest snapshot)."""
-        if self._batch is not None:
+        if self.work.current is not None:
             return self.deposit(shop_id).state(self.clock())
         shop_id = parse_shop_id(shop_id)
-        figures = self._figures(deposit_id(shop_id))
+        figures = self.deposits.figures(deposit_id(shop_id))
         if figures is None:
             raise ShopNotFound(f"shop {shop_id} has no deposit")
         return figures.state(self.clock())
@@ -838,12 +727,10 @@ class DepositLedger(Application[UUID]):
         """
         shop_id = parse_shop_id(shop_id)
         moment = parse_time(as_of) if as_of is not None else None
-        version = self._version_as_of(shop_id, moment) if moment is not None else None
-        events = [
-            event for event in self.events.get(deposit_id(shop_id), lte=version) if isinstance(event, DepositEvent)
-        ]
-        if self._batch is not None and moment is None:
-            events.extend(self._batch.staged(deposit_id(shop_id)))
+        version = self.deposits.version_as_of(shop_id, moment) if moment is not None else None
+        events = self.deposits.history(deposit_id(shop_id), version)
+        if self.work.current is not None and moment is None:
+            events.extend(self.work.current.staged(deposit_id(shop_id)))
         if not events:
             raise ShopNotFound(f"shop {shop_id} has no deposit")
         return events
@@ -861,9 +748,9 @@ class DepositLedger(Application[UUID]):
             version = parse_version(version)
         moment = parse_time(as_of) if as_of is not None else None
         if moment is not None:
-            at_time = self._version_as_of(shop_id, moment)
+            at_time = self.deposits.version_as_of(shop_id, moment)
             version = at_time if version is None else min(version, at_time)
-        figures = self._figures(deposit_id(shop_id), version)
+        figures = self.deposits.figures(deposit_id(shop_id), version)
         if figures is None:
             raise ShopNotFound(f"shop {shop_id} has no deposit at that moment")
         if version is not None and figures.version < version:
@@ -878,7 +765,8 @@ class DepositLedger(Application[UUID]):
         """The shop's figures from the balances view: one indexed row, however long its history."""
         shop_id = parse_shop_id(shop_id)
         found = self.views.view(BalancesView.name)
-        assert isinstance(found, BalancesView)
+        if not isinstance(found, BalancesView):
+            raise InvariantBroken(f"the {BalancesView.name} view is a {type(found).__name__}")
         row = found.get(self.views.read(), shop_id, now=self.clock())
         if row is None:
             lag = sum(status.lag for status in self.views.status() if status.name == BalancesView.name)
@@ -966,7 +854,8 @@ class DepositLedger(Application[UUID]):
         now = self.clock()
         cursor = self.views.read()
         trail = self.views.view(AuditTrailView.name)
-        assert isinstance(trail, AuditTrailView)
+        if not isinstance(trail, AuditTrailView):
+            raise InvariantBroken(f"the {AuditTrailView.name} view is a {type(trail).__name__}")
         balances = self._balances()
         return WorkQueue(
             open_holds=trail.open_holds(cursor, limit),
@@ -977,7 +866,8 @@ class DepositLedger(Application[UUID]):
 
     def _balances(self) -> BalancesView:
         found = self.views.view(BalancesView.name)
-        assert isinstance(found, BalancesView)
+        if not isinstance(found, BalancesView):
+            raise InvariantBroken(f"the {BalancesView.name} view is a {type(found).__name__}")
         return found
 
     def _shop_filters(
@@ -1009,7 +899,8 @@ class DepositLedger(Application[UUID]):
         if limit is not None:
             limit = parse_page_limit(limit)
         found = self.views.view(AuditTrailView.name)
-        assert isinstance(found, AuditTrailView)
+        if not isinstance(found, AuditTrailView):
+            raise InvariantBroken(f"the {AuditTrailView.name} view is a {type(found).__name__}")
         cursor = self.views.read()
         rows = found.rows(cursor, deposit_id(shop_id), after=after, limit=limit)
         if not rows and (after is None or not found.rows(cursor, deposit_id(shop_id), limit=1)):
@@ -1029,9 +920,10 @@ class DepositLedger(Application[UUID]):
             return None
         notification = next(iter(self.recorder.select_notifications(start=claim.position, limit=1)), None)
         paid = self.mapper.to_domain_event(notification) if notification is not None else None
-        assert isinstance(paid, Paid), f"position {claim.position} holds no payment of {channel} {trade_no}"
+        if not isinstance(paid, Paid):
+            raise InvariantBroken(f"position {claim.position} holds no payment of {channel} {trade_no}")
         return TradeNumberHolder(
-            shop_id=self._shop_of(paid.originator_id),
+            shop_id=self.deposits.shop_of(paid.originator_id),
             channel=paid.channel,
             trade_no=paid.trade_no,
             currency=paid.currency,
@@ -1062,7 +954,8 @@ class DepositLedger(Application[UUID]):
     @property
     def _recorder(self) -> LedgerRecorder | PostgresLedgerRecorder:
         # The recorder, as the ledger chose it (the library types it as any recorder).
-        assert isinstance(self.recorder, LedgerRecorder | PostgresLedgerRecorder)
+        if not isinstance(self.recorder, LedgerRecorder | PostgresLedgerRecorder):
+            raise InvariantBroken(f"the store gave a {type(self.recorder).__name__}, not the ledger's recorder")
         return self.recorder
 
     def _refresh_views_if_reachable(self) -> None:
@@ -1078,7 +971,7 @@ class DepositLedger(Application[UUID]):
         except TradeNumberClaimed as claimed:
             # Remembered, so that deciding again (a batch run anew) refuses those payments.
             for claim in claimed.claims:
-                self._remember_held(claim.pair, self._shop_of(UUID(claim.deposit_hex)))
+                self._remember_held(claim.pair, self.deposits.shop_of(UUID(claim.deposit_hex)))
             raise
 
     def _require_trade_number_free(self, channel: Channel, trade_no: str, shop_id: str) -> None:
@@ -1086,15 +979,17 @@ class DepositLedger(Application[UUID]):
         # batch, or as a refused insert taught this process. Anything else is decided by the
         # trade-number table's unique key when the payment is inserted.
         pair = (channel.value, trade_no)
-        holder = self._batch.trade_numbers.get(pair) if self._batch is not None else None
+        holder = self.work.current.trade_numbers.get(pair) if self.work.current is not None else None
         if holder is None:
             holder = self._held_trade_numbers.get(pair)
         if holder is not None and holder != shop_id:
             raise _taken(channel.value, trade_no, holder)
 
-    def _holder_shop(self, claimed: TradeNumberClaimed) -> str:
-        pair = claimed.claims[0].pair
-        return self._held_trade_numbers.get(pair) or self._shop_of(UUID(claimed.claims[0].deposit_hex))
+    def _trade_number_taken(self, claimed: TradeNumberClaimed) -> TradeNumberTaken:
+        # Another shop holds a trade number a payment claimed: its row decided, and says which shop.
+        first = claimed.claims[0]
+        holder = self._held_trade_numbers.get(first.pair) or self.deposits.shop_of(UUID(first.deposit_hex))
+        return _taken(first.channel, first.trade_no, holder)
 
     def _remember_held(self, pair: tuple[str, str], shop_id: str) -> None:
         held = self._held_trade_numbers
@@ -1102,12 +997,6 @@ class DepositLedger(Application[UUID]):
         held.move_to_end(pair)
         while len(held) > HELD_TRADE_NUMBERS_SIZE:
             held.popitem(last=False)
-
-    def _shop_of(self, deposit: UUID) -> str:
-        # The shop a deposit was opened for: its first event says.
-        opened = next(iter(self.events.get(deposit, lte=1)), None)
-        assert isinstance(opened, Opened), f"deposit {deposit} does not start with Opened"
-        return opened.shop_id
 
     def _refresh_views(self) -> None:
         # A short lag is caught up at once, so commands and queries never wait on a long
@@ -1119,67 +1008,11 @@ class DepositLedger(Application[UUID]):
             with contextlib.suppress(ViewFailed):
                 self.views.catch_up(lagging)
 
-    def _version_as_of(self, shop_id: str, moment: datetime) -> int:
-        # Effective times never go backwards within a deposit (the rules refuse it), so
-        # the events effective by `moment` are a prefix: find its end by binary search,
-        # reading one event per step, so a long history costs a few reads.
-        last = next(iter(self.events.get(deposit_id(shop_id), desc=True, limit=1)), None)
-        if not isinstance(last, DepositEvent):
-            raise ShopNotFound(f"shop {shop_id} has no deposit")
-        low, high = 0, last.originator_version
-        while low < high:
-            middle = (low + high + 1) // 2
-            event = next(iter(self.events.get(deposit_id(shop_id), gt=middle - 1, lte=middle)))
-            assert isinstance(event, DepositEvent)
-            if event.effective_at <= moment:
-                low = middle
-            else:
-                high = middle - 1
-        if low == 0:
-            raise ShopNotFound(f"shop {shop_id} had no deposit yet at {moment.isoformat()}")
-        return low
-
-    def _find(self, shop_id: str) -> ShopDeposit | None:
-        return self._batch.find(shop_id) if self._batch is not None else self._load(deposit_id(shop_id))
-
-    def _load(self, deposit: UUID, version: int | None = None) -> ShopDeposit | None:
-        try:
-            found: ShopDeposit = self.repository.get(deposit, version=version, projector_func=project_stored)
-        except AggregateNotFoundError:
-            return None
-        except OutdatedSnapshot:
-            # A snapshot from before holds and appeals existed: replay the whole history
-            # instead. The next snapshot interval writes a current one.
-            events = self.events.get(deposit, lte=version)
-            return project_deposit(None, (event for event in events if isinstance(event, DepositEvent)))
-        return found
-
-    def _figures(self, deposit: UUID, version: int | None = None) -> Balance | None:
-        # A deposit's figures alone, from its latest snapshot at or before ``version`` and
-        # the events after it: what a query needs, without the rules' bookkeeping (which,
-        # for a long history, is most of a snapshot).
-        start, figures = 0, None
-        if self.snapshots is not None:
-            try:
-                snapshot = next(iter(self.snapshots.get(deposit, desc=True, limit=1, lte=version)), None)
-            except OutdatedSnapshot:
-                snapshot = None  # from before holds and appeals existed: replay the whole history
-            if isinstance(snapshot, DepositSnapshot):
-                start, figures = snapshot.originator_version, snapshot.figures()
-        for event in self.events.get(deposit, gt=start, lte=version):
-            assert isinstance(event, DepositEvent), f"{type(event).__name__} in the history of {deposit}"
-            if figures is None:
-                assert isinstance(event, Opened), f"history of {deposit} starts with {event.type_name}"
-                figures = Balance.opened(event)
-            else:
-                figures.apply(event)
-        return figures
-
     def _site_currency(self, policy: DepositPolicy, site: str | None, currency: str | None) -> str:
         # The currency a policy-derived deposit is kept in; a --currency given beside it must agree.
         if site is None or (site not in policy.sites and currency is not None):
             if currency is None:
-                raise MalformedInput("give a currency, or a site the policy prices")
+                raise InputsRule("currency_or_priced_site", "give a currency, or a site the policy prices")
             return normalise_currency(currency)
         code = policy.site(site).currency
         if currency is not None and normalise_currency(currency) != code:
@@ -1193,169 +1026,13 @@ class DepositLedger(Application[UUID]):
         effective_at: datetime | None,
         actor: str | None,
     ) -> CommandResult:
+        # Get the deposit, let the domain decide (True: it recorded events), commit: the unit of work's.
         actor = self._actor(actor)
-
-        def attempt() -> CommandResult:
-            deposit, cached = self._checkout(shop_id)
-            checked_out = deposit.version
-            try:
-                changed = command(deposit, self._stamp(effective_at, actor))
-            except LedgerError:
-                if cached:
-                    self._confirm_current(deposit.id, checked_out)  # refused by the store's state, not a stale copy
-                raise
-            if changed:
-                try:
-                    self._commit(deposit)
-                except TradeNumberClaimed as claimed:
-                    # Another shop holds a trade number this command's payment claimed: its row decided.
-                    first = claimed.claims[0]
-                    raise _taken(first.channel, first.trade_no, self._holder_shop(claimed)) from None
-                except IntegrityError as conflict:
-                    if cached:  # decided on a copy that was behind: decide again on the stored one, at once
-                        raise StaleDeposit(f"deposit {deposit.id} changed in another process") from conflict
-                    raise
-            elif cached:
-                self._confirm_current(deposit.id, checked_out)
-            self._checkin(deposit)
-            return CommandResult(state=deposit.state(self.clock()), duplicate=not changed)
-
-        return self._retrying(shop_id, attempt)
-
-    def _commit(self, deposit: ShopDeposit) -> None:
-        # Save a command's events now, or hand them to the batch that saves them later.
-        if self._batch is not None:
-            self._batch.accept(deposit)
-        else:
-            self.save(deposit)
-
-    def _checkout(self, shop_id: str) -> tuple[ShopDeposit, bool]:
-        # A command takes the deposit out of the cache for its own exclusive use. If the
-        # command fails half way, the deposit is simply not checked back in, so a
-        # half-changed object can never serve the next command. Inside a batch the
-        # batch holds the deposit until it is saved.
-        #
-        # On SQLite a cached deposit is used as it is, without asking the store whether
-        # another process saved events since (True comes back beside it): if one did,
-        # the command's events fail to insert (their versions are taken) and the command
-        # is decided again on the deposit as stored. Only an answer that writes nothing
-        # (a refusal, a duplicate) must then be confirmed: _confirm_current. One process
-        # is the usual writer of an SQLite file, and a failed insert costs little there.
-        # On PostgreSQL several processes writing is the point, so a cached copy is
-        # often behind, and a failed insert is a transaction lost under the events
-        # table's lock: the copy is brought up to date first (one query, inside the
-        # deposit's lock, so the insert then succeeds).
-        if self._batch is not None:
-            found, cached = self._batch.find(shop_id), False
-        else:
-            found = self._uncache(shop_id)
-            cached = found is not None
-            if found is None:
-                found = self._load(deposit_id(shop_id))
-            elif self.store.kind != "sqlite":
-                found, cached = self._brought_up(found), False
-        if found is None:
-            raise ShopNotFound(f"shop {shop_id} has no deposit")
-        return found, cached
-
-    def _confirm_current(self, deposit: UUID, version: int) -> None:
-        # Whether a cached copy at ``version`` was the deposit as stored; if not, the
-        # command is decided again (IntegrityError: the retry loads the deposit afresh).
-        if next(iter(self.events.get(deposit, gt=version, limit=1)), None) is not None:
-            raise StaleDeposit(f"deposit {deposit} changed in another process since it was cached")
-
-    def _take(self, shop_id: str) -> ShopDeposit | None:
-        # The cached deposit, brought up to date, or else the deposit as stored. On SQLite, as
-        # for a command alone (_checkout), a batch uses the cached one as it is, a query a
-        # deposit fewer: the batch's save finds out if another process wrote it since.
-        deposit = self._uncache(shop_id)
-        if deposit is None:
-            return self._load(deposit_id(shop_id))
-        if self.store.kind == "sqlite" and self._batch is not None:
-            self._batch.unconfirmed[shop_id] = deposit.version
-            return deposit
-        return self._brought_up(deposit)
-
-    def _confirm_unchanged(self, batch: Batch) -> None:
-        # The batch's answers about cached deposits it did not change (refusals, duplicates) hold
-        # if those deposits were current: one query for them all, else the batch is decided again.
-        unchanged = {
-            deposit_id(shop_id): version
-            for shop_id, version in batch.unconfirmed.items()
-            if shop_id not in batch.changed
-        }
-        if not unchanged:
-            return
-        latest = self._recorder.latest_versions(list(unchanged))
-        stale = [deposit for deposit, version in unchanged.items() if latest.get(deposit, 0) != version]
-        if stale:
-            raise StaleDeposit(f"deposit {stale[0]} changed in another process since it was cached")
-
-    def _uncache(self, shop_id: str) -> ShopDeposit | None:
-        # The shop's deposit out of the cache, for one command's exclusive use, or None.
-        with self._cache_lock:
-            return self._cache.pop(deposit_id(shop_id), None)
-
-    def _take_many(self, shop_ids: list[str]) -> dict[str, ShopDeposit | None]:
-        # A batch's deposits at once: one query per few hundred tells which exist and
-        # how far each has gone. Cached deposits that are current need nothing more,
-        # shops without a deposit need no load at all; only the rest are loaded.
-        assert isinstance(self.recorder, LedgerRecorder | PostgresLedgerRecorder)
-        ids = {shop_id: deposit_id(shop_id) for shop_id in shop_ids}
-        with self._cache_lock:
-            cached = {shop_id: self._cache.pop(key, None) for shop_id, key in ids.items()}
-        latest = self.recorder.latest_versions(list(ids.values()))
-        found: dict[str, ShopDeposit | None] = {}
-        for shop_id, key in ids.items():
-            version, deposit = latest.get(key), cached[shop_id]
-            if version is None:
-                found[shop_id] = None
-            elif deposit is not None and deposit.version <= version:
-                found[shop_id] = deposit if deposit.version == version else self._brought_up(deposit)
-            else:
-                found[shop_id] = self._load(ids[shop_id])
-        return found
-
-    def _brought_up(self, deposit: ShopDeposit) -> ShopDeposit:
-        # A cached deposit with the events other processes saved since it was cached.
-        newer = self.events.get(deposit.id, gt=deposit.version)
-        brought_up = project_deposit(deposit, (event for event in newer if isinstance(event, DepositEvent)))
-        assert brought_up is not None
-        return brought_up
-
-    def _checkin(self, deposit: ShopDeposit) -> None:
-        if self._batch is not None:
-            return
-        with self._cache_lock:
-            self._cache[deposit.id] = deposit
-            self._cache.move_to_end(deposit.id)
-            while len(self._cache) > DEPOSIT_CACHE_SIZE:
-                self._cache.popitem(last=False)
-
-    def _retrying(self, shop_id: str, attempt: Callable[[], _Result]) -> _Result:
-        if self._batch is not None:
-            # Nothing is written until the batch is saved: nothing to retry, only to undo.
-            return self._batch.attempt(attempt)
-        with self.store.deposit_lock(self.views.connection, deposit_id(shop_id).hex):
-            return self._retried(attempt)
-
-    def _retried(self, attempt: Callable[[], _Result]) -> _Result:
-        for number in range(1, MAX_ATTEMPTS + 1):
-            try:
-                # Writers queue for their turn before reading the deposit, so that another's write
-                # can hardly make theirs stale: the deposit's lock on PostgreSQL (taken above), the
-                # file's write lock here on SQLite. A turn that fails is rolled back whole.
-                with self._recorder.writing_turn():
-                    return attempt()
-            except StaleDeposit:
-                continue  # nobody to wait for: the next attempt reads the deposit as stored
-            except IntegrityError:
-                # Another writer saved this deposit's next version first: reload and decide again,
-                # after a random pause that doubles each time, so that writers who collided do not
-                # collide again in step.
-                if number < MAX_ATTEMPTS:
-                    time.sleep(random.uniform(0, RETRY_PAUSE_FIRST_S * 2 ** (number - 1)))
-        raise ConcurrencyExhausted(f"gave up after {MAX_ATTEMPTS} conflicting writes; nothing was written")
+        return self.work.change(
+            shop_id,
+            lambda deposit: command(deposit, self._stamp(effective_at, actor)),
+            lambda deposit, changed: CommandResult(state=deposit.state(self.clock()), duplicate=not changed),
+        )
 
     def _actor(self, actor: object) -> str:
         # Checked before the deposit is loaded: a bad name is malformed whatever the deposit's state.

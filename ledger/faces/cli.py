@@ -22,7 +22,7 @@ from eventsourcing.persistence import PersistenceError
 from rich.console import Console
 
 from domain import Channel, LedgerError, MalformedInput, deposit_id
-from ledger.app.parse import parse_choice, parse_shop_id, parse_time
+from ledger.app.parse import InputsRule, parse_choice, parse_shop_id, parse_time
 from ledger.app.policy_file import load_policy
 from ledger.app.service import CommandResult, DepositLedger, utc_now
 from ledger.app.settings import refuse_library_variables
@@ -933,6 +933,23 @@ def migrate_command(ctx: typer.Context) -> None:
         sys.stderr.write(f"deposit-ledger: {ledger.store.describe()} has the ledger's tables\n")
 
 
+CLI_WORDING = {
+    "categories_need_site": "--category needs --site: the policy prices categories per site",
+    "required_or_site_and_categories": "give --required, or --site and --category to derive it from the policy",
+    "currency_or_priced_site": "give --currency, or a --site the policy prices",
+    "amount_or_order_value": "give AMOUNT or --order-value, not both: the order value prices by the policy",
+    "categories_to_change": "give --add CATEGORY or --remove CATEGORY",
+}
+"""The rules between a command's inputs, worded with the command line's own options."""
+
+
+def worded(error: MalformedInput) -> str:
+    """The reason of ``error`` as the command line says it: its options by name."""
+    if isinstance(error, InputsRule):
+        return CLI_WORDING[error.rule]
+    return str(error)
+
+
 def _fail(message: str, code: int) -> NoReturn:
     # One line whatever the message holds: scripts read the reason from a single line.
     sys.stderr.write(f"deposit-ledger: {' '.join(message.split())}\n")
@@ -970,7 +987,9 @@ def main(argv: list[str] | None = None) -> None:
         if not message:
             raise SystemExit(EXIT_MALFORMED) from None
         _fail(message, EXIT_MALFORMED)
-    except (MalformedInput, StoreUnavailable) as error:
+    except MalformedInput as error:
+        _fail(worded(error), EXIT_MALFORMED)
+    except StoreUnavailable as error:
         _fail(str(error), EXIT_MALFORMED)
     except LedgerError as error:
         _fail(str(error), EXIT_REFUSED)

@@ -81,6 +81,7 @@ from domain import (
     Frozen,
     HoldPlaced,
     HoldReleased,
+    InvariantBroken,
     LedgerError,
     MalformedInput,
     Opened,
@@ -96,12 +97,8 @@ from domain.deposit import FORCED_CLOSURE_RELEASE
 from domain.money import format_minor, normalise_currency, to_minor
 from domain.reconciliation import RECONCILIATION_TYPES
 from ledger.app.parse import parse_category, parse_shop_id, parse_time
-from ledger.app.service import (
-    MAX_ATTEMPTS,
-    CommandResult,
-    ConcurrencyExhausted,
-    DepositLedger,
-)
+from ledger.app.service import CommandResult, DepositLedger
+from ledger.app.unit_of_work import MAX_ATTEMPTS, ConcurrencyExhausted
 from ledger.views.collector import collect_young, collector_paused
 from projections.view import stored_time
 
@@ -599,7 +596,8 @@ def import_journal(
     ``on_reject`` is called for each rejected line once its batch is saved;
     ``progress`` with the number of lines done after each batch.
     """
-    assert batch_lines >= 1
+    if batch_lines < 1:
+        raise InvariantBroken(f"an import applies at least one line a batch, not {batch_lines}")
     started = time.perf_counter()
     counts = {"applied": 0, "duplicate": 0, "rejected": 0}
     events = done = 0
@@ -860,7 +858,8 @@ def _events_in_order(ledger: DepositLedger) -> Iterator[DepositEvent]:
             if notification.topic in RECONCILIATION_TYPES:
                 continue  # a reconciliation's outcome, not a command on a deposit
             event = ledger.mapper.to_domain_event(notification)
-            assert isinstance(event, DepositEvent), f"position {notification.id} holds {type(event).__name__}"
+            if not isinstance(event, DepositEvent):
+                raise InvariantBroken(f"position {notification.id} holds {type(event).__name__}")
             yield event
         if len(page) < EXPORT_PAGE:
             return

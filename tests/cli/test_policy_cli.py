@@ -16,6 +16,8 @@ from typing import Any
 
 import pytest
 
+from ledger.app.parse import INPUTS_RULES
+from ledger.faces.cli import CLI_WORDING
 from tests.cli.conftest import SHOW_KEYS, Outcome, Run, at, stored_rows
 
 REFUSED = 1
@@ -69,15 +71,15 @@ def test_an_explicit_required_amount_works_as_before_and_needs_no_policy_site(cl
 @pytest.mark.parametrize(
     ("line", "reason"),
     [
-        pytest.param("open s1 --site CN", "give the required amount, or a site and categories", id="no-category"),
-        pytest.param("open s1 --category food", "categories need a site", id="no-site"),
+        pytest.param("open s1 --site CN", "give --required, or --site and --category", id="no-category"),
+        pytest.param("open s1 --category food", "--category needs --site", id="no-site"),
         pytest.param("open s1 --site CN --category weapons", "has no category weapons on site CN", id="unknown"),
         pytest.param("open s1 --site MARS --category food", "has no site 'MARS'", id="unknown-site"),
         pytest.param(
             "open s1 --site CN --category food --currency USD", "keeps site CN deposits in CNY, not USD", id="currency"
         ),
         pytest.param("open s1 --site CN --category 'f d'", "category 'f d' must be", id="bad-category"),
-        pytest.param("open s1 --required 10", "give a currency", id="no-currency"),
+        pytest.param("open s1 --required 10", "give --currency", id="no-currency"),
     ],
 )
 def test_open_by_policy_refuses_what_the_policy_cannot_derive(cli: Run, store_url: str, line: str, reason: str) -> None:
@@ -160,7 +162,7 @@ def test_apply_policy_follows_a_new_policy_version(cli: Run, food_shop: str, tmp
 @pytest.mark.parametrize(
     ("line", "code", "reason"),
     [
-        pytest.param("categories noodle-bar", MALFORMED, "give categories to add or to remove", id="nothing"),
+        pytest.param("categories noodle-bar", MALFORMED, "give --add CATEGORY or --remove CATEGORY", id="nothing"),
         pytest.param("categories noodle-bar --add weapons", MALFORMED, "no category weapons", id="unknown"),
         pytest.param("categories noodle-bar --remove food", REFUSED, "must keep at least one category", id="none-left"),
         pytest.param(
@@ -215,7 +217,7 @@ def test_the_daily_cap_limits_what_the_catalogue_charges_a_shop_in_one_utc_day(c
         pytest.param(
             "deduct noodle-bar 10 --reason other --case X1 --order-value 5",
             MALFORMED,
-            "not both",
+            "give AMOUNT or --order-value, not both",
             id="amount-and-order",
         ),
         pytest.param("deduct noodle-bar --reason fake_listing", MALFORMED, "Missing option '--case'", id="no-case"),
@@ -579,3 +581,9 @@ def ok_text(result: Outcome) -> str:
     """What a successful command printed."""
     assert result.code == 0, result.err
     return result.out
+
+
+def test_every_rule_between_inputs_is_worded_with_the_command_line_s_options() -> None:
+    # The Python API, the journal and the HTTP service show the neutral wording; the command line its options.
+    assert set(CLI_WORDING) == INPUTS_RULES
+    assert all("--" in wording for wording in CLI_WORDING.values())

@@ -33,7 +33,8 @@ from domain import (
 )
 from domain.money import MAX_AMOUNT_MINOR
 from ledger import CommandResult, ConcurrencyExhausted, DepositLedger
-from ledger.app.service import MAX_ATTEMPTS, SNAPSHOT_INTERVAL
+from ledger.app.service import SNAPSHOT_INTERVAL
+from ledger.app.unit_of_work import MAX_ATTEMPTS
 from ledger.store.snapshots import DepositSnapshot
 from ledger.store.urls import Store
 from tests.conftest import FakeClock, fetch_all, writes_nothing
@@ -483,7 +484,7 @@ def test_a_write_that_loses_a_race_is_retried_on_the_new_version(
     if shops.store.kind == "sqlite":
         pytest.skip("an SQLite command reads and writes in one write transaction: no writer can come between")
     rival = reopen()
-    load = shops._checkout
+    load = shops.deposits.check_out
     raced: list[bool] = []
 
     def load_then_lose_the_race(*args: Any, **kwargs: Any) -> Any:
@@ -493,7 +494,7 @@ def test_a_write_that_loses_a_race_is_retried_on_the_new_version(
             saved_by_a_rival(rival, "shop-cn", 30_000, DeductionReason.LATE_SHIPMENT, "C-rival")
         return deposit
 
-    monkeypatch.setattr(shops, "_checkout", load_then_lose_the_race)
+    monkeypatch.setattr(shops.deposits, "check_out", load_then_lose_the_race)
     result = shops.pay("shop-cn", "100", channel="wechat_pay", ref="W1")
     assert result.state.version == 6  # opened, paid, frozen, the rival's deduction, then paid, frozen
     assert (result.state.paid_minor, result.state.frozen_minor, result.state.deducted_minor) == (
@@ -510,7 +511,7 @@ def test_a_write_that_keeps_losing_gives_up_after_bounded_attempts(
     if shops.store.kind == "sqlite":
         pytest.skip("an SQLite command reads and writes in one write transaction: no writer can come between")
     rival = reopen()
-    load = shops._checkout
+    load = shops.deposits.check_out
     rival_writes: list[int] = []
 
     def load_then_lose_the_race(*args: Any, **kwargs: Any) -> Any:
@@ -519,7 +520,7 @@ def test_a_write_that_keeps_losing_gives_up_after_bounded_attempts(
         saved_by_a_rival(rival, "shop-cn", 100, DeductionReason.OTHER, f"C{len(rival_writes)}")
         return deposit
 
-    monkeypatch.setattr(shops, "_checkout", load_then_lose_the_race)
+    monkeypatch.setattr(shops.deposits, "check_out", load_then_lose_the_race)
     with pytest.raises(ConcurrencyExhausted):
         shops.pay("shop-cn", "100", channel="wechat_pay", ref="W1")
     assert len(rival_writes) == MAX_ATTEMPTS
@@ -572,8 +573,8 @@ def test_a_refusal_stands_when_the_cached_deposit_was_current(
 ) -> None:
     shops.pay("shop-jp", "70000", channel="alipay", ref="J1")
     confirmed: list[int] = []
-    confirm = shops._confirm_current
-    monkeypatch.setattr(shops, "_confirm_current", lambda *args: confirmed.append(1) or confirm(*args))
+    confirm = shops.deposits.confirm_current
+    monkeypatch.setattr(shops.deposits, "confirm_current", lambda *args: confirmed.append(1) or confirm(*args))
     with writes_nothing(shops), pytest.raises(Refused):
         shops.refund_excess("shop-jp")
     # PostgreSQL brings a cached copy up to date before the command: nothing left to confirm.

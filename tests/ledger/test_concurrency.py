@@ -122,15 +122,15 @@ def test_no_other_writer_slips_in_between_a_command_reading_its_deposit_and_writ
     # The command's turn is taken before it loads the deposit: another writer queues
     # instead of writing the deposit's next version first and making this one try again.
     ledger.open("queue-shop", currency="CNY", required="100")
-    ledger._uncache("queue-shop")
+    ledger.deposits.check_out("queue-shop")  # out of the cache: the command loads it while holding its turn
     other_writer_refused: list[bool] = []
-    commit = ledger._commit
+    commit = ledger.work._commit
 
     def decided(deposit: Any) -> None:
         other_writer_refused.append(_another_writer_must_wait(store, deposit.id.hex))
         commit(deposit)
 
-    monkeypatch.setattr(ledger, "_commit", decided)
+    monkeypatch.setattr(ledger.work, "_commit", decided)
 
     ledger.pay("queue-shop", "10", channel="alipay", ref="T-1")
 

@@ -12,6 +12,7 @@ import pytest
 
 from domain import MalformedInput, Refused, ShopDeposit, deposit_id
 from ledger import DepositLedger
+from ledger.app.repository import DepositRepository
 from ledger.tools import journal
 from ledger.tools.journal import (
     ImportSummary,
@@ -274,9 +275,9 @@ def test_a_batch_looks_its_deposits_up_together_not_line_by_line(
     path = write_journal(tmp_path / "many.jsonl", records, "jsonl")
     loads: list[UUID] = []
     lookups: list[int] = []
-    load, latest_versions = DepositLedger._load, type(ledger.recorder).latest_versions
+    load, latest_versions = DepositRepository.load, type(ledger.recorder).latest_versions
 
-    def counting_load(self: DepositLedger, deposit: UUID, version: int | None = None) -> ShopDeposit | None:
+    def counting_load(self: DepositRepository, deposit: UUID, version: int | None = None) -> ShopDeposit | None:
         loads.append(deposit)
         return load(self, deposit, version)
 
@@ -284,7 +285,7 @@ def test_a_batch_looks_its_deposits_up_together_not_line_by_line(
         lookups.append(len(originator_ids))
         return latest_versions(self, originator_ids)
 
-    monkeypatch.setattr(DepositLedger, "_load", counting_load)
+    monkeypatch.setattr(DepositRepository, "load", counting_load)
     monkeypatch.setattr(type(ledger.recorder), "latest_versions", counting_lookup)
 
     summary, _ = run_import(ledger, path, "jsonl", batch_lines=10)

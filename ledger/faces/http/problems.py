@@ -18,7 +18,7 @@ from pydantic import ValidationError
 from starlette.exceptions import HTTPException
 
 from domain import LedgerError, MalformedInput, ShopNotFound
-from ledger.app.service import ConcurrencyExhausted
+from ledger.app.unit_of_work import ConcurrencyExhausted
 from ledger.store.urls import UNAVAILABLE
 
 PROBLEM_TYPE_BASE = "https://deposit-ledger.dev/problems/"

@@ -34,7 +34,8 @@ from typing import Any
 
 from eventsourcing.persistence import IntegrityError
 
-from ledger.app.service import MAX_ATTEMPTS, RETRY_PAUSE_FIRST_S, ConcurrencyExhausted, DepositLedger
+from ledger.app.service import DepositLedger
+from ledger.app.unit_of_work import MAX_ATTEMPTS, RETRY_PAUSE_FIRST_S, ConcurrencyExhausted
 
 MAX_BATCH_COMMANDS = 256
 """Commands per transaction at most: bounds a batch's memory and how long its first request waits."""

@@ -14,10 +14,11 @@ from uuid import UUID
 
 from eventsourcing.persistence import IntegrityError, StoredEvent
 
-from domain import Channel
+from domain import Channel, InvariantBroken
 from domain.reconciliation import BillOutcome, BillReconciled, reconciliation_id
 from ledger.app.parse import parse_actor
-from ledger.app.service import MAX_ATTEMPTS, ConcurrencyExhausted, DepositLedger
+from ledger.app.service import DepositLedger
+from ledger.app.unit_of_work import MAX_ATTEMPTS, ConcurrencyExhausted
 from ledger.store.recorder import stored_id
 from ledger.tools.reconcile.ledger_side import READ_BATCH
 from ledger.tools.reconcile.report import ReconciliationReport
@@ -105,5 +106,6 @@ def _recorded(ledger: DepositLedger) -> Iterator[BillReconciled]:
                     state=bytes(state),
                 )
                 event = ledger.mapper.to_domain_event(stored)
-                assert isinstance(event, BillReconciled)
+                if not isinstance(event, BillReconciled):
+                    raise InvariantBroken(f"a {type(event).__name__} stored under the reconciliation's topic")
                 yield event
